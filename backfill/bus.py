@@ -1,0 +1,164 @@
+"""NATS connection and pipelined JetStream publishing with every acknowledgement awaited.
+
+nats-py's own `publish_async` leaves the future unresolved when the server answers with an error such
+as 10077 (per-subject limit), which is exactly the answer that means "already pending" here; this
+publisher parses every answer itself, resolves every future (stored, duplicate, already pending, failed)
+and times out what never gets an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+
+import msgspec
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from backfill.errors import BusError
+
+log = logging.getLogger(__name__)
+PER_SUBJECT_LIMIT = 10077  # "maximum messages per subject exceeded": the row already has a pending message
+
+
+async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient:
+    """Connect; a worker reconnects forever (nats-py gives up after ~2 minutes by default)."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats: disconnected, reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("nats: reconnected")
+
+    try:
+        return await nats.connect(
+            servers=[s.strip() for s in url.split(",")],
+            name=name,
+            max_reconnect_attempts=-1 if reconnect_forever else 10,
+            reconnect_time_wait=1,
+            connect_timeout=5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            allow_reconnect=True,
+        )
+    except (NatsError, OSError, TimeoutError) as exc:
+        raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
+
+
+class PubStatus(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # same Nats-Msg-Id inside the duplicate window
+    ALREADY_PENDING = "already_pending"  # per-subject limit: the row already waits in the stream
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PubResult:
+    status: PubStatus
+    seq: int | None = None
+    error: str | None = None
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    stream: str | None = None
+    seq: int | None = None
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+def parse_ack(msg: Msg) -> PubResult:
+    """Turn a JetStream publish answer (or a no-responders status) into a PubResult."""
+    if msg.headers and msg.headers.get("Status") == "503":
+        return PubResult(PubStatus.FAILED, error="no stream listens on this subject")
+    try:
+        ack = _ack_decoder.decode(msg.data)
+    except msgspec.DecodeError as exc:
+        return PubResult(PubStatus.FAILED, error=f"unreadable publish answer: {exc}")
+    if ack.error is not None:
+        if ack.error.err_code == PER_SUBJECT_LIMIT:
+            return PubResult(PubStatus.ALREADY_PENDING)
+        return PubResult(PubStatus.FAILED, error=f"{ack.error.err_code}: {ack.error.description}")
+    return PubResult(PubStatus.DUPLICATE if ack.duplicate else PubStatus.STORED, seq=ack.seq)
+
+
+class AckPublisher:
+    """Many publishes in flight (bounded by `window`), each resolved by its own acknowledgement."""
+
+    def __init__(self, nc: NatsClient, window: int = 512, timeout: float = 10.0) -> None:
+        self._nc = nc
+        self._window = asyncio.Semaphore(window)
+        self._timeout = timeout
+        self._pending: dict[str, asyncio.Future[PubResult]] = {}
+        self._prefix = ""
+        self._sub: object | None = None
+        self._counter = 0
+
+    async def start(self) -> None:
+        self._prefix = f"{self._nc.new_inbox()}."
+        self._sub = await self._nc.subscribe(f"{self._prefix}*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._pending.pop(msg.subject[len(self._prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(parse_ack(msg))
+
+    def _expire(self, token: str) -> None:
+        future = self._pending.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(
+                PubResult(PubStatus.FAILED, error=f"no acknowledgement within {self._timeout}s")
+            )
+
+    async def submit(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[PubResult]:
+        """Send now; the returned future resolves with the acknowledgement (never raises, never hangs)."""
+        if not self._prefix:
+            await self.start()
+        await self._window.acquire()
+        self._counter += 1
+        token = str(self._counter)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PubResult] = loop.create_future()
+        timer = loop.call_later(self._timeout, self._expire, token)
+
+        def settled(_future: asyncio.Future[PubResult]) -> None:
+            timer.cancel()
+            self._window.release()
+
+        future.add_done_callback(settled)
+        self._pending[token] = future
+        try:
+            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except (NatsError, OSError) as exc:
+            self._pending.pop(token, None)
+            future.set_result(PubResult(PubStatus.FAILED, error=f"publish failed: {exc}"))
+        return future
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> PubResult:
+        """One publish, awaited."""
+        return await (await self.submit(subject, data, headers))
+
+    async def close(self) -> None:
+        for token in list(self._pending):
+            self._expire(token)
+        if self._sub is not None:
+            await self._sub.unsubscribe()  # type: ignore[attr-defined]
+            self._sub = None

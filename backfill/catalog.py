@@ -1,0 +1,46 @@
+"""The catalog port: where `studio_board` rows are read and their meta merged.
+
+Two adapters implement it: `postgrest.PostgrestCatalog` (Supabase REST) and, for self-hosted stacks
+with a reachable database, a direct PostgreSQL one. Both apply the same candidate rule and skip rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from backfill.model import Row
+from backfill.payload import MetaPatch
+
+PUBLISHED = "published"
+ROW_COLUMNS = ("id", "title", "namespace", "content_url", "status", "meta", "created_at")
+
+
+def is_candidate(row: Row) -> bool:
+    """The backfill's one definition of a row still to do: published and no Jellyfin public URL."""
+    return row.status == PUBLISHED and row.meta_dict.get("jellyfin_public_url") is None
+
+
+def merged_meta(old: dict[str, object] | None, patch: MetaPatch) -> dict[str, object]:
+    """`defaults || coalesce(meta, '{}') || patch`: what the RPC and the optimistic fallback both write."""
+    return {**patch.defaults, **(old or {}), **patch.patch}
+
+
+class Catalog(Protocol):
+    async def count_candidates(self, since_id: int = 0) -> int | None:
+        """How many candidate rows lie above `since_id`; None when the backend cannot tell cheaply."""
+
+    def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
+        """Candidate rows in id order, page by page, memory flat in the size of the catalog."""
+
+    async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
+        """The rows with these ids that exist, in any order."""
+
+    async def get_row(self, row_id: int) -> Row | None:
+        """The current row, or None when it is gone."""
+
+    async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
+        """Merge `patch` into the row's meta without losing other keys; None when the row is gone."""
+
+    async def aclose(self) -> None:
+        """Release what the adapter holds (pools, connections)."""

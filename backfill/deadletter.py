@@ -1,0 +1,78 @@
+"""Dead-letter messages: the original request bytes plus headers saying what failed and where.
+
+Building and reading the headers is pure; the worker publishes them, the producer's `dlq` commands
+read them back. The dead letter's `Nats-Msg-Id` is derived from the original stream sequence, so the
+worker and a sweeper that both try to move the same message store it once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from backfill.wire import Header
+
+DETAIL_LIMIT = 1000
+_SECRETS = [
+    re.compile(r'(Token=")[^"]*(")', re.IGNORECASE),
+    re.compile(
+        r"((?:api_key|apikey|token|key|signature|x-amz-signature|password)=)[^&\s\"']+", re.IGNORECASE
+    ),
+    re.compile(r"(Bearer )[A-Za-z0-9._~+/=-]+"),
+]
+
+
+def redact(text: str) -> str:
+    """Strip anything that looks like a credential, then truncate."""
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: m.group(1) + "***" + (m.group(2) if m.lastindex == 2 else ""), text)
+    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Everything a dead letter records about the message it replaces."""
+
+    reason: str
+    detail: str
+    original_subject: str
+    stream: str
+    stream_seq: int
+    deliveries: int
+    first_failure: str
+    last_failure: str
+    worker: str
+    version: str
+    row_id: int | None
+
+
+def dead_letter_msg_id(stream: str, stream_seq: int) -> str:
+    return f"dlq:{stream}:{stream_seq}"
+
+
+def dead_letter_headers(failure: Failure, original: dict[str, str] | None) -> dict[str, str]:
+    """The original headers (minus its Nats-Msg-Id), plus the Backfill-* failure headers."""
+    headers = {k: v for k, v in (original or {}).items() if k != Header.MSG_ID}
+    headers.update(
+        {
+            Header.MSG_ID: dead_letter_msg_id(failure.stream, failure.stream_seq),
+            Header.REASON: failure.reason,
+            Header.DETAIL: redact(failure.detail).replace("\r", " ").replace("\n", " "),
+            Header.ORIGINAL_SUBJECT: failure.original_subject,
+            Header.STREAM_SEQ: str(failure.stream_seq),
+            Header.DELIVERIES: str(failure.deliveries),
+            Header.FIRST_FAILURE: failure.first_failure,
+            Header.LAST_FAILURE: failure.last_failure,
+            Header.WORKER: failure.worker,
+            Header.VERSION: failure.version,
+        }
+    )
+    if failure.row_id is not None:
+        headers[Header.ROW_ID] = str(failure.row_id)
+    return headers
+
+
+def row_id_from_subject(subject: str) -> int | None:
+    """`<prefix>.request.<id>` -> id, or None when the last token is not a positive integer."""
+    token = subject.rsplit(".", 1)[-1]
+    return int(token) if token.isdigit() and int(token) > 0 else None

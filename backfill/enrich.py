@@ -1,0 +1,108 @@
+"""Read-only enrichment of one row: find its Jellyfin item, a thumbnail, and build the payload.
+
+Shared by the worker and `producer preview`, so what an operator previews is exactly what a worker
+would send. Nothing here writes anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from backfill.catalog import PUBLISHED
+from backfill.contract import payload_problems
+from backfill.jellyfin import JellyfinClient
+from backfill.matching import Unmatched, choose_match, date_hint, search_term
+from backfill.model import JellyfinItem, Row, normalize_item_id
+from backfill.outcome import (
+    ALREADY_ENRICHED,
+    INVALID_PAYLOAD,
+    JELLYFIN_NOT_FOUND,
+    NOT_PUBLISHED,
+    ROW_MISSING,
+    Ack,
+    DeadLetter,
+)
+from backfill.payload import Enrichment, LinkConfig, artifact_uri, build_payload, primary_image_url
+from backfill.storage import ObjectStorage
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a worker would do for a row: publish `payload`, then merge the Jellyfin fields into meta."""
+
+    row: Row
+    enrichment: Enrichment
+    payload: dict[str, Any]
+
+
+def skip_reason(row: Row | None) -> str | None:
+    """Rows the backfill must leave alone: gone, no longer published, or already enriched."""
+    if row is None:
+        return ROW_MISSING
+    if row.status != PUBLISHED:
+        return NOT_PUBLISHED
+    if row.meta_dict.get("jellyfin_public_url") is not None:
+        return ALREADY_ENRICHED
+    return None
+
+
+class Enricher:
+    def __init__(
+        self,
+        jellyfin: JellyfinClient,
+        storage: ObjectStorage | None,
+        links: LinkConfig,
+        default_namespace: str,
+        search_limit: int = 20,
+    ) -> None:
+        self._jellyfin = jellyfin
+        self._storage = storage
+        self._links = links
+        self._namespace = default_namespace
+        self._search_limit = search_limit
+
+    async def find_item(self, row: Row) -> tuple[JellyfinItem, str] | Unmatched:
+        """By `meta.jellyfin_item_id` first; else (no id, or Jellyfin lost it) by a confident title search."""
+        item_id = normalize_item_id(row.meta_dict.get("jellyfin_item_id"))
+        if item_id is not None:
+            item = await self._jellyfin.get_item(item_id)
+            if item is not None:
+                return item, "jellyfin_id"
+        title = row.title or row.meta_dict.get("title")
+        if not isinstance(title, str) or not title.strip():
+            return Unmatched(JELLYFIN_NOT_FOUND, "row has no usable Jellyfin id and no title to search")
+        hint = date_hint(row)
+        candidates = await self._jellyfin.search(search_term(title), hint, self._search_limit)
+        match = choose_match(title, candidates, hint)
+        if isinstance(match, Unmatched):
+            return match
+        return match.item, "jellyfin_search"
+
+    async def thumbnail(self, row: Row, item: JellyfinItem) -> tuple[str | None, str | None]:
+        url = primary_image_url(item, self._links)
+        if url is not None:
+            return url, "jellyfin"
+        if self._storage is None:
+            return None, None
+        url = await self._storage.find_thumbnail(artifact_uri(row))
+        return (url, "storage") if url else (None, None)
+
+    async def plan(self, row: Row | None) -> Plan | Ack | DeadLetter:
+        """Skip, dead-letter, or a plan with a contract-valid payload. Raises only transient errors."""
+        reason = skip_reason(row)
+        if reason is not None or row is None:
+            return Ack("skipped", reason or ROW_MISSING)
+        found = await self.find_item(row)
+        if isinstance(found, Unmatched):
+            return DeadLetter(found.reason, found.detail)
+        item, resolved_by = found
+        thumb, source = await self.thumbnail(row, item)
+        enrichment = Enrichment(
+            item=item, resolved_by=resolved_by, thumbnail_url=thumb, thumbnail_source=source
+        )
+        payload = build_payload(row, enrichment, self._links, self._namespace)
+        problems = payload_problems(payload)
+        if problems:
+            return DeadLetter(INVALID_PAYLOAD, "; ".join(problems))
+        return Plan(row=row, enrichment=enrichment, payload=payload)

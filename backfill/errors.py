@@ -1,0 +1,69 @@
+"""The project's one error tree.
+
+Adapters translate their library's exceptions (httpx, nats) into these at the boundary, so nothing
+above an adapter catches a third-party exception. Each class says whether retrying can help.
+
+    BackfillError                      root; never raised itself
+    ├── ConfigError                    bad or missing settings; the program stops (exit 2)
+    ├── StreamConfigConflict           an existing stream/consumer cannot take our config
+    ├── UpstreamError                  an HTTP upstream failed          (has .service, .status)
+    │   ├── UpstreamUnavailable        timeout, connection error, 5xx, 429/503: retryable
+    │   └── UpstreamRejected           a 4xx retrying cannot fix: not retryable
+    ├── CatalogConflict                optimistic write lost its race too often: retryable
+    └── BusError                       JetStream publish/ack failed: retryable
+"""
+
+from __future__ import annotations
+
+
+class BackfillError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(BackfillError):
+    """Settings are missing or malformed; the message lists every problem."""
+
+
+class StreamConfigConflict(BackfillError):
+    """An existing stream or consumer differs in a way that cannot be updated in place."""
+
+
+class UpstreamError(BackfillError):
+    """An HTTP upstream (jellyfin, agent_zero, catalog, storage) did not give a usable answer."""
+
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{service}: {message}")
+        self.service = service
+        self.status = status
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Transient: timeout, connection refused, 5xx, 429 or 503. Retry later."""
+
+    retryable = True
+
+
+class UpstreamRejected(UpstreamError):
+    """A 4xx that retrying will not fix (bad auth, invalid request)."""
+
+
+class CatalogConflict(BackfillError):
+    """The row kept changing under an optimistic write; retry the message later."""
+
+    retryable = True
+
+
+class BusError(BackfillError):
+    """JetStream did not acknowledge a publish or an API call; retry later."""
+
+    retryable = True

@@ -1,0 +1,88 @@
+"""Jellyfin adapter: item by id and title search, with the MediaBrowser auth header (FACTS §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+
+from backfill.errors import UpstreamUnavailable
+from backfill.matching import DateHint
+from backfill.model import JellyfinItem, SearchResult, normalize_item_id
+from backfill.transport import Observer, Upstream, no_observer
+
+SERVICE = "jellyfin"
+_SEARCH_FIELDS = "Path,Tags,Genres,ProviderIds,PremiereDate,ProductionYear"
+_item_decoder = msgspec.json.Decoder(JellyfinItem)
+_search_decoder = msgspec.json.Decoder(SearchResult)
+
+
+def auth_header(api_key: str) -> str:
+    """`X-Emby-Token` and `api_key` are off by default in 12.0: this header works on 10.9 through 12.0."""
+    client = 'Client="pmoves-backfill", Device="backfill", DeviceId="pmoves-backfill", Version="1"'
+    return f'MediaBrowser {client}, Token="{api_key}"'
+
+
+class JellyfinClient:
+    """Reads items for one configured user; an API key has no user of its own, so `userId` is always sent."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        user_id: str,
+        observe: Observer = no_observer,
+    ) -> None:
+        self._up = Upstream(http, SERVICE, observe)
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": auth_header(api_key), "Accept": "application/json"}
+        self._user_id = user_id
+
+    async def get_item(self, item_id: str) -> JellyfinItem | None:
+        """The item, or None when Jellyfin does not have it (404, or 400 for an id it refuses)."""
+        canonical = normalize_item_id(item_id)
+        if canonical is None:
+            return None
+        response = await self._up.request(
+            "GET",
+            f"{self._base}/Items/{canonical}",
+            params={"userId": self._user_id},
+            headers=self._headers,
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code == 400 and "problem+json" in response.headers.get("content-type", ""):
+            return None  # Jellyfin refused the id itself; plain-text 400 (missing userId) is our bug
+        self._up.check(response)
+        item: JellyfinItem = self._decode(response, _item_decoder)
+        return item
+
+    async def search(self, term: str, hint: DateHint | None, limit: int) -> list[JellyfinItem]:
+        """Title search across all libraries (`recursive=true`, or only libraries come back)."""
+        params: dict[str, str | int] = {
+            "userId": self._user_id,
+            "searchTerm": term,
+            "recursive": "true",
+            "fields": _SEARCH_FIELDS,
+            "limit": limit,
+        }
+        window = hint.premiere_window() if hint is not None else None
+        if window is not None:
+            params["minPremiereDate"], params["maxPremiereDate"] = window
+        elif hint is not None and hint.year is not None:
+            params["years"] = hint.year
+        response = await self._up.request("GET", f"{self._base}/Items", params=params, headers=self._headers)
+        self._up.check(response)
+        result = self._decode(response, _search_decoder)
+        return [item for item in result.items if normalize_item_id(item.id) is not None]
+
+    @staticmethod
+    def _decode(response: httpx.Response, decoder: msgspec.json.Decoder[Any]) -> Any:
+        try:
+            return decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise UpstreamUnavailable(
+                SERVICE, f"unreadable answer from {response.request.url.path}: {exc}"
+            ) from exc

@@ -1,0 +1,69 @@
+"""Domain records read from the outside: a `studio_board` row and a Jellyfin item.
+
+msgspec decodes them straight from response bytes; unknown fields are ignored, so upstream additions
+never break a worker.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_ZERO_ID = "0" * 32
+
+
+class Row(msgspec.Struct, frozen=True):
+    """One `studio_board` row (FACTS §1). `meta` may be SQL null upstream; read it via `meta_dict`."""
+
+    id: int
+    title: str | None = None
+    namespace: str | None = None
+    content_url: str | None = None
+    status: str | None = None
+    meta: dict[str, Any] | None = None
+    created_at: str | None = None
+
+    @property
+    def meta_dict(self) -> dict[str, Any]:
+        return self.meta if isinstance(self.meta, dict) else {}
+
+
+class JellyfinItem(msgspec.Struct, frozen=True, rename="pascal"):
+    """The subset of Jellyfin's BaseItemDto the backfill reads (PascalCase, nulls omitted upstream)."""
+
+    id: str
+    name: str | None = None
+    server_id: str | None = None
+    type: str | None = None
+    path: str | None = None
+    run_time_ticks: int | None = None
+    production_year: int | None = None
+    premiere_date: str | None = None
+    image_tags: dict[str, str] | None = None
+    tags: list[str] | None = None
+
+    @property
+    def primary_image_tag(self) -> str | None:
+        return (self.image_tags or {}).get("Primary")
+
+
+class SearchResult(msgspec.Struct, frozen=True, rename="pascal"):
+    items: list[JellyfinItem] = []
+    total_record_count: int = 0
+
+
+def normalize_item_id(raw: object) -> str | None:
+    """Return Jellyfin's canonical id (32 lowercase hex) or None when `raw` is not a usable id.
+
+    Accepts the dashed GUID form. The all-zero id is refused: Jellyfin answers it with the root
+    folder instead of 404 (FACTS §2), which would enrich a row with the wrong item.
+    """
+    if not isinstance(raw, str):
+        return None
+    candidate = raw.strip().replace("-", "").lower()
+    if not _HEX32.match(candidate) or candidate == _ZERO_ID:
+        return None
+    return candidate

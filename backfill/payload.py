@@ -1,0 +1,154 @@
+"""Building the `content.published.v1` payload and the row's meta patch: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from backfill.model import JellyfinItem, Row
+
+BACKFILL_TAG = "backfill"
+TICKS_PER_SECOND = 10_000_000
+# Fixed namespace so the correlation id of (row, version) is the same on every worker and every retry.
+_CORRELATION_NS = uuid.UUID("5b0e7f52-9c1e-4a53-8f0a-6a4f5f1e2d10")
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """How public URLs are formed: Discord and browsers must reach them, so never the internal URL."""
+
+    public_base: str
+    deep_link_format: str = "{base}/web/#/details?id={id}&serverId={server_id}"
+    server_id: str | None = None
+    image_max_width: int = 640
+
+
+@dataclass(frozen=True)
+class Enrichment:
+    """What the read-only enrichment found for one row."""
+
+    item: JellyfinItem
+    resolved_by: str  # "jellyfin_id" | "jellyfin_search"
+    thumbnail_url: str | None
+    thumbnail_source: str | None  # "jellyfin" | "storage" | None
+
+
+def duration_seconds(ticks: int | None) -> float | None:
+    if ticks is None or ticks < 0:
+        return None
+    return round(ticks / TICKS_PER_SECOND, 3)
+
+
+def jellyfin_public_url(item: JellyfinItem, links: LinkConfig) -> str:
+    server_id = item.server_id or links.server_id or ""
+    template = links.deep_link_format
+    if not server_id:
+        template = template.replace("&serverId={server_id}", "").replace("?serverId={server_id}&", "?")
+    return template.format(base=links.public_base, id=item.id, server_id=quote(server_id, safe=""))
+
+
+def primary_image_url(item: JellyfinItem, links: LinkConfig) -> str | None:
+    tag = item.primary_image_tag
+    if not tag:
+        return None
+    return (
+        f"{links.public_base}/Items/{item.id}/Images/Primary"
+        f"?tag={quote(tag, safe='')}&maxWidth={links.image_max_width}"
+    )
+
+
+def merge_tags(existing: Any, extra: str = BACKFILL_TAG) -> list[str]:
+    """Existing string tags in order, plus `extra`, without duplicates; non-list values are dropped."""
+    tags: list[str] = []
+    source = existing if isinstance(existing, list) else [existing] if isinstance(existing, str) else []
+    for tag in [*source, extra]:
+        if isinstance(tag, str) and tag.strip() and tag not in tags:
+            tags.append(tag)
+    return tags
+
+
+def artifact_uri(row: Row) -> str | None:
+    value = row.meta_dict.get("artifact_uri") or row.content_url
+    return value if isinstance(value, str) and value else None
+
+
+def published_path(row: Row, artifact: str | None) -> str | None:
+    value = row.meta_dict.get("published_path")
+    if isinstance(value, str) and value:
+        return value
+    if artifact and artifact.startswith("s3://"):
+        _, _, key = artifact[len("s3://") :].partition("/")
+        return key or None
+    return None
+
+
+def _optional_str(meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def jellyfin_fields(enrichment: Enrichment, links: LinkConfig) -> dict[str, Any]:
+    """The four fields historic events lack, as stored in meta and sent in the payload."""
+    fields: dict[str, Any] = {
+        "jellyfin_item_id": enrichment.item.id,
+        "jellyfin_public_url": jellyfin_public_url(enrichment.item, links),
+    }
+    if enrichment.thumbnail_url:
+        fields["thumbnail_url"] = enrichment.thumbnail_url
+    duration = duration_seconds(enrichment.item.run_time_ticks)
+    if duration is not None:
+        fields["duration"] = duration
+    return fields
+
+
+def build_payload(
+    row: Row, enrichment: Enrichment, links: LinkConfig, default_namespace: str
+) -> dict[str, Any]:
+    """The `content.published.v1` payload the upstream publisher would have sent, plus Jellyfin fields."""
+    meta = row.meta_dict
+    artifact = artifact_uri(row)
+    fields = jellyfin_fields(enrichment, links)
+    payload: dict[str, Any] = {
+        "artifact_uri": artifact,
+        "published_path": published_path(row, artifact),
+        "namespace": row.namespace or _optional_str(meta, "namespace") or default_namespace,
+        "tags": merge_tags(meta.get("tags")),
+        **fields,
+        "meta": {**meta, **fields},
+    }
+    title = row.title or _optional_str(meta, "title")
+    optional = {"title": title, **{k: _optional_str(meta, k) for k in ("description", "public_url")}}
+    payload.update({k: v for k, v in optional.items() if v is not None})
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def correlation_id(row_id: int, version: str) -> str:
+    """Deterministic per (row, backfill version): every retry and replica sends the same one."""
+    return str(uuid.uuid5(_CORRELATION_NS, f"studio_board:{row_id}:{version}"))
+
+
+@dataclass(frozen=True)
+class MetaPatch:
+    """`patch` overwrites its keys; `defaults` fill only keys the row does not have yet."""
+
+    patch: dict[str, Any]
+    defaults: dict[str, Any]
+
+
+def build_meta_patch(
+    enrichment: Enrichment,
+    links: LinkConfig,
+    *,
+    version: str,
+    run_id: str,
+    event_id: str | None,
+    sent_at: str | None,
+) -> MetaPatch:
+    """Audit markers for the row. `publish_event_sent_at` is only ever filled in, never overwritten."""
+    patch = {**jellyfin_fields(enrichment, links), "backfill_version": version, "backfill_run_id": run_id}
+    if event_id is not None:
+        patch["backfill_event_id"] = event_id
+    defaults = {"publish_event_sent_at": sent_at} if sent_at is not None else {}
+    return MetaPatch(patch=patch, defaults=defaults)

@@ -1,0 +1,87 @@
+"""One backfill request, end to end: read the row, plan, republish, persist the audit markers.
+
+Returns an Outcome; it never acks or naks itself (the worker's settle step does). Failures raised by
+the adapters are classified here, in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from backfill.agent_zero import AgentZeroClient
+from backfill.catalog import Catalog
+from backfill.enrich import Enricher, Plan
+from backfill.errors import BackfillError
+from backfill.outcome import ALREADY_ENRICHED, ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
+from backfill.payload import LinkConfig, build_meta_patch, correlation_id
+from backfill.wire import BackfillRequest, Mode
+
+
+def utc_stamp(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class RowProcessor:
+    def __init__(
+        self,
+        catalog: Catalog,
+        enricher: Enricher,
+        agent_zero: AgentZeroClient,
+        links: LinkConfig,
+        policy: RetryPolicy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._catalog = catalog
+        self._enricher = enricher
+        self._agent_zero = agent_zero
+        self._links = links
+        self._policy = policy
+        self._clock = clock
+
+    async def handle(self, request: BackfillRequest, attempt: int) -> Outcome:
+        try:
+            return await self._run(request)
+        except BackfillError as exc:
+            return classify_error(exc, attempt, self._policy)
+
+    async def _run(self, request: BackfillRequest) -> Outcome:
+        row = await self._catalog.get_row(request.row_id)
+        planned = await self._enricher.plan(row)
+        if not isinstance(planned, Plan):
+            return planned
+        return await self._execute(request, planned)
+
+    async def _execute(self, request: BackfillRequest, plan: Plan) -> Outcome:
+        """Publish (republish mode) then merge at once: the crash window between the two stays small."""
+        event_id: str | None = None
+        sent_at: str | None = None
+        if request.mode is Mode.REPUBLISH:
+            cid = correlation_id(plan.row.id, request.backfill_version)
+            event_id = await self._agent_zero.publish(plan.payload, cid)
+            sent_at = utc_stamp(self._clock())
+        patch = build_meta_patch(
+            plan.enrichment,
+            self._links,
+            version=request.backfill_version,
+            run_id=request.run_id,
+            event_id=event_id,
+            sent_at=sent_at,
+        )
+        merged = await self._catalog.merge_meta(plan.row.id, patch)
+        if merged is None:
+            return Ack("skipped", ROW_MISSING)  # deleted between read and write; the event (if any) stands
+        return Ack("done", "republished" if event_id else "metadata_updated")
+
+
+def elapsed_since(stamp: str, now: float | None = None) -> float:
+    """Seconds since an ISO timestamp (the request's `enqueued_at`); 0 when unreadable."""
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return max((now if now is not None else time.time()) - then, 0.0)
+
+
+__all__ = ["ALREADY_ENRICHED", "RowProcessor", "elapsed_since", "utc_stamp"]

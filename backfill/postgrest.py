@@ -1,0 +1,158 @@
+"""PostgREST (Supabase REST) adapter for the catalog port (FACTS §3)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import msgspec
+
+from backfill.catalog import ROW_COLUMNS, merged_meta
+from backfill.errors import CatalogConflict, UpstreamUnavailable
+from backfill.model import Row
+from backfill.payload import MetaPatch
+from backfill.transport import Observer, Upstream, no_observer
+
+SERVICE = "catalog"
+OPTIMISTIC_ATTEMPTS = 5
+_rows_decoder = msgspec.json.Decoder(list[Row])
+_encoder = msgspec.json.Encoder()
+_CANDIDATE_FILTER = {"status": "eq.published", "meta->>jellyfin_public_url": "is.null"}
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    """`apikey` always; `Authorization: Bearer` only for JWT-style keys (not for `sb_secret_...`)."""
+    headers = {"apikey": key, "Accept": "application/json"}
+    if key.count(".") == 2:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+class PostgrestCatalog:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        rest_url: str,
+        service_key: str,
+        table: str = "studio_board",
+        merge_function: str = "backfill_merge_meta",
+        page_size: int = 1000,
+        observe: Observer = no_observer,
+    ) -> None:
+        self._up = Upstream(http, SERVICE, observe)
+        self._table_url = f"{rest_url.rstrip('/')}/{table}"
+        self._rpc_url = f"{rest_url.rstrip('/')}/rpc/{merge_function}"
+        self._headers = auth_headers(service_key)
+        self._page_size = min(page_size, 1000)  # Supabase silently caps a response at 1000 rows
+        self.rpc_available: bool | None = None  # learnt on the first merge
+
+    async def _get_rows(
+        self, params: dict[str, Any], prefer: str | None = None
+    ) -> tuple[list[Row], httpx.Response]:
+        headers = {**self._headers, "Prefer": prefer} if prefer else self._headers
+        response = await self._up.request("GET", self._table_url, params=params, headers=headers)
+        self._up.check(response)
+        try:
+            return _rows_decoder.decode(response.content), response
+        except msgspec.DecodeError as exc:
+            raise UpstreamUnavailable(SERVICE, f"unreadable rows: {exc}") from exc
+
+    async def count_candidates(self, since_id: int = 0) -> int | None:
+        params = {**_CANDIDATE_FILTER, "id": f"gt.{since_id}", "select": "id", "limit": 1}
+        _, response = await self._get_rows(params, prefer="count=exact")
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+
+    async def stream_candidates(
+        self, since_id: int = 0, limit: int | None = None
+    ) -> AsyncIterator[list[Row]]:
+        last, remaining = since_id, limit
+        while remaining is None or remaining > 0:
+            size = self._page_size if remaining is None else min(self._page_size, remaining)
+            params = {
+                **_CANDIDATE_FILTER,
+                "id": f"gt.{last}",
+                "order": "id.asc",
+                "limit": size,
+                "select": ",".join(ROW_COLUMNS),
+            }
+            page, _ = await self._get_rows(params)
+            if not page:
+                return
+            yield page
+            last = page[-1].id
+            remaining = None if remaining is None else remaining - len(page)
+            if len(page) < size:
+                return
+
+    async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
+        rows: list[Row] = []
+        for start in range(0, len(ids), self._page_size):
+            chunk = ids[start : start + self._page_size]
+            params = {"id": f"in.({','.join(str(i) for i in chunk)})", "select": ",".join(ROW_COLUMNS)}
+            page, _ = await self._get_rows(params)
+            rows.extend(page)
+        return rows
+
+    async def get_row(self, row_id: int) -> Row | None:
+        page, _ = await self._get_rows({"id": f"eq.{row_id}", "select": ",".join(ROW_COLUMNS)})
+        return page[0] if page else None
+
+    async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
+        if self.rpc_available is not False:
+            installed, row = await self._merge_rpc(row_id, patch)
+            self.rpc_available = installed
+            if installed:
+                return row
+        return await self._merge_optimistic(row_id, patch)
+
+    async def _merge_rpc(self, row_id: int, patch: MetaPatch) -> tuple[bool, Row | None]:
+        """(False, None) when the function is not installed (404 PGRST202)."""
+        body = {"p_id": row_id, "p_patch": patch.patch, "p_defaults": patch.defaults}
+        response = await self._up.request(
+            "POST",
+            self._rpc_url,
+            content=_encoder.encode(body),
+            headers={**self._headers, "Content-Type": "application/json"},
+        )
+        if response.status_code == 404 and _error_code(response) == "PGRST202":
+            return False, None
+        self._up.check(response)
+        rows = _rows_decoder.decode(response.content)
+        return True, (rows[0] if rows else None)
+
+    async def _merge_optimistic(self, row_id: int, patch: MetaPatch) -> Row | None:
+        """PATCH replaces jsonb whole, so pin the old value in the filter and retry when we lose a race."""
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            current = await self.get_row(row_id)
+            if current is None:
+                return None
+            pin = "is.null" if current.meta is None else f"eq.{_encoder.encode(current.meta).decode()}"
+            response = await self._up.request(
+                "PATCH",
+                self._table_url,
+                params={"id": f"eq.{row_id}", "meta": pin, "select": ",".join(ROW_COLUMNS)},
+                content=_encoder.encode({"meta": merged_meta(current.meta, patch)}),
+                headers={
+                    **self._headers,
+                    "Content-Type": "application/json",
+                    "Prefer": "return=representation",
+                },
+            )
+            self._up.check(response)
+            rows = _rows_decoder.decode(response.content)
+            if rows:
+                return rows[0]
+        raise CatalogConflict(f"row {row_id} changed under {OPTIMISTIC_ATTEMPTS} optimistic writes in a row")
+
+    async def aclose(self) -> None:
+        """The HTTP client is shared and owned by the caller."""
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None

@@ -1,0 +1,189 @@
+"""Settings read once from the environment, with the PMOVES variable names.
+
+Each program loads only the groups its command needs (`load_settings`); every problem across those
+groups is reported in one `ConfigError` that names the variables and never echoes their values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backfill.errors import ConfigError
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _nats_urls(value: str) -> str:
+    for server in value.split(","):
+        parts = urlsplit(server.strip())
+        if parts.scheme not in {"nats", "tls", "ws", "wss"} or not parts.netloc:
+            raise ValueError("must be nats://host:port (comma-separated for several servers)")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+NatsUrl = Annotated[str, AfterValidator(_nats_urls)]
+
+
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, env_ignore_empty=True, extra="ignore", populate_by_name=False
+    )
+
+
+class NatsSettings(_Group):
+    """Where JetStream is and how the backfill streams and consumer are laid out."""
+
+    url: NatsUrl = Field("nats://localhost:4222", validation_alias="NATS_URL")
+    stream: str = Field("BACKFILL", validation_alias="BACKFILL_STREAM", pattern=r"^[A-Za-z0-9_-]+$")
+    dlq_stream: str = Field(
+        "BACKFILL_DLQ", validation_alias="BACKFILL_DLQ_STREAM", pattern=r"^[A-Za-z0-9_-]+$"
+    )
+    consumer: str = Field(
+        "backfill-workers", validation_alias="BACKFILL_CONSUMER", pattern=r"^[A-Za-z0-9_-]+$"
+    )
+    subject_prefix: str = Field(
+        "backfill", validation_alias="BACKFILL_SUBJECT_PREFIX", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )
+    ack_wait: float = Field(60.0, validation_alias="BACKFILL_ACK_WAIT", gt=0)
+    max_deliver: int = Field(10, validation_alias="BACKFILL_MAX_DELIVER", ge=2)
+    max_ack_pending: int = Field(1000, validation_alias="BACKFILL_MAX_ACK_PENDING", ge=1)
+    dlq_max_age_days: float = Field(30.0, validation_alias="BACKFILL_DLQ_MAX_AGE_DAYS", gt=0)
+    replicas: int = Field(1, validation_alias="BACKFILL_STREAM_REPLICAS", ge=1, le=5)
+
+
+class CatalogSettings(_Group):
+    """Supabase REST (PostgREST) holding `studio_board`."""
+
+    rest_url: HttpUrl = Field(validation_alias=AliasChoices("SUPA_REST_URL", "SUPABASE_REST_URL"))
+    service_key: SecretStr = Field(validation_alias="SUPABASE_SERVICE_ROLE_KEY", min_length=1)
+    table: str = Field("studio_board", validation_alias="BACKFILL_TABLE", pattern=r"^[a-z_][a-z0-9_]*$")
+    merge_function: str = Field(
+        "backfill_merge_meta", validation_alias="BACKFILL_MERGE_FUNCTION", pattern=r"^[a-z_][a-z0-9_]*$"
+    )
+    page_size: int = Field(1000, validation_alias="BACKFILL_PAGE_SIZE", ge=1, le=1000)
+
+
+class JellyfinSettings(_Group):
+    """The Jellyfin server read for metadata, and the public base Discord and browsers reach."""
+
+    url: HttpUrl = Field(validation_alias="JELLYFIN_URL")
+    public_base_url: HttpUrl | None = Field(None, validation_alias="JELLYFIN_PUBLIC_BASE_URL")
+    api_key: SecretStr = Field(validation_alias="JELLYFIN_API_KEY", min_length=1)
+    user_id: str = Field(validation_alias="JELLYFIN_USER_ID", pattern=r"^[0-9A-Fa-f-]{32,36}$")
+    server_id: str | None = Field(None, validation_alias="JELLYFIN_SERVER_ID")
+    deep_link_format: str = Field(
+        "{base}/web/#/details?id={id}&serverId={server_id}", validation_alias="JELLYFIN_DEEP_LINK_FORMAT"
+    )
+    image_max_width: int = Field(640, validation_alias="JELLYFIN_IMAGE_MAX_WIDTH", ge=16)
+    search_limit: int = Field(20, validation_alias="JELLYFIN_SEARCH_LIMIT", ge=2, le=200)
+
+    @property
+    def public_base(self) -> str:
+        return self.public_base_url or self.url
+
+
+class AgentZeroSettings(_Group):
+    """Agent Zero's event gateway, which publishes envelopes on core NATS."""
+
+    base_url: HttpUrl = Field("http://localhost:8080", validation_alias="AGENT_ZERO_BASE_URL")
+    events_token: SecretStr | None = Field(None, validation_alias="AGENT_ZERO_EVENTS_TOKEN")
+
+
+class StorageSettings(_Group):
+    """Object storage for the thumbnail fallback; disabled when MINIO_ENDPOINT is unset."""
+
+    endpoint: str | None = Field(None, validation_alias="MINIO_ENDPOINT")
+    access_key: SecretStr | None = Field(None, validation_alias="MINIO_ACCESS_KEY")
+    secret_key: SecretStr | None = Field(None, validation_alias="MINIO_SECRET_KEY")
+    secure: bool = Field(False, validation_alias="MINIO_SECURE")
+    region: str = Field("us-east-1", validation_alias="AWS_DEFAULT_REGION")
+    public_base_url: HttpUrl | None = Field(None, validation_alias="MINIO_PUBLIC_BASE_URL")
+    presign_seconds: int = Field(
+        7 * 24 * 3600, validation_alias="MINIO_PRESIGN_SECONDS", ge=60, le=7 * 24 * 3600
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
+
+    @property
+    def endpoint_url(self) -> str:
+        """`MINIO_ENDPOINT` may be `host:port` (PMOVES style) or a full URL."""
+        assert self.endpoint is not None
+        if "://" in self.endpoint:
+            return self.endpoint.rstrip("/")
+        return f"{'https' if self.secure else 'http'}://{self.endpoint}"
+
+
+class BackfillSettings(_Group):
+    """What the backfill writes and how hard it drives the upstreams."""
+
+    default_namespace: str = Field("pmoves", validation_alias="DEFAULT_NAMESPACE", min_length=1)
+    version: str = Field("2025-10-14", validation_alias="BACKFILL_VERSION", pattern=r"^[A-Za-z0-9._-]+$")
+    http_timeout: float = Field(10.0, validation_alias="BACKFILL_HTTP_TIMEOUT", gt=0)
+    log_format: str = Field("auto", validation_alias="BACKFILL_LOG_FORMAT", pattern=r"^(auto|json|text)$")
+
+
+G = TypeVar("G", bound=_Group)
+
+
+def _alias_names(group: type[_Group], loc: str) -> str:
+    for field in group.model_fields.values():
+        alias = field.validation_alias
+        names = list(alias.choices) if isinstance(alias, AliasChoices) else [alias]
+        if loc in names:
+            return " (or ".join(str(n) for n in names) + ")" * (len(names) - 1)
+    return loc
+
+
+def _describe(group: type[_Group], error: Any) -> str:
+    loc = str(error["loc"][0]) if error["loc"] else "?"
+    message = "is required but not set" if error["type"] == "missing" else error["msg"]
+    return f"{_alias_names(group, loc)}: {message}"
+
+
+def _storage_problems(storage: StorageSettings) -> list[str]:
+    if storage.enabled and (storage.access_key is None or storage.secret_key is None):
+        return ["MINIO_ACCESS_KEY and MINIO_SECRET_KEY: required when MINIO_ENDPOINT is set"]
+    return []
+
+
+class SettingsBundle:
+    """The groups one command loaded, looked up by type."""
+
+    def __init__(self, groups: Sequence[_Group]) -> None:
+        self._groups = {type(g): g for g in groups}
+
+    def get(self, group: type[G]) -> G:
+        found = self._groups[group]
+        assert isinstance(found, group)
+        return found
+
+
+def load_settings(groups: Sequence[type[_Group]]) -> SettingsBundle:
+    """Build each settings group from the environment; raise one ConfigError listing every problem."""
+    problems: list[str] = []
+    built: list[_Group] = []
+    for group in groups:
+        try:
+            instance = group()
+        except ValidationError as exc:
+            problems.extend(_describe(group, err) for err in exc.errors(include_input=False))
+            continue
+        if isinstance(instance, StorageSettings):
+            problems.extend(_storage_problems(instance))
+        built.append(instance)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return SettingsBundle(built)

@@ -1,0 +1,110 @@
+"""The one definition of what travels on JetStream: the request message, its subjects, headers.
+
+Both `producer` and `worker` import this module; nothing else builds subjects or message bodies.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import UTC, datetime
+
+import msgspec
+
+WIRE_VERSION = 1
+
+_REASON_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Mode(enum.StrEnum):
+    """`republish` sends a new content.published.v1 event; `metadata-only` only updates the row."""
+
+    REPUBLISH = "republish"
+    METADATA_ONLY = "metadata-only"
+
+
+class BackfillRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """Body of `<prefix>.request.<row_id>`; small, versioned, JSON on the wire."""
+
+    row_id: int
+    backfill_version: str
+    mode: Mode
+    run_id: str
+    enqueued_at: str
+    v: int = WIRE_VERSION
+
+
+class InvalidMessage(ValueError):
+    """The bytes on a request subject are not a BackfillRequest this worker understands."""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(BackfillRequest)
+
+
+def encode_request(request: BackfillRequest) -> bytes:
+    return _encoder.encode(request)
+
+
+def decode_request(data: bytes, subject: str, prefix: str) -> BackfillRequest:
+    """Decode and cross-check against the subject; raise InvalidMessage with a readable reason."""
+    try:
+        request = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage(f"undecodable request: {exc}") from exc
+    if request.v != WIRE_VERSION:
+        raise InvalidMessage(f"unsupported wire version {request.v} (this worker speaks {WIRE_VERSION})")
+    if request.row_id <= 0:
+        raise InvalidMessage(f"row_id must be positive, got {request.row_id}")
+    if subject != request_subject(prefix, request.row_id):
+        raise InvalidMessage(f"subject {subject!r} does not match row_id {request.row_id}")
+    return request
+
+
+def new_request(
+    row_id: int, version: str, mode: Mode, run_id: str, now: datetime | None = None
+) -> BackfillRequest:
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return BackfillRequest(
+        row_id=row_id, backfill_version=version, mode=mode, run_id=run_id, enqueued_at=stamp
+    )
+
+
+def request_subject(prefix: str, row_id: int) -> str:
+    return f"{prefix}.request.{row_id}"
+
+
+def request_filter(prefix: str) -> str:
+    return f"{prefix}.request.>"
+
+
+def dlq_subject(prefix: str, reason: str) -> str:
+    if not _REASON_RE.match(reason):
+        raise ValueError(f"dead-letter reason must be snake_case, got {reason!r}")
+    return f"{prefix}.dlq.{reason}"
+
+
+def dlq_filter(prefix: str) -> str:
+    return f"{prefix}.dlq.>"
+
+
+def msg_id(row_id: int, run_id: str) -> str:
+    """`Nats-Msg-Id`: dedupes publish retries inside one run; a later run (or a replay) has its own id."""
+    return f"backfill:{row_id}:{run_id}"
+
+
+class Header:
+    """Headers the project sets; dead-letter headers are prefixed `Backfill-`."""
+
+    MSG_ID = "Nats-Msg-Id"
+    RUN_ID = "Backfill-Run-Id"
+    REASON = "Backfill-Reason"
+    DETAIL = "Backfill-Detail"
+    ORIGINAL_SUBJECT = "Backfill-Original-Subject"
+    STREAM_SEQ = "Backfill-Stream-Seq"
+    DELIVERIES = "Backfill-Deliveries"
+    FIRST_FAILURE = "Backfill-First-Failure"
+    LAST_FAILURE = "Backfill-Last-Failure"
+    WORKER = "Backfill-Worker"
+    VERSION = "Backfill-Version"
+    ROW_ID = "Backfill-Row-Id"
