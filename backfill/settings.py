@@ -187,3 +187,19 @@ def load_settings(groups: Sequence[type[_Group]]) -> SettingsBundle:
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return SettingsBundle(built)
+
+
+class WorkerSettings(_Group):
+    """How one worker process consumes; every replica may set its own."""
+
+    concurrency: int = Field(16, validation_alias="WORKER_CONCURRENCY", ge=1, le=1024)
+    fetch_batch: int = Field(16, validation_alias="WORKER_FETCH_BATCH", ge=1, le=1000)
+    fetch_timeout: float = Field(2.0, validation_alias="WORKER_FETCH_TIMEOUT", gt=0, le=30)
+    grace_seconds: float = Field(25.0, validation_alias="WORKER_GRACE_SECONDS", ge=0)
+    metrics_port: int = Field(9108, validation_alias="WORKER_METRICS_PORT", ge=0, le=65535)
+    metrics_host: str = Field("0.0.0.0", validation_alias="WORKER_METRICS_HOST")  # noqa: S104 - containers
+    stats_interval: float = Field(15.0, validation_alias="WORKER_STATS_INTERVAL", gt=0)
+    worker_id: str | None = Field(None, validation_alias="WORKER_ID")
+    retry_base_delay: float = Field(1.0, validation_alias="BACKFILL_RETRY_BASE_DELAY", gt=0)
+    retry_max_delay: float = Field(60.0, validation_alias="BACKFILL_RETRY_MAX_DELAY", gt=0)
+    retry_budget_seconds: float = Field(6 * 3600.0, validation_alias="BACKFILL_RETRY_BUDGET_SECONDS", gt=0)

@@ -1,0 +1,90 @@
+"""Build the adapters from settings: the one place where settings meet constructors."""
+
+from __future__ import annotations
+
+import httpx
+
+from backfill.agent_zero import AgentZeroClient
+from backfill.enrich import Enricher
+from backfill.jellyfin import JellyfinClient
+from backfill.layout import Layout, build_layout
+from backfill.payload import LinkConfig
+from backfill.postgrest import PostgrestCatalog
+from backfill.settings import (
+    AgentZeroSettings,
+    BackfillSettings,
+    CatalogSettings,
+    JellyfinSettings,
+    NatsSettings,
+    SettingsBundle,
+    StorageSettings,
+)
+from backfill.sigv4 import Credentials
+from backfill.storage import ObjectStorage
+from backfill.transport import Observer, no_observer
+
+
+def links_from(jellyfin: JellyfinSettings) -> LinkConfig:
+    return LinkConfig(
+        public_base=jellyfin.public_base,
+        deep_link_format=jellyfin.deep_link_format,
+        server_id=jellyfin.server_id,
+        image_max_width=jellyfin.image_max_width,
+    )
+
+
+def build_catalog(
+    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+) -> PostgrestCatalog:
+    catalog = settings.get(CatalogSettings)
+    return PostgrestCatalog(
+        http,
+        catalog.rest_url,
+        catalog.service_key.get_secret_value(),
+        table=catalog.table,
+        merge_function=catalog.merge_function,
+        page_size=catalog.page_size,
+        observe=observe,
+    )
+
+
+def build_storage(
+    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+) -> ObjectStorage | None:
+    storage = settings.get(StorageSettings)
+    if not storage.enabled or storage.access_key is None or storage.secret_key is None:
+        return None
+    creds = Credentials(
+        storage.access_key.get_secret_value(), storage.secret_key.get_secret_value(), storage.region
+    )
+    return ObjectStorage(
+        http, storage.endpoint_url, creds, storage.public_base_url, storage.presign_seconds, observe=observe
+    )
+
+
+def build_enricher(
+    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+) -> Enricher:
+    jellyfin = settings.get(JellyfinSettings)
+    client = JellyfinClient(
+        http, jellyfin.url, jellyfin.api_key.get_secret_value(), jellyfin.user_id, observe=observe
+    )
+    return Enricher(
+        client,
+        build_storage(settings, http, observe),
+        links_from(jellyfin),
+        settings.get(BackfillSettings).default_namespace,
+        search_limit=jellyfin.search_limit,
+    )
+
+
+def build_agent_zero(
+    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+) -> AgentZeroClient:
+    agent = settings.get(AgentZeroSettings)
+    token = agent.events_token.get_secret_value() if agent.events_token else None
+    return AgentZeroClient(http, agent.base_url, token, observe=observe)
+
+
+def layout_from(settings: SettingsBundle) -> Layout:
+    return build_layout(settings.get(NatsSettings))

@@ -1,0 +1,119 @@
+"""`producer enqueue`: stream candidate rows from the catalog into JetStream, one message per row.
+
+Publishing is pipelined: many publishes in flight, every acknowledgement awaited and counted. Memory
+stays flat in the number of rows (pages of at most 1000; only outstanding publishes are held).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from backfill.bus import AckPublisher, PubResult, PubStatus
+from backfill.catalog import Catalog, is_candidate
+from backfill.model import Row
+from backfill.wire import Header, Mode, encode_request, msg_id, new_request, request_subject
+from producer.progress import Progress
+
+log = logging.getLogger("producer")
+RETRIES = 2
+
+
+@dataclass
+class EnqueueCounts:
+    candidates: int = 0
+    enqueued: int = 0
+    already_pending: int = 0
+    failed: int = 0
+    not_candidates: int = 0
+    failed_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rows: explicit ids, or every candidate above `since_id` (at most `limit`)."""
+
+    ids: Sequence[int] = ()
+    since_id: int = 0
+    limit: int | None = None
+
+
+async def select_rows(
+    catalog: Catalog, selection: Selection, counts: EnqueueCounts
+) -> AsyncIterator[list[Row]]:
+    """Pages of candidate rows; explicit ids that are not candidates are counted, not enqueued."""
+    if selection.ids:
+        rows = sorted(await catalog.fetch_rows(selection.ids), key=lambda r: r.id)
+        wanted = [r for r in rows if is_candidate(r)][: selection.limit]
+        counts.not_candidates = len(selection.ids) - len([r for r in rows if is_candidate(r)])
+        if wanted:
+            yield wanted
+        return
+    async for page in catalog.stream_candidates(selection.since_id, selection.limit):
+        yield page
+
+
+class Enqueuer:
+    def __init__(self, publisher: AckPublisher, prefix: str, version: str, mode: Mode, run_id: str) -> None:
+        self._publisher = publisher
+        self._prefix = prefix
+        self._version = version
+        self._mode = mode
+        self._run_id = run_id
+        self._outstanding: set[asyncio.Future[PubResult]] = set()
+
+    async def _submit(self, row_id: int) -> asyncio.Future[PubResult]:
+        request = new_request(row_id, self._version, self._mode, self._run_id)
+        headers = {Header.MSG_ID: msg_id(row_id, self._run_id), Header.RUN_ID: self._run_id}
+        return await self._publisher.submit(
+            request_subject(self._prefix, row_id), encode_request(request), headers
+        )
+
+    def _count(self, result: PubResult, row_id: int, counts: EnqueueCounts, retry: list[int]) -> None:
+        if result.status is PubStatus.STORED:
+            counts.enqueued += 1
+        elif result.status in (PubStatus.ALREADY_PENDING, PubStatus.DUPLICATE):
+            counts.already_pending += 1
+        else:
+            retry.append(row_id)
+            log.debug("publish failed", extra={"row_id": row_id, "error": result.error})
+
+    async def run(self, pages: AsyncIterator[list[Row]], counts: EnqueueCounts, progress: Progress) -> None:
+        retry: list[int] = []
+        async for page in pages:
+            for row in page:
+                counts.candidates += 1
+                future = await self._submit(row.id)
+                self._outstanding.add(future)
+                future.add_done_callback(self._on_done(row.id, counts, retry, progress))
+        if self._outstanding:
+            await asyncio.wait(set(self._outstanding))
+        await self._retry_failed(retry, counts)
+
+    def _on_done(self, row_id: int, counts: EnqueueCounts, retry: list[int], progress: Progress):  # type: ignore[no-untyped-def]
+        def done(future: asyncio.Future[PubResult]) -> None:
+            self._outstanding.discard(future)
+            self._count(future.result(), row_id, counts, retry)
+            progress.advance(enqueued=counts.enqueued, already_pending=counts.already_pending)
+
+        return done
+
+    async def _retry_failed(self, row_ids: list[int], counts: EnqueueCounts) -> None:
+        """Publishes that got no acknowledgement are retried with the same Nats-Msg-Id (no duplicates)."""
+        for row_id in row_ids:
+            result = PubResult(PubStatus.FAILED, error="not tried")
+            for _ in range(RETRIES):
+                result = await (await self._submit(row_id))
+                if result.status is not PubStatus.FAILED:
+                    break
+            if result.status is PubStatus.FAILED:
+                counts.failed += 1
+                counts.failed_ids.append(row_id)
+                log.error("could not enqueue row", extra={"row_id": row_id, "error": result.error})
+            else:
+                self._count(result, row_id, counts, [])

@@ -1,0 +1,37 @@
+"""`producer preview`: the worker's enrichment, read-only, printed as the payloads it would republish."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from backfill.enrich import Enricher, Plan
+from backfill.errors import BackfillError
+from backfill.model import Row
+from backfill.outcome import Ack, DeadLetter
+
+
+async def preview_row(enricher: Enricher, row: Row) -> dict[str, Any]:
+    """One JSON-ready record: what a worker would do with this row, and why."""
+    try:
+        planned = await enricher.plan(row)
+    except BackfillError as exc:
+        return {"row_id": row.id, "action": "retry", "error": str(exc)}
+    if isinstance(planned, Plan):
+        return {
+            "row_id": row.id,
+            "action": "republish",
+            "resolved_by": planned.enrichment.resolved_by,
+            "thumbnail_source": planned.enrichment.thumbnail_source,
+            "payload": planned.payload,
+        }
+    if isinstance(planned, Ack):
+        return {"row_id": row.id, "action": "skip", "reason": planned.detail}
+    assert isinstance(planned, DeadLetter)
+    return {"row_id": row.id, "action": "dead_letter", "reason": planned.reason, "detail": planned.detail}
+
+
+async def preview(enricher: Enricher, pages: AsyncIterator[list[Row]]) -> AsyncIterator[dict[str, Any]]:
+    async for page in pages:
+        for row in page:
+            yield await preview_row(enricher, row)

@@ -1,0 +1,50 @@
+"""Shared fixtures: one real nats-server per test session, and a fresh JetStream layout per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.natsserver import NatsContainerServer, NatsServerProcess, docker_available, external_url
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACTS = REPO.parent / "shared" / "contracts"
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """`NATS_URL` when set; else a testcontainer when Docker answers; else the nats-server binary."""
+    url = external_url()
+    if url:
+        yield url
+        return
+    server: NatsContainerServer | NatsServerProcess
+    server = NatsContainerServer() if docker_available() else NatsServerProcess()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def layout_env() -> dict[str, str]:
+    """Stream, consumer and subject names no other test uses, so tests never see each other's messages."""
+    tag = uuid.uuid4().hex[:10]
+    return {
+        "BACKFILL_STREAM": f"BF_{tag}",
+        "BACKFILL_DLQ_STREAM": f"BFDLQ_{tag}",
+        "BACKFILL_CONSUMER": f"workers-{tag}",
+        "BACKFILL_SUBJECT_PREFIX": f"t{tag}.backfill",
+    }
+
+
+@pytest.fixture(scope="session")
+def contracts_dir() -> Path:
+    assert (CONTRACTS / "content.published.v1.schema.json").is_file(), (
+        f"PMOVES contracts not found at {CONTRACTS}"
+    )
+    return CONTRACTS

@@ -1,0 +1,159 @@
+"""The worker's pull loop: fetch only as many messages as there are free slots, handle each in a task.
+
+Nothing here assumes the worker is alone: replicas share the durable consumer and JetStream hands each
+message to one of them. Stopping: no new fetches, in-flight work gets a grace period, what cannot
+finish is nak'd at once so another replica takes it without waiting for ack_wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from backfill.layout import Layout
+from backfill.metrics import Metrics
+from backfill.outcome import INVALID_MESSAGE, DeadLetter, Outcome, RetryPolicy, settle_retry
+from backfill.pipeline import RowProcessor, elapsed_since
+from backfill.wire import InvalidMessage, decode_request
+from worker.settle import Settler
+
+log = logging.getLogger(__name__)
+
+
+class Consumer:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        layout: Layout,
+        processor: RowProcessor,
+        settler: Settler,
+        metrics: Metrics,
+        policy: RetryPolicy,
+        *,
+        concurrency: int,
+        fetch_batch: int,
+        fetch_timeout: float,
+        ack_wait: float,
+    ) -> None:
+        self._js = js
+        self._layout = layout
+        self._processor = processor
+        self._settler = settler
+        self._metrics = metrics
+        self._policy = policy
+        self._concurrency = concurrency
+        self._fetch_batch = fetch_batch
+        self._fetch_timeout = fetch_timeout
+        self._heartbeat_every = max(ack_wait / 3, 0.5)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self.bound = False
+
+    async def run(self, stop: asyncio.Event, grace: float) -> None:
+        psub = await self._js.pull_subscribe_bind(self._layout.durable, stream=self._layout.stream)
+        self.bound = True
+        try:
+            while not stop.is_set():
+                free = self._concurrency - len(self._tasks)
+                if free <= 0:
+                    await self._wait_for_slot(stop)
+                    continue
+                for msg in await self._fetch(psub, min(free, self._fetch_batch), stop):
+                    self._spawn(msg)
+        finally:
+            self.bound = False
+            await self._finish(grace)
+            await self._nak_buffered(psub)
+            with contextlib.suppress(NatsError):
+                await psub.unsubscribe()
+
+    async def _fetch(self, psub: Any, batch: int, stop: asyncio.Event) -> list[Msg]:
+        try:
+            msgs: list[Msg] = await psub.fetch(batch, timeout=self._fetch_timeout)
+            return msgs
+        except NatsTimeoutError:
+            return []
+        except NatsError as exc:  # disconnected, reconnecting: the client reconnects on its own
+            log.warning("fetch failed, retrying", extra={"error": str(exc) or type(exc).__name__})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            return []
+
+    async def _wait_for_slot(self, stop: asyncio.Event) -> None:
+        self._slot_freed.clear()
+        waiters = [asyncio.ensure_future(self._slot_freed.wait()), asyncio.ensure_future(stop.wait())]
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+
+    def _spawn(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        self._metrics.in_flight.set(len(self._tasks))
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._metrics.in_flight.set(len(self._tasks))
+            self._slot_freed.set()
+
+        task.add_done_callback(done)
+
+    async def _handle(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            outcome = await self._decide(msg)
+            label = await self._settler.settle(msg, outcome)
+        except asyncio.CancelledError:
+            with contextlib.suppress(NatsError):
+                await asyncio.shield(msg.nak())  # shutting down: hand it to another replica now
+            raise
+        finally:
+            heartbeat.cancel()
+        self._metrics.messages.labels(label).inc()
+        self._metrics.processing.labels(label).observe(time.perf_counter() - started)
+
+    async def _decide(self, msg: Msg) -> Outcome:
+        attempt = msg.metadata.num_delivered
+        try:
+            request = decode_request(msg.data, msg.subject, self._layout.prefix)
+        except InvalidMessage as exc:
+            return DeadLetter(INVALID_MESSAGE, f"{exc}; raw bytes kept in this dead letter")
+        outcome = await self._processor.handle(request, attempt)
+        return settle_retry(outcome, attempt, elapsed_since(request.enqueued_at), self._policy)
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        """`in_progress` keeps a slow message from being redelivered while it is still being worked on."""
+        while True:
+            await asyncio.sleep(self._heartbeat_every)
+            with contextlib.suppress(NatsError):
+                await msg.in_progress()
+
+    async def _finish(self, grace: float) -> None:
+        if not self._tasks:
+            return
+        log.info("finishing in-flight work", extra={"in_flight": len(self._tasks), "grace_seconds": grace})
+        _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished)
+            log.warning("grace period over; nak'd unfinished messages", extra={"count": len(unfinished)})
+
+    async def _nak_buffered(self, psub: Any) -> None:
+        """Messages the client received but never handed out would otherwise wait out ack_wait."""
+        queue = getattr(getattr(psub, "_sub", None), "_pending_queue", None)
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if msg.headers and msg.headers.get("Status"):
+                continue  # status messages (408/404) carry no work
+            with contextlib.suppress(NatsError):
+                await msg.nak()

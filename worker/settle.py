@@ -1,0 +1,115 @@
+"""The one place an Outcome becomes JetStream actions: ack, nak(delay), or dead-letter then term.
+
+A dead letter's publish acknowledgement is awaited before the original is termed; when the dead-letter
+publish fails, the original is nak'd with a delay, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from backfill.bus import AckPublisher, PubStatus
+from backfill.deadletter import Failure, dead_letter_headers, row_id_from_subject
+from backfill.metrics import Metrics
+from backfill.outcome import Ack, DeadLetter, Outcome, Retry
+from backfill.pipeline import utc_stamp
+from backfill.wire import dlq_subject
+
+log = logging.getLogger(__name__)
+DLQ_FAILED_DELAY = 5.0
+
+
+class FirstFailures:
+    """When this worker first saw each message fail (bounded; another replica may have seen it earlier)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._seen: OrderedDict[int, str] = OrderedDict()
+        self._size = size
+
+    def note(self, seq: int, stamp: str) -> str:
+        first = self._seen.setdefault(seq, stamp)
+        self._seen.move_to_end(seq)
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return first
+
+    def forget(self, seq: int) -> None:
+        self._seen.pop(seq, None)
+
+
+class Settler:
+    def __init__(
+        self,
+        publisher: AckPublisher,
+        prefix: str,
+        stream: str,
+        worker_id: str,
+        version: str,
+        metrics: Metrics,
+    ) -> None:
+        self._publisher = publisher
+        self._prefix = prefix
+        self._stream = stream
+        self._worker_id = worker_id
+        self._version = version
+        self._metrics = metrics
+        self._failures = FirstFailures()
+
+    async def settle(self, msg: Msg, outcome: Outcome) -> str:
+        """Apply the outcome; returns the metrics outcome label actually applied."""
+        seq = msg.metadata.sequence.stream
+        try:
+            if isinstance(outcome, Ack):
+                await msg.ack()
+                self._failures.forget(seq)
+                return outcome.result
+            if isinstance(outcome, Retry):
+                self._failures.note(seq, utc_stamp(datetime.now(UTC)))
+                await msg.nak(delay=outcome.delay)
+                return "retried"
+            return await self._dead_letter(msg, outcome)
+        except NatsError as exc:
+            # The server will redeliver after ack_wait; nothing is lost, only delayed.
+            log.warning("could not settle message", extra={"seq": seq, "error": str(exc)})
+            return "retried"
+
+    async def _dead_letter(self, msg: Msg, outcome: DeadLetter) -> str:
+        seq = msg.metadata.sequence.stream
+        now = utc_stamp(datetime.now(UTC))
+        failure = Failure(
+            reason=outcome.reason,
+            detail=outcome.detail,
+            original_subject=msg.subject,
+            stream=self._stream,
+            stream_seq=seq,
+            deliveries=msg.metadata.num_delivered,
+            first_failure=self._failures.note(seq, now),
+            last_failure=now,
+            worker=self._worker_id,
+            version=self._version,
+            row_id=row_id_from_subject(msg.subject),
+        )
+        headers = dead_letter_headers(failure, msg.headers)
+        result = await self._publisher.publish(dlq_subject(self._prefix, outcome.reason), msg.data, headers)
+        if result.status not in (PubStatus.STORED, PubStatus.DUPLICATE):
+            log.error("dead-letter publish failed; message kept", extra={"seq": seq, "error": result.error})
+            await msg.nak(delay=DLQ_FAILED_DELAY)
+            return "retried"
+        await msg.term()
+        self._failures.forget(seq)
+        self._metrics.dead_letters.labels(outcome.reason).inc()
+        log.warning(
+            "dead-lettered",
+            extra={
+                "seq": seq,
+                "row_id": failure.row_id,
+                "reason": outcome.reason,
+                "detail": headers["Backfill-Detail"],
+            },
+        )
+        return "dead_lettered"

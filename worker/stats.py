@@ -1,0 +1,34 @@
+"""Refresh the consumer and dead-letter gauges periodically, so lag shows without an extra exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from backfill.layout import Layout
+from backfill.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+async def refresh_once(js: JetStreamContext, layout: Layout, metrics: Metrics) -> None:
+    info = await js.consumer_info(layout.stream, layout.durable)
+    metrics.consumer_pending.set(info.num_pending or 0)
+    metrics.consumer_ack_pending.set(info.num_ack_pending or 0)
+    metrics.consumer_redelivered.set(info.num_redelivered or 0)
+    dlq = await js.stream_info(layout.dlq_stream)
+    metrics.dlq_depth.set(dlq.state.messages)
+
+
+async def refresh_forever(js: JetStreamContext, layout: Layout, metrics: Metrics, every: float) -> None:
+    while True:
+        try:
+            await refresh_once(js, layout, metrics)
+        except (NatsError, TimeoutError) as exc:
+            log.warning("could not refresh consumer stats", extra={"error": str(exc) or type(exc).__name__})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.sleep(every)
