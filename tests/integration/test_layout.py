@@ -1,0 +1,95 @@
+"""The JetStream layout against a real nats-server: idempotent, one pending message per row, no silent recreate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js.api import RetentionPolicy, StreamConfig
+
+from backfill.bus import AckPublisher, PubStatus
+from backfill.errors import StreamConfigConflict
+from backfill.layout import build_layout, ensure_layout
+from backfill.settings import NatsSettings
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+def settings(layout_env: dict[str, str], **extra: object) -> NatsSettings:
+    values = {
+        "stream": layout_env["BACKFILL_STREAM"],
+        "dlq_stream": layout_env["BACKFILL_DLQ_STREAM"],
+        "consumer": layout_env["BACKFILL_CONSUMER"],
+        "subject_prefix": layout_env["BACKFILL_SUBJECT_PREFIX"],
+        **extra,
+    }
+    return NatsSettings.model_validate(
+        {NatsSettings.model_fields[k].validation_alias: v for k, v in values.items()}
+    )
+
+
+async def test_ensure_layout_is_idempotent_and_updates_editable_fields(
+    nc: NatsClient, layout_env: dict
+) -> None:
+    """Running it twice changes nothing; a new ack_wait/max_deliver updates the consumer in place."""
+    js = nc.jetstream()
+    layout = build_layout(settings(layout_env))
+    await ensure_layout(js, layout)
+    await ensure_layout(js, layout)
+    info = await js.stream_info(layout.stream)
+    assert info.config.retention == RetentionPolicy.WORK_QUEUE
+    assert info.config.max_msgs_per_subject == 1
+    assert info.config.discard_new_per_subject is True
+    changed = build_layout(settings(layout_env, ack_wait=12.0, max_deliver=4))
+    await ensure_layout(js, changed)
+    consumer = await js.consumer_info(layout.stream, layout.durable)
+    assert consumer.config.ack_wait == 12.0
+    assert consumer.config.max_deliver == 4
+    dlq = await js.stream_info(layout.dlq_stream)
+    assert dlq.config.max_age == 30 * 24 * 3600.0
+
+
+async def test_incompatible_stream_is_reported_not_recreated(nc: NatsClient, layout_env: dict) -> None:
+    """A same-named stream with limits retention is a conflict, and its messages stay."""
+    js = nc.jetstream()
+    layout = build_layout(settings(layout_env))
+    await js.add_stream(StreamConfig(name=layout.stream, subjects=[f"{layout.prefix}.request.>"]))
+    await js.publish(f"{layout.prefix}.request.1", b"keep me")
+    with pytest.raises(StreamConfigConflict, match="retention"):
+        await ensure_layout(js, layout)
+    assert (await js.stream_info(layout.stream)).state.messages == 1
+
+
+async def test_second_enqueue_of_a_pending_row_is_rejected_until_acked(
+    nc: NatsClient, layout_env: dict
+) -> None:
+    """Per-subject limit: the same row twice is 'already pending'; after the ack it can be enqueued again."""
+    js = nc.jetstream()
+    layout = build_layout(settings(layout_env))
+    await ensure_layout(js, layout)
+    publisher = AckPublisher(nc)
+    subject = f"{layout.prefix}.request.7"
+    assert (await publisher.publish(subject, b"1", {"Nats-Msg-Id": "a"})).status is PubStatus.STORED
+    assert (await publisher.publish(subject, b"2", {"Nats-Msg-Id": "b"})).status is PubStatus.ALREADY_PENDING
+    assert (await publisher.publish(subject, b"1", {"Nats-Msg-Id": "a"})).status is PubStatus.DUPLICATE
+    psub = await js.pull_subscribe_bind(layout.durable, stream=layout.stream)
+    (msg,) = await psub.fetch(1, timeout=2)
+    await msg.ack_sync()
+    assert (await publisher.publish(subject, b"3", {"Nats-Msg-Id": "c"})).status is PubStatus.STORED
+    await publisher.close()
+
+
+async def test_publish_without_a_stream_fails_fast(nc: NatsClient, layout_env: dict) -> None:
+    """No stream on the subject: a FAILED result naming the cause, not a hang."""
+    publisher = AckPublisher(nc, timeout=2)
+    result = await publisher.publish(f"{layout_env['BACKFILL_SUBJECT_PREFIX']}.nowhere", b"x")
+    assert result.status is PubStatus.FAILED
+    assert "no stream" in (result.error or "")
+    await publisher.close()

@@ -1,0 +1,84 @@
+"""Thumbnail fallback against a real S3 API (moto server): HEAD with SigV4, public or presigned URLs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from backfill.sigv4 import Credentials
+from backfill.storage import ObjectStorage, thumbnail_candidates
+from backfill.transport import make_client
+from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, moto_s3, s3_client
+
+CREDS = Credentials(ACCESS_KEY, SECRET_KEY, REGION)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[str, Any]]:
+    with moto_s3() as endpoint:
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket="outputs")
+        client.put_object(Bucket="outputs", Key="stills/poster.png", Body=b"png")
+        client.put_object(Bucket="outputs", Key="clips/night.mp4", Body=b"mp4")
+        client.put_object(Bucket="outputs", Key="clips/night.jpg", Body=b"jpg")
+        client.put_object(Bucket="outputs", Key="clips/lonely.mp4", Body=b"mp4")
+        yield endpoint, client
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    client = make_client(5.0)
+    yield client
+    await client.aclose()
+
+
+def test_thumbnail_candidates_image_itself_else_same_stem_images() -> None:
+    """An image is its own thumbnail; a video looks for a sibling image with the same stem."""
+    assert thumbnail_candidates("a/b.PNG") == ["a/b.PNG"]
+    assert thumbnail_candidates("a/b.mp4")[:2] == ["a/b.jpg", "a/b.jpeg"]
+
+
+async def test_image_artifact_is_its_own_thumbnail_with_public_base(
+    s3: tuple[str, Any], http: httpx.AsyncClient
+) -> None:
+    """With MINIO_PUBLIC_BASE_URL the thumbnail is a plain public URL on that base."""
+    storage = ObjectStorage(http, s3[0], CREDS, "https://media.example.org", 3600)
+    assert await storage.find_thumbnail("s3://outputs/stills/poster.png") == (
+        "https://media.example.org/outputs/stills/poster.png"
+    )
+
+
+async def test_video_uses_sibling_image_via_a_working_presigned_url(
+    s3: tuple[str, Any], http: httpx.AsyncClient
+) -> None:
+    """Without a public base the URL is presigned, and fetching it returns the object."""
+    storage = ObjectStorage(http, s3[0], CREDS, None, 3600)
+    url = await storage.find_thumbnail("s3://outputs/clips/night.mp4")
+    assert url is not None
+    assert "/outputs/clips/night.jpg?" in url
+    assert "X-Amz-Signature=" in url
+    response = await http.get(url)
+    assert response.status_code == 200
+    assert response.content == b"jpg"
+
+
+async def test_no_image_no_thumbnail(s3: tuple[str, Any], http: httpx.AsyncClient) -> None:
+    """A video without a sibling image, a missing bucket or a non-s3 artifact: no thumbnail."""
+    storage = ObjectStorage(http, s3[0], CREDS, None, 3600)
+    assert await storage.find_thumbnail("s3://outputs/clips/lonely.mp4") is None
+    assert await storage.find_thumbnail("s3://nobucket/x.png") is None
+    assert await storage.find_thumbnail("https://cdn/x.png") is None
+    assert await storage.find_thumbnail(None) is None
+
+
+async def test_unreachable_storage_is_a_retryable_error(http: httpx.AsyncClient) -> None:
+    """Connection refused maps to UpstreamUnavailable naming the storage service."""
+    from backfill.errors import UpstreamUnavailable
+    from tests.support.natsserver import free_port
+
+    storage = ObjectStorage(http, f"http://127.0.0.1:{free_port()}", CREDS, None, 3600)
+    with pytest.raises(UpstreamUnavailable, match="storage"):
+        await storage.find_thumbnail("s3://outputs/a.mp4")
