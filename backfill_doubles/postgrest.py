@@ -1,0 +1,233 @@
+"""A faithful local double of PostgREST / Supabase REST over table `studio_board` (FACTS §3).
+
+State is plain: `double.rows[id]` is a row dict, `requests` logs `(method, path, query)`, `calls`
+counts `select` / `patch` / `rpc` / `unauthorized`. The real behaviours that bite are kept:
+
+- responses are silently capped at `max_rows` (1000), whatever `limit` says;
+- `PATCH` replaces each given column whole (a `meta` patch drops every other key);
+- without `order=` rows come back in "heap" order, and an updated row moves to the end;
+- `POST /rpc/backfill_merge_meta` merges atomically, mirroring
+  `meta = coalesce(p_defaults,'{}') || coalesce(meta,'{}') || coalesce(p_patch,'{}')` in a SQL
+  function `returns setof studio_board`; with `rpc_installed=False` it is 404 `PGRST202`.
+
+`before_write(row_id)` runs just before a PATCH or the RPC applies, after the rows to change were
+picked; the PATCH filter is checked again afterwards, as PostgreSQL does, so a test can change a row
+"under" an optimistic writer and see its update match nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from backfill_doubles.faults import Fault, FaultInjector
+from backfill_doubles.postgrest_query import (
+    COLUMNS,
+    TABLE,
+    PostgrestError,
+    matches_all,
+    order_rows,
+    parse_count,
+    parse_filters,
+    parse_order,
+    parse_select,
+    project,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RPC_NAME = "backfill_merge_meta"
+_RPC_ARGS = frozenset({"p_id", "p_patch"})
+_UNAUTHORIZED = (401, "PGRST301", "JWSError JWSInvalidSignature")
+_FAULT_ERRORS = {
+    Fault.FAIL: (503, "PGRST002", "Could not query the database for the schema cache. Retrying."),
+    Fault.TIMEOUT: (504, "PGRST003", "Timed out acquiring connection from connection pool."),
+}
+
+
+def _error_response(error: PostgrestError) -> web.Response:
+    return web.json_response(error.body, status=error.status)
+
+
+def _prefer(request: web.Request) -> set[str]:
+    return {part.strip() for header in request.headers.getall("Prefer", []) for part in header.split(",")}
+
+
+def _missing_function(args: list[str]) -> PostgrestError:
+    names = ", ".join(sorted(args))
+    return PostgrestError(
+        404,
+        "PGRST202",
+        f"Could not find the function public.{RPC_NAME}({names}) in the schema cache",
+        f"Searched for the function public.{RPC_NAME} with parameters {names} or with a single unnamed "
+        "json/jsonb parameter, but no matches were found in the schema cache.",
+    )
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.text())
+    except ValueError:
+        raise PostgrestError(400, "PGRST102", "Empty or invalid json") from None
+
+
+def _content_range(offset: int, shown: int, total: int | None) -> str:
+    total_text = "*" if total is None else str(total)
+    if shown == 0 or total == 0:
+        return f"*/{total_text}"
+    return f"{offset}-{offset + shown - 1}/{total_text}"
+
+
+class PostgrestDouble(FaultInjector):
+    """PostgREST 12-13 serving `studio_board` and the `backfill_merge_meta` RPC."""
+
+    def __init__(
+        self, service_key: str, rpc_installed: bool = True, base_path: str = "", seed: int = 0
+    ) -> None:
+        super().__init__(seed)
+        self.service_key = service_key
+        self.rpc_installed = rpc_installed
+        self.base_path = base_path.rstrip("/")
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.max_rows = 1000
+        self.before_write: Callable[[int], None] | None = None
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.calls: Counter[str] = Counter()
+        self._next_id = 1
+
+    def add_row(self, **columns: Any) -> dict[str, Any]:
+        """Insert a row (id auto-increments unless given) and return the stored dict."""
+        unknown = set(columns) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        row_id = int(columns.get("id") or self._next_id)
+        self._next_id = max(self._next_id, row_id + 1)
+        row = dict.fromkeys(COLUMNS) | {"meta": {}, "created_at": datetime.now(UTC).isoformat()} | columns
+        row["id"] = row_id
+        self.rows[row_id] = row
+        return row
+
+    def app(self) -> web.Application:
+        """A fresh aiohttp application serving this double's state."""
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post(f"{self.base_path}/rpc/{{function}}", self._rpc, name="rpc")
+        app.router.add_get(f"{self.base_path}/{{table}}", self._select, name="select")
+        app.router.add_patch(f"{self.base_path}/{{table}}", self._patch, name="patch")
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests.append((request.method, request.path, dict(request.query)))
+        route = request.match_info.route.name
+        if route is None:
+            return await handler(request)
+        try:
+            self._authorize(request)
+            fault = self.draw()
+            await self.delay(fault)
+            if fault in _FAULT_ERRORS:
+                return _error_response(PostgrestError(*_FAULT_ERRORS[fault]))
+            self.calls[route] += 1
+            return await handler(request)
+        except PostgrestError as error:
+            return _error_response(error)
+
+    def _authorize(self, request: web.Request) -> None:
+        bearer = request.headers.get("Authorization")
+        if request.headers.get("apikey") != self.service_key or (
+            bearer is not None and bearer != f"Bearer {self.service_key}"
+        ):
+            self.calls["unauthorized"] += 1
+            raise PostgrestError(*_UNAUTHORIZED)
+        profile = request.headers.get("Accept-Profile") or request.headers.get("Content-Profile")
+        if profile is not None and profile != "public":
+            hint = "Only the following schemas are exposed: public"
+            raise PostgrestError(406, "PGRST106", f"Invalid schema: {profile}", hint=hint)
+
+    def _check_table(self, request: web.Request) -> None:
+        table = request.match_info["table"]
+        if table != TABLE:
+            raise PostgrestError(
+                404, "PGRST205", f"Could not find the table 'public.{table}' in the schema cache"
+            )
+
+    async def _select(self, request: web.Request) -> web.Response:
+        self._check_table(request)
+        filters = parse_filters(request.query.items())
+        columns = parse_select(request.query.get("select"))
+        order = parse_order(request.query.get("order"))
+        limit = parse_count(request.query.get("limit"), "limit")
+        offset = parse_count(request.query.get("offset"), "offset") or 0
+        matched = [row for row in self.rows.values() if matches_all(filters, row)]
+        ordered = order_rows(matched, order) if order else matched
+        shown = min(self.max_rows if limit is None else limit, self.max_rows)
+        page = ordered[offset : offset + shown]
+        total = len(matched) if "count=exact" in _prefer(request) else None
+        if total is not None and offset > total:
+            detail = f"An offset of {offset} was requested, but there are only {total} rows."
+            raise PostgrestError(416, "PGRST103", "Requested range not satisfiable", detail)
+        status = 206 if total is not None and len(page) < total else 200
+        headers = {"Content-Range": _content_range(offset, len(page), total)}
+        return web.json_response([project(row, columns) for row in page], status=status, headers=headers)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        self._check_table(request)
+        filters = parse_filters(request.query.items())
+        columns = parse_select(request.query.get("select"))
+        if not filters:
+            raise PostgrestError(400, "21000", "UPDATE requires a WHERE clause")
+        changes = await _json_body(request)
+        if not isinstance(changes, dict):
+            raise PostgrestError(400, "PGRST102", "Empty or invalid json")
+        for name in changes:
+            if name not in COLUMNS:
+                raise PostgrestError(
+                    400, "PGRST204", f"Could not find the '{name}' column of '{TABLE}' in the schema cache"
+                )
+        picked = [row_id for row_id, row in self.rows.items() if matches_all(filters, row)]
+        self._notify(picked)
+        updated = [self._write(row_id, changes) for row_id in picked if self._still_matches(row_id, filters)]
+        if "return=representation" not in _prefer(request):
+            return web.Response(status=204)
+        return web.json_response([project(row, columns) for row in updated])
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        args = await _json_body(request)
+        names = list(args) if isinstance(args, dict) else []
+        function = request.match_info["function"]
+        if (
+            function != RPC_NAME
+            or not self.rpc_installed
+            or not _RPC_ARGS <= set(names) <= _RPC_ARGS | {"p_defaults"}
+        ):
+            raise _missing_function(names)
+        row_id, patch, defaults = args["p_id"], args["p_patch"] or {}, args.get("p_defaults") or {}
+        if not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise PostgrestError(400, "22P02", f'invalid input syntax for type bigint: "{row_id}"')
+        if not isinstance(patch, dict) or not isinstance(defaults, dict):
+            raise PostgrestError(400, "22023", "p_patch and p_defaults must be json objects")
+        self._notify([row_id])
+        row = self.rows.get(row_id)
+        if row is None:
+            return web.json_response([])
+        merged = defaults | (row.get("meta") or {}) | patch
+        return web.json_response([self._write(row_id, {"meta": merged})])
+
+    def _notify(self, row_ids: list[int]) -> None:
+        if self.before_write is not None:
+            for row_id in row_ids:
+                self.before_write(row_id)
+
+    def _still_matches(self, row_id: int, filters: list[Any]) -> bool:
+        row = self.rows.get(row_id)
+        return row is not None and matches_all(filters, row)
+
+    def _write(self, row_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply `changes` and move the row to the end, as a new heap tuple would be."""
+        row = self.rows.pop(row_id) | changes
+        self.rows[int(row["id"])] = row
+        return row
