@@ -1,0 +1,173 @@
+"""An embedded PMOVES stack on loopback: nats-server, S3 (moto), and the Jellyfin, Agent Zero and
+PostgREST doubles, seeded with a mixed catalog. Used by the end-to-end tests and the demo.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from backfill_doubles.agent_zero import AgentZeroDouble
+from backfill_doubles.jellyfin import JellyfinDouble
+from backfill_doubles.natsserver import NatsServerProcess, free_port
+from backfill_doubles.postgrest import PostgrestDouble
+from backfill_doubles.seed import Seed, SeedRow, mixed_catalog
+from backfill_doubles.serve import BackgroundServer
+
+JELLYFIN_KEY = "jellyfin-demo-key"
+JELLYFIN_USER = "5f1a0c2e9b7d4e3fa1b2c3d4e5f60718"
+JELLYFIN_SERVER = "0f4b8e5c2a9d4c7e8b1a2f3e4d5c6b7a"
+SERVICE_KEY = "service-role-demo-key"
+S3_ACCESS = "demo-access"
+S3_SECRET = "demo-secret"  # a local moto server's fake credential
+PUBLIC_BASE = "https://watch.example.org"
+ORIGINAL_SENT_AT = "2025-06-01T10:00:00Z"
+
+
+@dataclass
+class StackOptions:
+    size: int = 260
+    seed: int = 7
+    rpc_installed: bool = True
+    nats_url: str | None = None  # an existing server; else one is started
+    contracts_dir: Path | None = None
+    agent_token: str | None = None
+
+
+@dataclass
+class EmbeddedStack:
+    options: StackOptions = field(default_factory=StackOptions)
+    seed: Seed = field(init=False)
+    jellyfin: JellyfinDouble = field(init=False)
+    agent: AgentZeroDouble = field(init=False)
+    catalog: PostgrestDouble = field(init=False)
+    item_ids: dict[str, str] = field(default_factory=dict)  # seed key -> Jellyfin id
+    rows: dict[int, SeedRow] = field(default_factory=dict)  # row id -> what it is
+    originals: dict[int, dict[str, Any]] = field(default_factory=dict)  # row id -> row as seeded
+    nats_url: str = ""
+    s3_url: str = ""
+    _servers: list[BackgroundServer] = field(default_factory=list)
+    _nats: NatsServerProcess | None = None
+    _moto: ThreadedMotoServer | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> EmbeddedStack:
+        self._tmp = tempfile.TemporaryDirectory(prefix="backfill-stack-")
+        self.nats_url = self.options.nats_url or self._start_nats(Path(self._tmp.name))
+        self.seed = mixed_catalog(self.options.size, self.options.seed)
+        self._start_s3()
+        self.jellyfin = JellyfinDouble(JELLYFIN_KEY, JELLYFIN_USER, JELLYFIN_SERVER, seed=self.options.seed)
+        self.catalog = PostgrestDouble(SERVICE_KEY, rpc_installed=self.options.rpc_installed)
+        self.agent = AgentZeroDouble(
+            self.nats_url, self.options.contracts_dir, token=self.options.agent_token
+        )
+        self._seed_jellyfin()
+        self._seed_catalog()
+        for app in (self.jellyfin.app(), self.catalog.app(), self.agent.app()):
+            server = BackgroundServer(app)
+            server.start()
+            self._servers.append(server)
+        return self
+
+    def _start_nats(self, root: Path) -> str:
+        self._nats = NatsServerProcess(store=root / "jetstream")
+        self._nats.start()
+        return self._nats.url
+
+    def _start_s3(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+        port = free_port()
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._moto.start()
+        self.s3_url = f"http://127.0.0.1:{port}"
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            aws_access_key_id=S3_ACCESS,
+            aws_secret_access_key=S3_SECRET,
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="outputs")
+        for bucket, key in self.seed.objects:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"\x89PNG thumbnail", ContentType="image/png")
+
+    def _seed_jellyfin(self) -> None:
+        for item in self.seed.items:
+            stored = self.jellyfin.add_item(
+                item.name,
+                run_time_ticks=item.ticks,
+                year=item.year,
+                premiere_date=item.premiere,
+                image=item.image,
+            )
+            self.item_ids[item.key] = stored["Id"]
+            if item.deleted:
+                self.jellyfin.delete_item(stored["Id"])
+
+    def _seed_catalog(self) -> None:
+        for seed_row in self.seed.rows:
+            meta = dict(seed_row.meta)
+            if "jellyfin_item_id" in meta:
+                meta["jellyfin_item_id"] = self.item_ids[meta["jellyfin_item_id"]]
+            row = self.catalog.add_row(
+                title=seed_row.title,
+                namespace=seed_row.namespace,
+                content_url=seed_row.content_url,
+                status=seed_row.status,
+                meta=meta,
+            )
+            self.rows[row["id"]] = seed_row
+            self.originals[row["id"]] = {**row, "meta": dict(meta)}
+
+    @property
+    def urls(self) -> dict[str, str]:
+        jellyfin, catalog, agent = (s.url for s in self._servers)
+        return {"jellyfin": jellyfin, "catalog": catalog, "agent_zero": agent}
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """Every variable the producer and worker read, pointing at this stack."""
+        urls = self.urls
+        values = {
+            "NATS_URL": self.nats_url,
+            "SUPA_REST_URL": urls["catalog"],
+            "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
+            "AGENT_ZERO_BASE_URL": urls["agent_zero"],
+            "JELLYFIN_URL": urls["jellyfin"],
+            "JELLYFIN_PUBLIC_BASE_URL": PUBLIC_BASE,
+            "JELLYFIN_API_KEY": JELLYFIN_KEY,
+            "JELLYFIN_USER_ID": JELLYFIN_USER,
+            "MINIO_ENDPOINT": self.s3_url,
+            "MINIO_ACCESS_KEY": S3_ACCESS,
+            "MINIO_SECRET_KEY": S3_SECRET,
+            "MINIO_PUBLIC_BASE_URL": "https://media.example.org",
+            "BACKFILL_LOG_FORMAT": "json",
+        }
+        if self.options.agent_token:
+            values["AGENT_ZERO_EVENTS_TOKEN"] = self.options.agent_token
+        return {**values, **overrides}
+
+    def stop(self) -> None:
+        for server in reversed(self._servers):
+            server.stop()
+        self._servers.clear()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        if self._nats is not None:
+            self._nats.close()
+            self._nats = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

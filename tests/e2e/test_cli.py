@@ -1,0 +1,81 @@
+"""The installed CLIs: configuration errors, dry runs and previews that write nothing."""
+
+from __future__ import annotations
+
+import json
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from backfill_doubles.stack import EmbeddedStack
+from tests.e2e.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+CLEAN_ENV = {
+    "SUPA_REST_URL": "",
+    "SUPABASE_REST_URL": "",
+    "SUPABASE_SERVICE_ROLE_KEY": "",
+    "JELLYFIN_URL": "",
+    "JELLYFIN_API_KEY": "",
+    "JELLYFIN_USER_ID": "",
+    "MINIO_ENDPOINT": "",
+}
+
+
+@pytest.mark.parametrize(("name", "args"), [("worker", []), ("producer", ["enqueue", "--all-missing"])])
+async def test_missing_configuration_exits_2_naming_every_variable(name: str, args: list[str]) -> None:
+    """One message lists every missing variable; exit code 2; nothing else happens."""
+    ran = await run_cli(name, args, {**CLEAN_ENV, "JELLYFIN_API_KEY": "do-not-print-me", "NATS_URL": "bogus"})
+    assert ran.code == 2
+    assert "SUPA_REST_URL" in ran.stderr
+    assert "SUPABASE_SERVICE_ROLE_KEY" in ran.stderr
+    assert "NATS_URL" in ran.stderr
+    assert "do-not-print-me" not in ran.stderr + ran.stdout
+    if name == "worker":
+        assert "JELLYFIN_USER_ID" in ran.stderr
+
+
+async def test_unreachable_nats_is_a_clear_error(stack: EmbeddedStack) -> None:
+    """No NATS at the configured URL: a message naming it, exit 3, no traceback."""
+    ran = await run_cli("producer", ["enqueue", "--all-missing"], stack.env(NATS_URL="nats://127.0.0.1:1"))
+    assert ran.code == 3
+    assert "cannot connect to NATS" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+async def test_dry_run_lists_candidates_and_writes_nothing(stack: EmbeddedStack, layout_env: dict) -> None:
+    """Dry run: the candidate count, a line per row, no stream created, no row changed."""
+    before = {rid: dict(row) for rid, row in stack.catalog.rows.items()}
+    ran = await run_cli(
+        "producer", ["enqueue", "--all-missing", "--dry-run", "--json"], stack.env(**layout_env)
+    )
+    assert ran.code == 0, ran.stderr
+    candidates = sum(1 for r in stack.rows.values() if r.expect != "untouched")
+    assert ran.json_lines()[-1]["would_enqueue"] == candidates
+    assert len([line for line in ran.stdout.splitlines() if line[:1].isdigit()]) == candidates
+    assert stack.catalog.rows == before
+    nc = await nats.connect(stack.nats_url)
+    with pytest.raises(NotFoundError):
+        await nc.jetstream().stream_info(layout_env["BACKFILL_STREAM"])
+    await nc.drain()
+
+
+async def test_preview_prints_worker_payloads_and_writes_nothing(
+    stack: EmbeddedStack, layout_env: dict
+) -> None:
+    """Preview runs the enrichment read-only: payloads printed, no event, no write."""
+    before = {rid: dict(row) for rid, row in stack.catalog.rows.items()}
+    ran = await run_cli("producer", ["preview", "--limit", "13"], stack.env(**layout_env))
+    assert ran.code == 0, ran.stderr
+    records = [json.loads(chunk) for chunk in ran.stdout.replace("}\n{", "}\n\x00{").split("\x00")]
+    assert len(records) == 13
+    actions = {r["action"] for r in records}
+    assert {"republish", "dead_letter"} <= actions
+    for record in records:
+        if record["action"] == "republish":
+            assert record["payload"]["artifact_uri"].startswith("s3://")
+            assert "backfill" in record["payload"]["tags"]
+    assert stack.agent.envelopes == []
+    assert stack.catalog.calls["rpc"] == 0
+    assert stack.catalog.rows == before

@@ -1,0 +1,150 @@
+"""The installed `producer` and two `worker` processes against the embedded stack, every path at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats
+import pytest
+
+from backfill.payload import correlation_id
+from backfill_doubles.stack import ORIGINAL_SENT_AT, PUBLIC_BASE, EmbeddedStack
+from tests.e2e.conftest import Envelopes, Ran, run_cli
+
+pytestmark = pytest.mark.slow
+VERSION = "2025-10-14"
+
+
+async def read_stream(url: str, stream: str) -> list[Any]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    info = await js.stream_info(stream)
+    msgs = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if info.state.messages:
+            msgs.append(await js.get_msg(stream, seq))
+    await nc.drain()
+    return msgs
+
+
+async def run_backfill(
+    stack: EmbeddedStack, env: dict[str, str], *enqueue_args: str
+) -> tuple[Ran, list[Ran]]:
+    full_env = stack.env(**env)
+    enqueued = await run_cli("producer", ["enqueue", "--all-missing", "--json", *enqueue_args], full_env)
+    assert enqueued.code == 0, enqueued.stderr
+    workers = [
+        run_cli("worker", ["--exit-when-idle", "2", "--metrics-port", "0", "--concurrency", "8"], full_env)
+        for _ in range(2)
+    ]
+    return enqueued, list(await asyncio.gather(*workers))
+
+
+def assert_enriched(stack: EmbeddedStack, row_id: int, envelope_ids: set[str] | None) -> None:
+    seed_row = stack.rows[row_id]
+    meta = stack.catalog.rows[row_id]["meta"]
+    original = stack.originals[row_id]["meta"]
+    item_id = stack.item_ids[seed_row.item_key or ""]
+    item = stack.jellyfin.items[item_id]
+    assert meta["jellyfin_item_id"] == item_id
+    assert (
+        meta["jellyfin_public_url"] == f"{PUBLIC_BASE}/web/#/details?id={item_id}&serverId={item['ServerId']}"
+    )
+    assert meta["duration"] == round(item["RunTimeTicks"] / 10_000_000, 3)
+    assert meta["backfill_version"] == VERSION
+    assert meta["publish_event_sent_at"] == ORIGINAL_SENT_AT  # filled only when missing: never overwritten
+    for key, value in original.items():
+        if key not in ("jellyfin_item_id",):
+            assert meta[key] == value, f"row {row_id}: key {key} changed"
+    if seed_row.thumbnail == "jellyfin":
+        assert meta["thumbnail_url"].startswith(f"{PUBLIC_BASE}/Items/{item_id}/Images/Primary?tag=")
+    elif seed_row.thumbnail == "storage":
+        assert meta["thumbnail_url"].startswith("https://media.example.org/outputs/")
+    else:
+        assert "thumbnail_url" not in meta
+    if envelope_ids is None:
+        assert "backfill_event_id" not in meta
+    else:
+        assert meta["backfill_event_id"] in envelope_ids
+
+
+async def test_republish_enriches_every_resolvable_row_once_and_dead_letters_the_rest(
+    stack: EmbeddedStack, envelopes: Envelopes, layout_env: dict[str, str], schemas: dict
+) -> None:
+    """One valid envelope per republished row, rows enriched with keys kept, the rest dead-lettered or untouched."""
+    enqueued, workers = await run_backfill(stack, layout_env)
+    summary = enqueued.json_lines()[-1]
+    candidates = [rid for rid, r in stack.rows.items() if r.expect != "untouched"]
+    assert summary["enqueued"] == len(candidates)
+    assert summary["failed"] == 0
+    assert [w.code for w in workers] == [0, 0], [w.stderr[-2000:] for w in workers]
+
+    republished = [rid for rid, r in stack.rows.items() if r.expect == "republished"]
+    by_row = envelopes.by_row()
+    envelope_ids = {e["id"] for e in envelopes.seen}
+    assert len(envelopes.seen) == len(republished)
+    for row_id in republished:
+        (envelope,) = by_row[correlation_id(row_id, VERSION)]
+        assert schemas["envelope"].is_valid(envelope)
+        assert schemas["payload"].is_valid(envelope["payload"])
+        assert "backfill" in envelope["payload"]["tags"]
+        assert envelope["source"] == "backfill"
+        assert_enriched(stack, row_id, envelope_ids)
+
+    for row_id, seed_row in stack.rows.items():
+        if seed_row.expect == "untouched" or seed_row.expect.startswith("dlq:"):
+            assert stack.catalog.rows[row_id]["meta"] == stack.originals[row_id]["meta"], (
+                f"row {row_id} changed"
+            )
+
+    dead = await read_stream(stack.nats_url, layout_env["BACKFILL_DLQ_STREAM"])
+    reasons = {int(m.headers["Backfill-Row-Id"]): m.headers["Backfill-Reason"] for m in dead}
+    expected = {
+        rid: r.expect.removeprefix("dlq:") for rid, r in stack.rows.items() if r.expect.startswith("dlq:")
+    }
+    assert reasons == expected
+    assert len(dead) == len(expected)
+    assert await read_stream(stack.nats_url, layout_env["BACKFILL_STREAM"]) == []
+
+
+async def test_metadata_only_updates_rows_without_events(
+    stack: EmbeddedStack, envelopes: Envelopes, layout_env: dict[str, str]
+) -> None:
+    """metadata-only: rows get the Jellyfin fields, nothing is republished, no event id is stored."""
+    _, workers = await run_backfill(stack, layout_env, "--mode", "metadata-only")
+    assert [w.code for w in workers] == [0, 0]
+    assert envelopes.seen == []
+    for row_id, seed_row in stack.rows.items():
+        if seed_row.expect == "republished":
+            assert_enriched(stack, row_id, None)
+
+
+async def test_rerun_after_completion_only_retries_unresolved_rows(
+    stack: EmbeddedStack, layout_env: dict
+) -> None:
+    """Enriched rows are no longer candidates; a second run enqueues only the unresolved ones."""
+    await run_backfill(stack, layout_env, "--mode", "metadata-only")
+    again = await run_cli(
+        "producer", ["enqueue", "--all-missing", "--json", "--dry-run"], stack.env(**layout_env)
+    )
+    unresolved = sum(1 for r in stack.rows.values() if r.expect.startswith("dlq:"))
+    assert again.json_lines()[-1]["would_enqueue"] == unresolved
+
+
+async def test_without_the_merge_function_optimistic_patches_keep_every_key(
+    nats_url: str, contracts_dir: Any, layout_env: dict[str, str]
+) -> None:
+    """RPC not installed (404 PGRST202): the fallback PATCH pins the old meta and loses no key."""
+    from backfill_doubles.stack import StackOptions
+
+    options = StackOptions(size=60, nats_url=nats_url, contracts_dir=contracts_dir, rpc_installed=False)
+    with EmbeddedStack(options) as stack:
+        _, workers = await run_backfill(stack, layout_env, "--mode", "metadata-only")
+        assert [w.code for w in workers] == [0, 0]
+        assert stack.catalog.calls["patch"] >= sum(
+            1 for r in stack.rows.values() if r.expect == "republished"
+        )
+        for row_id, seed_row in stack.rows.items():
+            if seed_row.expect == "republished":
+                assert_enriched(stack, row_id, None)

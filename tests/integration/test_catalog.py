@@ -1,0 +1,153 @@
+"""The PostgREST catalog adapter against the strict double: paging, counts, safe merges, error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
+from backfill.payload import MetaPatch
+from backfill.postgrest import PostgrestCatalog
+from backfill.transport import make_client
+from backfill_doubles.postgrest import PostgrestDouble
+from backfill_doubles.serve import serve
+
+KEY = "service-key"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    client = make_client(5.0)
+    yield client
+    await client.aclose()
+
+
+def seeded(n: int, rpc: bool = True, base_path: str = "") -> PostgrestDouble:
+    db = PostgrestDouble(KEY, rpc_installed=rpc, base_path=base_path)
+    for i in range(1, n + 1):
+        status = "draft" if i % 10 == 0 else "published"
+        meta = (
+            {"jellyfin_public_url": "https://x"}
+            if i % 7 == 0
+            else ({} if i % 3 else {"jellyfin_public_url": None})
+        )
+        db.add_row(title=f"t{i}", status=status, content_url=f"s3://o/{i}.mp4", meta=meta)
+    return db
+
+
+def expected_candidates(db: PostgrestDouble, since: int = 0) -> list[int]:
+    return [
+        rid
+        for rid, row in sorted(db.rows.items())
+        if rid > since
+        and row["status"] == "published"
+        and (row["meta"] or {}).get("jellyfin_public_url") is None
+    ]
+
+
+async def collect(catalog: PostgrestCatalog, since: int = 0, limit: int | None = None) -> list[int]:
+    return [row.id for page in [p async for p in catalog.stream_candidates(since, limit)] for row in page]
+
+
+async def test_keyset_paging_streams_every_candidate_past_the_1000_row_cap(http: httpx.AsyncClient) -> None:
+    """2,500 rows with Supabase's 1,000-row cap: every candidate exactly once, in id order."""
+    db = seeded(2500)
+    async with serve(db.app()) as url:
+        catalog = PostgrestCatalog(http, url, KEY)
+        assert await collect(catalog) == expected_candidates(db)
+        assert await catalog.count_candidates() == len(expected_candidates(db))
+        assert await collect(catalog, since=2000) == expected_candidates(db, 2000)
+        assert await collect(catalog, limit=5) == expected_candidates(db)[:5]
+
+
+async def test_a_smaller_server_cap_is_handled_by_page_size(http: httpx.AsyncClient) -> None:
+    """Pages never ask for more than the configured page size, and the cap never hides rows."""
+    db = seeded(300)
+    async with serve(db.app()) as url:
+        catalog = PostgrestCatalog(http, url, KEY, page_size=50)
+        assert await collect(catalog) == expected_candidates(db)
+
+
+async def test_supabase_cli_base_path_works(http: httpx.AsyncClient) -> None:
+    """SUPABASE_REST_URL ending in /rest/v1 is used as given."""
+    db = seeded(20, base_path="/rest/v1")
+    async with serve(db.app()) as url:
+        catalog = PostgrestCatalog(http, f"{url}/rest/v1", KEY)
+        assert await collect(catalog) == expected_candidates(db)
+        assert {r.id for r in await catalog.fetch_rows([1, 2, 999])} == {1, 2}
+
+
+@pytest.mark.parametrize("rpc", [True, False], ids=["rpc", "optimistic-patch"])
+async def test_merge_keeps_other_keys_and_fills_defaults_only_when_missing(
+    http: httpx.AsyncClient, rpc: bool
+) -> None:
+    """Both merge paths: patch keys overwrite, other keys survive, defaults never overwrite."""
+    db = PostgrestDouble(KEY, rpc_installed=rpc)
+    db.add_row(title="a", status="published", meta={"keep": 1, "publish_event_sent_at": "old", "x": "old"})
+    db.add_row(title="b", status="published", meta=None)
+    async with serve(db.app()) as url:
+        catalog = PostgrestCatalog(http, url, KEY)
+        patch = MetaPatch(
+            patch={"x": "new", "jellyfin_item_id": "i"}, defaults={"publish_event_sent_at": "now"}
+        )
+        row = await catalog.merge_meta(1, patch)
+        assert row is not None
+        assert row.meta == {"keep": 1, "publish_event_sent_at": "old", "x": "new", "jellyfin_item_id": "i"}
+        null_meta = await catalog.merge_meta(2, patch)
+        assert null_meta is not None
+        assert null_meta.meta == {"x": "new", "jellyfin_item_id": "i", "publish_event_sent_at": "now"}
+        assert await catalog.merge_meta(99, patch) is None
+        assert catalog.rpc_available is rpc
+        assert db.calls["patch"] == (0 if rpc else 2)
+
+
+async def test_optimistic_merge_retries_a_lost_race_and_keeps_the_concurrent_write(
+    http: httpx.AsyncClient,
+) -> None:
+    """Another service writes a key between our read and our PATCH: we retry and keep its key."""
+    db = PostgrestDouble(KEY, rpc_installed=False)
+    db.add_row(title="a", status="published", meta={"a": 1})
+    raced = []
+
+    def concurrent_writer(row_id: int) -> None:
+        if not raced:
+            raced.append(row_id)
+            db.rows[row_id]["meta"] = {**db.rows[row_id]["meta"], "other": "written meanwhile"}
+
+    db.before_write = concurrent_writer
+    async with serve(db.app()) as url:
+        row = await PostgrestCatalog(http, url, KEY).merge_meta(1, MetaPatch(patch={"b": 2}, defaults={}))
+    assert row is not None
+    assert row.meta == {"a": 1, "other": "written meanwhile", "b": 2}
+    assert db.calls["patch"] == 2
+
+
+async def test_optimistic_merge_gives_up_with_a_retryable_conflict(http: httpx.AsyncClient) -> None:
+    """A row that changes under every attempt raises CatalogConflict (retried later), nothing written."""
+    db = PostgrestDouble(KEY, rpc_installed=False)
+    db.add_row(title="a", status="published", meta={"n": 0})
+
+    def always_changing(row_id: int) -> None:
+        db.rows[row_id]["meta"] = {"n": db.rows[row_id]["meta"]["n"] + 1}
+
+    db.before_write = always_changing
+    async with serve(db.app()) as url:
+        with pytest.raises(CatalogConflict):
+            await PostgrestCatalog(http, url, KEY).merge_meta(1, MetaPatch(patch={"b": 2}, defaults={}))
+    assert "b" not in db.rows[1]["meta"]
+
+
+async def test_transient_and_auth_errors_map_to_retryable_and_rejected(http: httpx.AsyncClient) -> None:
+    """503 PGRST002 is retryable; a wrong key (401 PGRST301) is a rejection; neither leaks the key."""
+    db = seeded(5)
+    async with serve(db.app()) as url:
+        db.fail_next = 1
+        with pytest.raises(UpstreamUnavailable) as transient:
+            await PostgrestCatalog(http, url, KEY).get_row(1)
+        assert transient.value.status == 503
+        with pytest.raises(UpstreamRejected) as rejected:
+            await PostgrestCatalog(http, url, "wrong-key").get_row(1)
+        assert rejected.value.status == 401
+        assert "wrong-key" not in str(rejected.value)

@@ -1,0 +1,140 @@
+"""One request through RowProcessor against the doubles over loopback: outcomes for every failure kind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backfill.agent_zero import AgentZeroClient
+from backfill.enrich import Enricher
+from backfill.jellyfin import JellyfinClient
+from backfill.outcome import Ack, DeadLetter, Retry, RetryPolicy
+from backfill.payload import LinkConfig
+from backfill.pipeline import RowProcessor
+from backfill.postgrest import PostgrestCatalog
+from backfill.transport import make_client
+from backfill.wire import Mode, new_request
+from backfill_doubles.agent_zero import AgentZeroDouble
+from backfill_doubles.jellyfin import JellyfinDouble
+from backfill_doubles.postgrest import PostgrestDouble
+from backfill_doubles.serve import serve
+
+KEY, USER, SERVER, TOKEN = "jf-key", "ab" * 16, "cd" * 16, "agent-token"
+LINKS = LinkConfig(public_base="https://watch.example.org")
+
+
+@dataclass
+class Rig:
+    jellyfin: JellyfinDouble
+    agent: AgentZeroDouble
+    db: PostgrestDouble
+    processor: RowProcessor
+
+
+@pytest.fixture
+async def rig(nats_url: str, contracts_dir: Path) -> AsyncIterator[Rig]:
+    jellyfin = JellyfinDouble(KEY, USER, SERVER)
+    agent = AgentZeroDouble(nats_url, contracts_dir, token=TOKEN)
+    db = PostgrestDouble("svc")
+    http = make_client(0.5)
+    async with serve(jellyfin.app()) as jf_url, serve(agent.app()) as a0_url, serve(db.app()) as db_url:
+        enricher = Enricher(JellyfinClient(http, jf_url, KEY, USER), None, LINKS, "pmoves")
+        processor = RowProcessor(
+            PostgrestCatalog(http, db_url, "svc"),
+            enricher,
+            AgentZeroClient(http, a0_url, TOKEN),
+            LINKS,
+            RetryPolicy(),
+        )
+        yield Rig(jellyfin, agent, db, processor)
+    await http.aclose()
+
+
+def add(rig: Rig, name: str = "Night Drive", content_url: str = "s3://outputs/a.mp4", **meta: object) -> int:
+    item = rig.jellyfin.add_item(name, run_time_ticks=600_000_000)
+    meta = {"jellyfin_item_id": item["Id"], **meta} if "no_id" not in meta else {}
+    return int(rig.db.add_row(title=name, status="published", content_url=content_url, meta=meta)["id"])
+
+
+async def handle(rig: Rig, row_id: int, mode: Mode = Mode.REPUBLISH) -> object:
+    return await rig.processor.handle(new_request(row_id, "2025-10-14", mode, "run-t"), attempt=1)
+
+
+async def test_happy_path_republishes_then_merges(rig: Rig) -> None:
+    """Done: one envelope accepted by Agent Zero (token sent), row carries its id."""
+    row_id = add(rig)
+    assert await handle(rig, row_id) == Ack("done", "republished")
+    (envelope,) = rig.agent.envelopes
+    assert rig.db.rows[row_id]["meta"]["backfill_event_id"] == envelope["id"]
+
+
+async def test_jellyfin_500_is_retried_and_nothing_is_written(rig: Rig) -> None:
+    """A Jellyfin 5xx gives Retry with a delay; no event, no row change."""
+    row_id = add(rig)
+    rig.jellyfin.fail_next = 1
+    outcome = await handle(rig, row_id)
+    assert isinstance(outcome, Retry)
+    assert "jellyfin" in outcome.error
+    assert rig.agent.envelopes == []
+    assert "backfill_version" not in rig.db.rows[row_id]["meta"]
+
+
+async def test_jellyfin_hang_times_out_into_a_retry(rig: Rig) -> None:
+    """A Jellyfin that never answers within the client timeout is a retry, not a stuck worker."""
+    row_id = add(rig)
+    rig.jellyfin.hang_rate, rig.jellyfin.hang_seconds = 1.0, 2.0
+    outcome = await handle(rig, row_id)
+    assert isinstance(outcome, Retry)
+
+
+async def test_agent_zero_503_is_retried_and_the_row_is_not_marked(rig: Rig) -> None:
+    """NATS controller not ready: Retry, and the row is not marked as republished."""
+    row_id = add(rig)
+    rig.agent.fail_next = 1
+    outcome = await handle(rig, row_id)
+    assert isinstance(outcome, Retry)
+    assert "agent_zero" in outcome.error
+    assert "jellyfin_public_url" not in rig.db.rows[row_id]["meta"]
+
+
+async def test_invalid_payload_is_dead_lettered_before_reaching_agent_zero(rig: Rig) -> None:
+    """A non-s3 artifact fails the contract locally; Agent Zero never sees it."""
+    row_id = add(rig, content_url="https://cdn.example.org/a.mp4")
+    outcome = await handle(rig, row_id)
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "invalid_payload"
+    assert rig.agent.envelopes == []
+    assert rig.agent.rejected == []
+
+
+async def test_all_zero_id_is_never_sent_and_search_takes_over(rig: Rig) -> None:
+    """meta.jellyfin_item_id of all zeros would fetch the root folder: it is skipped for a title search."""
+    item = rig.jellyfin.add_item("Quiet Harbor", run_time_ticks=10_000_000)
+    row_id = int(
+        rig.db.add_row(
+            title="Quiet Harbor",
+            status="published",
+            content_url="s3://o/q.mp4",
+            meta={"jellyfin_item_id": "0" * 32},
+        )["id"]
+    )
+    assert await handle(rig, row_id, Mode.METADATA_ONLY) == Ack("done", "metadata_updated")
+    assert rig.db.rows[row_id]["meta"]["jellyfin_item_id"] == item["Id"]
+    assert not any("0" * 32 in path for _, path, _ in rig.jellyfin.requests)
+
+
+@pytest.mark.parametrize(
+    ("status", "meta", "reason"),
+    [("draft", {}, "not_published"), ("published", {"jellyfin_public_url": "https://x"}, "already_enriched")],
+)
+async def test_rows_that_are_not_candidates_any_more_are_skipped(
+    rig: Rig, status: str, meta: dict, reason: str
+) -> None:
+    """A row that changed under us since the enqueue is acked as skipped and not written."""
+    row_id = int(rig.db.add_row(title="x", status=status, content_url="s3://o/x.mp4", meta=meta)["id"])
+    assert await handle(rig, row_id) == Ack("skipped", reason)
+    assert await handle(rig, 424242) == Ack("skipped", "row_missing")
+    assert rig.db.calls["rpc"] == 0
