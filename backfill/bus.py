@@ -31,14 +31,18 @@ async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient
     async def on_error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
 
+    client: list[NatsClient] = []
+
     async def on_disconnect() -> None:
+        if client and (client[0].is_draining or client[0].is_closed):
+            return  # our own shutdown, not an outage
         log.warning("nats: disconnected, reconnecting")
 
     async def on_reconnect() -> None:
         log.info("nats: reconnected")
 
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             servers=[s.strip() for s in url.split(",")],
             name=name,
             max_reconnect_attempts=-1 if reconnect_forever else 10,
@@ -51,6 +55,8 @@ async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient
         )
     except (NatsError, OSError, TimeoutError) as exc:
         raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
+    client.append(nc)
+    return nc
 
 
 class PubStatus(enum.Enum):

@@ -21,9 +21,8 @@ async def read_stream(url: str, stream: str) -> list[Any]:
     js = nc.jetstream()
     info = await js.stream_info(stream)
     msgs = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        if info.state.messages:
-            msgs.append(await js.get_msg(stream, seq))
+    if info.state.messages:
+        msgs = [await js.get_msg(stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
     await nc.drain()
     return msgs
 

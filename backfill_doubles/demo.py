@@ -1,0 +1,143 @@
+"""`make demo`: the whole backfill on an embedded stack, with nothing installed but Python.
+
+Starts nats-server, an S3 API and the Jellyfin / Agent Zero / PostgREST doubles seeded with a mixed
+catalog, runs `producer enqueue --all-missing` and two `worker` processes, and prints a before/after
+summary. Ctrl-C at any point stops every process and removes every temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from backfill_doubles.natsserver import free_port
+from backfill_doubles.stack import EmbeddedStack, StackOptions
+
+CONTRACTS = Path(__file__).resolve().parents[1].parent / "shared" / "contracts"
+
+
+def cli(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or str(beside)
+
+
+async def spawn(name: str, args: list[str], env: dict[str, str], quiet: bool) -> asyncio.subprocess.Process:
+    out = asyncio.subprocess.DEVNULL if quiet else None
+    return await asyncio.create_subprocess_exec(
+        cli(name), *args, env={**os.environ, **env}, stdout=None, stderr=out
+    )
+
+
+async def dead_letters(url: str, stream: str) -> Counter[str]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    reasons: Counter[str] = Counter()
+    info = await js.stream_info(stream)
+    if info.state.messages:
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            reasons[(msg.headers or {}).get("Backfill-Reason", "?")] += 1
+    await nc.drain()
+    return reasons
+
+
+def row_summary(stack: EmbeddedStack) -> dict[str, int]:
+    rows = stack.catalog.rows.values()
+    published = [r for r in rows if r["status"] == "published"]
+    enriched = [r for r in published if (r["meta"] or {}).get("jellyfin_public_url")]
+    return {
+        "rows": len(stack.catalog.rows),
+        "published": len(published),
+        "with_jellyfin_url": len(enriched),
+        "missing_jellyfin_url": len(published) - len(enriched),
+    }
+
+
+async def listen(url: str, seen: list[dict[str, Any]]) -> Any:
+    nc = await nats.connect(url)
+
+    async def on_msg(msg: Any) -> None:
+        seen.append(json.loads(msg.data))
+
+    await nc.subscribe("content.published.v1", cb=on_msg)
+    await nc.flush()
+    return nc
+
+
+async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
+    before = row_summary(stack)
+    print(f"catalog before: {before}", flush=True)
+    env = stack.env(BACKFILL_LOG_FORMAT="text" if sys.stderr.isatty() else "json")
+    envelopes: list[dict[str, Any]] = []
+    nc = await listen(stack.nats_url, envelopes)
+    producer = await spawn("producer", ["enqueue", "--all-missing"], env, quiet=False)
+    if await producer.wait() != 0:
+        raise RuntimeError("producer enqueue failed")
+    ports = [free_port() for _ in range(args.workers)]
+    workers = [
+        await spawn(
+            "worker", ["--exit-when-idle", "2", "--metrics-port", str(p)], env, quiet=not args.verbose
+        )
+        for p in ports
+    ]
+    print(
+        "workers running; metrics at " + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports), flush=True
+    )
+    try:
+        codes = [await w.wait() for w in workers]
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.send_signal(signal.SIGTERM)
+                await worker.wait()
+    await nc.drain()
+    after = row_summary(stack)
+    summary = {
+        "before": before,
+        "after": after,
+        "worker_exit_codes": codes,
+        "enriched": after["with_jellyfin_url"] - before["with_jellyfin_url"],
+        "envelopes_published": len(envelopes),
+        "dead_letters": dict(await dead_letters(stack.nats_url, "BACKFILL_DLQ")),
+    }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backfill_doubles.demo", description=__doc__)
+    parser.add_argument("--size", type=int, default=300, help="rows in the seeded catalog")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--verbose", action="store_true", help="show the workers' logs")
+    parser.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    args = parser.parse_args(argv)
+    contracts = CONTRACTS if CONTRACTS.is_dir() else None
+    with EmbeddedStack(StackOptions(size=args.size, contracts_dir=contracts)) as stack:
+        print(f"embedded stack up: nats {stack.nats_url}, doubles {stack.urls}", flush=True)
+        try:
+            summary = asyncio.run(run(stack, args))
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping everything", file=sys.stderr)
+            return 130
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print("\n== backfill summary ==")
+        for key, value in summary.items():
+            print(f"{key:>22}: {value}")
+    return 0 if all(code == 0 for code in summary["worker_exit_codes"]) else 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
