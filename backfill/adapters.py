@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 
 from backfill.agent_zero import AgentZeroClient
+from backfill.catalog import Catalog
 from backfill.enrich import Enricher
 from backfill.jellyfin import JellyfinClient
 from backfill.layout import Layout, build_layout
@@ -33,10 +37,19 @@ def links_from(jellyfin: JellyfinSettings) -> LinkConfig:
     )
 
 
-def build_catalog(
+async def build_catalog(
     settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
-) -> PostgrestCatalog:
+) -> Catalog:
+    """PostgreSQL directly when CATALOG_DSN is set, else Supabase REST."""
     catalog = settings.get(CatalogSettings)
+    if catalog.dsn is not None:
+        from backfill.pgcatalog import PostgresCatalog  # noqa: PLC0415 - the driver loads only when used
+
+        catalog_pg: Catalog = await PostgresCatalog.open(
+            catalog.dsn.get_secret_value(), table=catalog.table, page_size=catalog.page_size, observe=observe
+        )
+        return catalog_pg
+    assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings
     return PostgrestCatalog(
         http,
         catalog.rest_url,
@@ -46,6 +59,18 @@ def build_catalog(
         page_size=catalog.page_size,
         observe=observe,
     )
+
+
+@asynccontextmanager
+async def open_catalog(
+    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+) -> AsyncIterator[Catalog]:
+    """The configured catalog, closed (pool and all) when the block ends."""
+    catalog = await build_catalog(settings, http, observe)
+    try:
+        yield catalog
+    finally:
+        await catalog.aclose()
 
 
 def build_storage(

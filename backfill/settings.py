@@ -63,10 +63,13 @@ class NatsSettings(_Group):
 
 
 class CatalogSettings(_Group):
-    """Supabase REST (PostgREST) holding `studio_board`."""
+    """Where `studio_board` lives: Supabase REST (PostgREST), or PostgreSQL directly when a DSN is set."""
 
-    rest_url: HttpUrl = Field(validation_alias=AliasChoices("SUPA_REST_URL", "SUPABASE_REST_URL"))
-    service_key: SecretStr = Field(validation_alias="SUPABASE_SERVICE_ROLE_KEY", min_length=1)
+    rest_url: HttpUrl | None = Field(
+        None, validation_alias=AliasChoices("SUPA_REST_URL", "SUPABASE_REST_URL")
+    )
+    service_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY", min_length=1)
+    dsn: SecretStr | None = Field(None, validation_alias=AliasChoices("CATALOG_DSN", "SUPABASE_DB_URL"))
     table: str = Field("studio_board", validation_alias="BACKFILL_TABLE", pattern=r"^[a-z_][a-z0-9_]*$")
     merge_function: str = Field(
         "backfill_merge_meta", validation_alias="BACKFILL_MERGE_FUNCTION", pattern=r"^[a-z_][a-z0-9_]*$"
@@ -153,6 +156,19 @@ def _describe(group: type[_Group], error: Any) -> str:
     return f"{_alias_names(group, loc)}: {message}"
 
 
+def _catalog_problems(catalog: CatalogSettings) -> list[str]:
+    if catalog.dsn is not None:
+        dsn = catalog.dsn.get_secret_value()
+        ok = dsn.startswith(("postgres://", "postgresql://"))
+        return [] if ok else ["CATALOG_DSN (or SUPABASE_DB_URL): must be a postgresql:// URL"]
+    problems = []
+    if catalog.rest_url is None:
+        problems.append("SUPA_REST_URL (or SUPABASE_REST_URL): is required but not set (or set CATALOG_DSN)")
+    if catalog.service_key is None:
+        problems.append("SUPABASE_SERVICE_ROLE_KEY: is required but not set (or set CATALOG_DSN)")
+    return problems
+
+
 def _storage_problems(storage: StorageSettings) -> list[str]:
     if storage.enabled and (storage.access_key is None or storage.secret_key is None):
         return ["MINIO_ACCESS_KEY and MINIO_SECRET_KEY: required when MINIO_ENDPOINT is set"]
@@ -183,6 +199,8 @@ def load_settings(groups: Sequence[type[_Group]]) -> SettingsBundle:
             continue
         if isinstance(instance, StorageSettings):
             problems.extend(_storage_problems(instance))
+        if isinstance(instance, CatalogSettings):
+            problems.extend(_catalog_problems(instance))
         built.append(instance)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -32,11 +32,19 @@ def cli(name: str) -> str:
     return shutil.which(name) or str(beside)
 
 
-async def spawn(name: str, args: list[str], env: dict[str, str], quiet: bool) -> asyncio.subprocess.Process:
-    out = asyncio.subprocess.DEVNULL if quiet else None
-    return await asyncio.create_subprocess_exec(
-        cli(name), *args, env={**os.environ, **env}, stdout=None, stderr=out
-    )
+async def spawn(
+    name: str, args: list[str], env: dict[str, str], log: Path | None
+) -> asyncio.subprocess.Process:
+    """Start a CLI; with `log`, its stderr goes to that file instead of the terminal."""
+    if log is None:
+        return await asyncio.create_subprocess_exec(cli(name), *args, env={**os.environ, **env})
+    with log.open("wb") as sink:
+        return await asyncio.create_subprocess_exec(cli(name), *args, env={**os.environ, **env}, stderr=sink)
+
+
+def show_failure(log: Path, code: int) -> None:
+    tail = log.read_text(errors="replace").splitlines()[-30:]
+    print(f"worker exited {code}; last lines of its log:\n  " + "\n  ".join(tail), file=sys.stderr)
 
 
 async def dead_letters(url: str, stream: str) -> Counter[str]:
@@ -81,21 +89,28 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
     env = stack.env(BACKFILL_LOG_FORMAT="text" if sys.stderr.isatty() else "json")
     envelopes: list[dict[str, Any]] = []
     nc = await listen(stack.nats_url, envelopes)
-    producer = await spawn("producer", ["enqueue", "--all-missing"], env, quiet=False)
+    producer = await spawn("producer", ["enqueue", "--all-missing"], env, None)
     if await producer.wait() != 0:
         raise RuntimeError("producer enqueue failed")
     ports = [free_port() for _ in range(args.workers)]
+    logs = [stack.workdir / f"worker-{n}.log" for n in range(len(ports))]
     workers = [
         await spawn(
-            "worker", ["--exit-when-idle", "2", "--metrics-port", str(p)], env, quiet=not args.verbose
+            "worker",
+            ["--exit-when-idle", "2", "--metrics-port", str(port)],
+            env,
+            None if args.verbose else log,
         )
-        for p in ports
+        for port, log in zip(ports, logs, strict=True)
     ]
     print(
         "workers running; metrics at " + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports), flush=True
     )
     try:
         codes = [await w.wait() for w in workers]
+        for code, log in zip(codes, logs, strict=True):
+            if code != 0 and log.exists():
+                show_failure(log, code)
     finally:
         for worker in workers:
             if worker.returncode is None:
@@ -103,7 +118,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
                 await worker.wait()
     await nc.drain()
     after = row_summary(stack)
-    summary = {
+    return {
         "before": before,
         "after": after,
         "worker_exit_codes": codes,
@@ -111,7 +126,6 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
         "envelopes_published": len(envelopes),
         "dead_letters": dict(await dead_letters(stack.nats_url, "BACKFILL_DLQ")),
     }
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,6 +126,12 @@ class EmbeddedStack:
             self.originals[row["id"]] = {**row, "meta": dict(meta)}
 
     @property
+    def workdir(self) -> Path:
+        """A temporary directory that lives as long as the stack."""
+        assert self._tmp is not None, "stack not started"
+        return Path(self._tmp.name)
+
+    @property
     def urls(self) -> dict[str, str]:
         jellyfin, catalog, agent = (s.url for s in self._servers)
         return {"jellyfin": jellyfin, "catalog": catalog, "agent_zero": agent}

@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from backfill.adapters import build_catalog, build_enricher, layout_from
+from backfill.adapters import build_enricher, layout_from, open_catalog
 from backfill.bus import AckPublisher, connect
 from backfill.errors import BackfillError, ConfigError
 from backfill.layout import ensure_layout
@@ -97,12 +97,12 @@ async def dry_run(settings: SettingsBundle, args: argparse.Namespace) -> int:
     http = make_client(settings.get(BackfillSettings).http_timeout)
     counts = EnqueueCounts()
     try:
-        catalog = build_catalog(settings, http)
-        async for page in select_rows(catalog, selection_from(args), counts):
-            for row in page:
-                counts.candidates += 1
-                item = row.meta_dict.get("jellyfin_item_id") or "-"
-                print(f"{row.id}\t{item}\t{row.title or ''}")
+        async with open_catalog(settings, http) as catalog:
+            async for page in select_rows(catalog, selection_from(args), counts):
+                for row in page:
+                    counts.candidates += 1
+                    item = row.meta_dict.get("jellyfin_item_id") or "-"
+                    print(f"{row.id}\t{item}\t{row.title or ''}")
     finally:
         await http.aclose()
     summary = {"dry_run": True, "would_enqueue": counts.candidates, "not_candidates": counts.not_candidates}
@@ -124,17 +124,17 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
     counts = EnqueueCounts()
     try:
         await ensure_layout(nc.jetstream(timeout=10), layout)
-        catalog = build_catalog(settings, http)
-        total = None if args.ids else await catalog.count_candidates(args.since_id)
-        total = min(total, args.limit) if (total is not None and args.limit) else total
-        publisher = AckPublisher(nc)
-        progress = Progress("enqueue", total)
-        enqueuer = Enqueuer(publisher, layout.prefix, backfill.version, Mode(args.mode), run_id)
-        await enqueuer.run(select_rows(catalog, selection_from(args), counts), counts, progress)
-        progress.finish(
-            enqueued=counts.enqueued, already_pending=counts.already_pending, failed=counts.failed
-        )
-        await publisher.close()
+        async with open_catalog(settings, http) as catalog:
+            total = None if args.ids else await catalog.count_candidates(args.since_id)
+            total = min(total, args.limit) if (total is not None and args.limit) else total
+            publisher = AckPublisher(nc)
+            progress = Progress("enqueue", total)
+            enqueuer = Enqueuer(publisher, layout.prefix, backfill.version, Mode(args.mode), run_id)
+            await enqueuer.run(select_rows(catalog, selection_from(args), counts), counts, progress)
+            progress.finish(
+                enqueued=counts.enqueued, already_pending=counts.already_pending, failed=counts.failed
+            )
+            await publisher.close()
     finally:
         await nc.drain()
         await http.aclose()
@@ -158,10 +158,11 @@ def print_summary(run_id: str, args: argparse.Namespace, counts: EnqueueCounts) 
 async def run_preview(settings: SettingsBundle, args: argparse.Namespace) -> int:
     http = make_client(settings.get(BackfillSettings).http_timeout)
     try:
-        catalog = build_catalog(settings, http)
-        enricher = build_enricher(settings, http)
-        async for record in preview(enricher, select_rows(catalog, selection_from(args), EnqueueCounts())):
-            print(json.dumps(record, indent=2, ensure_ascii=False))
+        async with open_catalog(settings, http) as catalog:
+            enricher = build_enricher(settings, http)
+            rows = select_rows(catalog, selection_from(args), EnqueueCounts())
+            async for record in preview(enricher, rows):
+                print(json.dumps(record, indent=2, ensure_ascii=False))
     finally:
         await http.aclose()
     return 0

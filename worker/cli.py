@@ -11,12 +11,14 @@ import signal
 import socket
 import sys
 
+import httpx
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from backfill.adapters import build_agent_zero, build_catalog, build_enricher, layout_from, links_from
+from backfill.adapters import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
 from backfill.bus import AckPublisher, connect
+from backfill.catalog import Catalog
 from backfill.errors import BackfillError, ConfigError
 from backfill.layout import Layout, ensure_layout
 from backfill.logs import setup_logging
@@ -96,61 +98,81 @@ async def watch_idle(js: JetStreamContext, layout: Layout, idle_for: float, stop
             stop.set()
 
 
+async def build_consumer(
+    settings: SettingsBundle,
+    args: argparse.Namespace,
+    js: JetStreamContext,
+    catalog: Catalog,
+    http: httpx.AsyncClient,
+    publisher: AckPublisher,
+    metrics: Metrics,
+    worker_id: str,
+) -> Consumer:
+    nats_cfg, worker_cfg = settings.get(NatsSettings), settings.get(WorkerSettings)
+    layout = layout_from(settings)
+    observe = metrics.observe_upstream
+    processor = RowProcessor(
+        catalog,
+        build_enricher(settings, http, observe),
+        build_agent_zero(settings, http, observe),
+        links_from(settings.get(JellyfinSettings)),
+        policy_from(settings),
+    )
+    version = settings.get(BackfillSettings).version
+    settler = Settler(publisher, layout.prefix, layout.stream, worker_id, version, metrics)
+    concurrency = args.concurrency or worker_cfg.concurrency
+    return Consumer(
+        js,
+        layout,
+        processor,
+        settler,
+        metrics,
+        policy_from(settings),
+        concurrency=concurrency,
+        fetch_batch=min(args.fetch_batch or worker_cfg.fetch_batch, concurrency),
+        fetch_timeout=worker_cfg.fetch_timeout,
+        ack_wait=nats_cfg.ack_wait,
+    )
+
+
 async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
     nats_cfg, worker_cfg = settings.get(NatsSettings), settings.get(WorkerSettings)
-    backfill_cfg = settings.get(BackfillSettings)
     worker_id = worker_cfg.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    concurrency = args.concurrency or worker_cfg.concurrency
     registry = CollectorRegistry()
-    metrics = Metrics(registry, backfill_cfg.version)
+    metrics = Metrics(registry, settings.get(BackfillSettings).version)
     layout = layout_from(settings)
-    http = make_client(backfill_cfg.http_timeout, max_connections=max(concurrency * 2, 16))
-    nc = await connect(nats_cfg.url, f"backfill-worker {worker_id}", reconnect_forever=True)
-    js = nc.jetstream(timeout=10)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    background: list[asyncio.Task[None]] = []
-    runner = None
-    try:
+    concurrency = args.concurrency or worker_cfg.concurrency
+    async with contextlib.AsyncExitStack() as resources:
+        http = make_client(
+            settings.get(BackfillSettings).http_timeout, max_connections=max(concurrency * 2, 16)
+        )
+        resources.push_async_callback(http.aclose)
+        nc = await connect(nats_cfg.url, f"backfill-worker {worker_id}", reconnect_forever=True)
+        resources.push_async_callback(nc.drain)
+        js = nc.jetstream(timeout=10)
         await ensure_layout(js, layout)
+        catalog = await resources.enter_async_context(open_catalog(settings, http, metrics.observe_upstream))
         publisher = AckPublisher(nc)
         await publisher.start()
-        processor = RowProcessor(
-            build_catalog(settings, http, metrics.observe_upstream),
-            build_enricher(settings, http, metrics.observe_upstream),
-            build_agent_zero(settings, http, metrics.observe_upstream),
-            links_from(settings.get(JellyfinSettings)),
-            policy_from(settings),
-        )
-        settler = Settler(publisher, layout.prefix, layout.stream, worker_id, backfill_cfg.version, metrics)
-        consumer = Consumer(
-            js,
-            layout,
-            processor,
-            settler,
-            metrics,
-            policy_from(settings),
-            concurrency=concurrency,
-            fetch_batch=min(args.fetch_batch or worker_cfg.fetch_batch, concurrency),
-            fetch_timeout=worker_cfg.fetch_timeout,
-            ack_wait=nats_cfg.ack_wait,
-        )
+        resources.push_async_callback(publisher.close)
+        consumer = await build_consumer(settings, args, js, catalog, http, publisher, metrics, worker_id)
 
         def ready() -> tuple[bool, str]:
             if not nc.is_connected:
                 return False, "not connected to NATS"
             return (True, "bound") if consumer.bound else (False, "not bound to the consumer")
 
-        app = health_app(registry, ready)
         port = worker_cfg.metrics_port if args.metrics_port is None else args.metrics_port
-        runner, bound = await start_health_server(app, worker_cfg.metrics_host, port)
+        runner, bound = await start_health_server(health_app(registry, ready), worker_cfg.metrics_host, port)
+        resources.push_async_callback(runner.cleanup)
         await refresh_once(js, layout, metrics)
-        background.append(
-            asyncio.create_task(refresh_forever(js, layout, metrics, worker_cfg.stats_interval))
-        )
+        background = [asyncio.create_task(refresh_forever(js, layout, metrics, worker_cfg.stats_interval))]
         if args.exit_when_idle is not None:
             background.append(asyncio.create_task(watch_idle(js, layout, args.exit_when_idle, stop)))
+        resources.callback(lambda: [task.cancel() for task in background])
         log.info(
             "worker started",
             extra={
@@ -162,15 +184,6 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
             },
         )
         await consumer.run(stop, args.grace if args.grace is not None else worker_cfg.grace_seconds)
-        await publisher.close()
-    finally:
-        for task in background:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        await http.aclose()
-        if runner is not None:
-            await runner.cleanup()
     log.info("worker stopped", extra={"worker": worker_id})
     return 0
 

@@ -26,7 +26,7 @@ async def test_demo_runs_and_summarises() -> None:
         env={**os.environ},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()[-3000:]
+    assert proc.returncode == 0, out.decode()[-2000:] + err.decode()[-3000:]
     summary = json.loads(out.decode().strip().splitlines()[-1])
     assert summary["worker_exit_codes"] == [0, 0]
     # 65 rows = 5 of each of the 13 kinds: 8 kinds resolve, 3 dead-letter, 2 must stay untouched.
