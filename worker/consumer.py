@@ -79,7 +79,7 @@ class Consumer:
         try:
             msgs: list[Msg] = await psub.fetch(batch, timeout=self._fetch_timeout)
             return msgs
-        except NatsTimeoutError:
+        except (NatsTimeoutError, TimeoutError):  # nats-py raises both kinds for an empty fetch
             return []
         except NatsError as exc:  # disconnected, reconnecting: the client reconnects on its own
             log.warning("fetch failed, retrying", extra={"error": str(exc) or type(exc).__name__})

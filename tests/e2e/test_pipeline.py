@@ -37,7 +37,9 @@ async def run_backfill(
         run_cli("worker", ["--exit-when-idle", "2", "--metrics-port", "0", "--concurrency", "8"], full_env)
         for _ in range(2)
     ]
-    return enqueued, list(await asyncio.gather(*workers))
+    done = list(await asyncio.gather(*workers))
+    assert [w.code for w in done] == [0] * len(done), "\n---\n".join(w.stderr[-3000:] for w in done)
+    return enqueued, done
 
 
 def assert_enriched(stack: EmbeddedStack, row_id: int, envelope_ids: set[str] | None) -> None:

@@ -1,0 +1,213 @@
+"""Direct PostgreSQL adapter for the catalog port, for stacks whose database is reachable.
+
+Same semantics as `postgrest.PostgrestCatalog`, in SQL instead of PostgREST's grammar:
+
+- candidates: `status = 'published' and meta->>'jellyfin_public_url' is null` (a missing key and JSON
+  null both count), in id order, streamed by keyset pages (`id > $last order by id limit $n`): memory
+  stays flat in the size of the catalog and no transaction stays open between pages;
+- `merge_meta` is one statement, `meta = $defaults || coalesce(meta, '{}') || $patch`, evaluated under
+  the row lock, so concurrent merges of different keys never lose one.
+
+asyncpg's errors become `backfill.errors` here: connection loss, timeouts, serialization failures and
+administrator shutdowns are retryable (`UpstreamUnavailable`); a missing table, a denied permission or
+any other SQL error retrying cannot fix is an `UpstreamRejected`. Every query is reported to the
+observer as `("catalog", 200 | None, seconds)`, the same shape the PostgREST adapter reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from backfill.catalog import PUBLISHED, ROW_COLUMNS
+from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from backfill.model import Row
+from backfill.payload import MetaPatch
+from backfill.transport import Observer, no_observer
+
+SERVICE = "catalog"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# SQLSTATE classes a retry can outlive: connection exception, transaction rollback (serialization
+# failure, deadlock), insufficient resources (too many connections), operator intervention (admin
+# shutdown, cannot connect now, statement timeout), system error (I/O).
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_encoder = msgspec.json.Encoder()
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a quoted SQL identifier; anything but a plain identifier is a configuration error."""
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(f"catalog table {name!r} is not a plain SQL identifier")
+    return f'"{name}"'
+
+
+def catalog_error(exc: BaseException) -> UpstreamError:
+    """Classify a driver error: retryable when the server or the link may recover, else a rejection."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(exc.sqlstate or "")
+        detail = f"{state} {type(exc).__name__}: {exc}"
+        if state[:2] in _TRANSIENT_CLASSES:
+            return UpstreamUnavailable(SERVICE, detail)
+        return UpstreamRejected(SERVICE, detail)
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
+        return UpstreamRejected(SERVICE, detail)
+    return UpstreamUnavailable(SERVICE, detail)
+
+
+# What a pool call can raise besides a PostgresError: a closed or refused connection, a timeout.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def _encode_json(value: Any) -> str:
+    return _encoder.encode(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb arrives as Python values and goes out as JSON text."""
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog", format="text"
+    )
+
+
+def _decode_row(record: asyncpg.Record) -> Row:
+    fields = dict(record.items())
+    created = fields.get("created_at")
+    if isinstance(created, datetime):
+        fields["created_at"] = created.isoformat()
+    try:
+        return msgspec.convert(fields, Row)
+    except msgspec.ValidationError as exc:
+        raise UpstreamUnavailable(SERVICE, f"unreadable row {fields.get('id')}: {exc}") from exc
+
+
+class PostgresCatalog:
+    """The catalog port on a PostgreSQL connection pool (asyncpg)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        table: str = "studio_board",
+        page_size: int = 1000,
+        observe: Observer = no_observer,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self._pool = pool
+        self._page_size = max(1, page_size)
+        self._observe = observe
+        self._close_timeout = close_timeout
+        self._sql = _Statements(quote_identifier(table))
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        table: str = "studio_board",
+        page_size: int = 1000,
+        observe: Observer = no_observer,
+        pool_size: int = 10,
+        command_timeout: float = 30.0,
+    ) -> PostgresCatalog:
+        """A pool of 1 to `pool_size` connections; `command_timeout` bounds connecting and each query."""
+        quote_identifier(table)  # fail on a bad name before connecting
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=max(1, pool_size),
+                timeout=command_timeout,
+                command_timeout=command_timeout,
+                init=_init_connection,
+            )
+        except _DRIVER_ERRORS as exc:
+            raise catalog_error(exc) from exc
+        return cls(pool, table=table, page_size=page_size, observe=observe, close_timeout=command_timeout)
+
+    async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """Run one query on a pooled connection, observed and with its errors mapped."""
+        started = time.perf_counter()
+        try:
+            records: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        except _DRIVER_ERRORS as exc:
+            self._observe(SERVICE, None, time.perf_counter() - started)
+            raise catalog_error(exc) from exc
+        self._observe(SERVICE, 200, time.perf_counter() - started)
+        return records
+
+    async def _rows(self, sql: str, *args: object) -> list[Row]:
+        return [_decode_row(record) for record in await self._fetch(sql, *args)]
+
+    async def count_candidates(self, since_id: int = 0) -> int | None:
+        records = await self._fetch(self._sql.count, since_id)
+        return int(records[0][0])
+
+    async def stream_candidates(
+        self, since_id: int = 0, limit: int | None = None
+    ) -> AsyncIterator[list[Row]]:
+        last, remaining = since_id, limit
+        while remaining is None or remaining > 0:
+            size = self._page_size if remaining is None else min(self._page_size, remaining)
+            page = await self._rows(self._sql.page, last, size)
+            if not page:
+                return
+            yield page
+            last = page[-1].id
+            remaining = None if remaining is None else remaining - len(page)
+            if len(page) < size:
+                return
+
+    async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
+        if not ids:
+            return []
+        return await self._rows(self._sql.by_ids, list(ids))
+
+    async def get_row(self, row_id: int) -> Row | None:
+        rows = await self._rows(self._sql.by_id, row_id)
+        return rows[0] if rows else None
+
+    async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
+        rows = await self._rows(self._sql.merge, row_id, patch.defaults, patch.patch)
+        return rows[0] if rows else None
+
+    async def aclose(self) -> None:
+        """Close the pool; connections still busy after `close_timeout` are terminated."""
+        try:
+            await asyncio.wait_for(self._pool.close(), self._close_timeout)
+        except TimeoutError:
+            self._pool.terminate()
+
+
+# Templates, filled once per catalog with the table name `quote_identifier` checked and quoted; every
+# value reaches the server as a bind parameter.
+_CANDIDATE = f"status = '{PUBLISHED}' and (meta ->> 'jellyfin_public_url') is null"
+_COUNT = "select count(*) from {table} where {candidate} and id > $1"
+_PAGE = "select {columns} from {table} where {candidate} and id > $1 order by id limit $2"
+_BY_IDS = "select {columns} from {table} where id = any($1::bigint[])"
+_BY_ID = "select {columns} from {table} where id = $1"
+_MERGE = (
+    "update {table} set meta = $2::jsonb || coalesce(meta, '{{}}'::jsonb) || $3::jsonb"
+    " where id = $1 returning {columns}"
+)
+
+
+class _Statements:
+    """The five statements for one quoted table name."""
+
+    def __init__(self, table: str) -> None:
+        def fill(template: str) -> str:
+            return template.format(table=table, columns=", ".join(ROW_COLUMNS), candidate=_CANDIDATE)
+
+        self.count = fill(_COUNT)
+        self.page = fill(_PAGE)
+        self.by_ids = fill(_BY_IDS)
+        self.by_id = fill(_BY_ID)
+        self.merge = fill(_MERGE)

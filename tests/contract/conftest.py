@@ -1,0 +1,204 @@
+"""The two catalog backends behind one interface, so every contract test runs against both.
+
+- `postgrest`: `PostgrestCatalog` over HTTP to the PostgREST double (merge RPC installed), served in
+  the test's loop;
+- `postgres`: `PostgresCatalog` on a real PostgreSQL (one embedded server per session, schema and
+  merge function installed as an operator would; the table is emptied before each test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+import httpx
+import pytest
+
+from backfill.catalog import Catalog
+from backfill.pgcatalog import PostgresCatalog
+from backfill.postgrest import PostgrestCatalog
+from backfill.transport import Observer, make_client, no_observer
+from backfill_doubles.natsserver import free_port
+from backfill_doubles.postgres import (
+    EmbeddedPostgres,
+    create_schema,
+    execute,
+    insert_rows,
+    install_merge_function,
+)
+from backfill_doubles.postgrest import PostgrestDouble
+from backfill_doubles.serve import serve
+
+T = TypeVar("T")
+KEY = "service-role-key"
+MISSING_TABLE = "no_such_table"
+
+
+class Backend(Protocol):
+    name: str
+
+    async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Store rows (any subset of the columns) directly, bypassing the catalog; returns their ids."""
+
+    async def catalog(
+        self, *, page_size: int = 1000, table: str = "studio_board", observe: Observer = no_observer
+    ) -> Catalog:
+        """A catalog adapter on this backend, closed when the test ends."""
+
+    async def interrupted(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` while the backend fails it transiently (503 / connection terminated mid-query)."""
+
+    async def unreachable(self) -> Catalog:
+        """A catalog adapter pointed at a port where nothing listens (may raise while connecting)."""
+
+
+class PostgrestBackend:
+    name = "postgrest"
+
+    def __init__(self, double: PostgrestDouble, url: str, http: httpx.AsyncClient) -> None:
+        self.double, self.url, self.http = double, url, http
+
+    async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        return [int(self.double.add_row(**row)["id"]) for row in rows]
+
+    async def catalog(
+        self, *, page_size: int = 1000, table: str = "studio_board", observe: Observer = no_observer
+    ) -> Catalog:
+        return PostgrestCatalog(self.http, self.url, KEY, table=table, page_size=page_size, observe=observe)
+
+    async def interrupted(self, call: Callable[[], Awaitable[T]]) -> T:
+        self.double.fail_next = 1
+        return await call()
+
+    async def unreachable(self) -> Catalog:
+        return PostgrestCatalog(self.http, f"http://127.0.0.1:{free_port()}", KEY)
+
+
+class PostgresBackend:
+    name = "postgres"
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._opened: list[Catalog] = []
+
+    async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        return await insert_rows(self.dsn, rows)
+
+    async def catalog(
+        self, *, page_size: int = 1000, table: str = "studio_board", observe: Observer = no_observer
+    ) -> Catalog:
+        catalog = await PostgresCatalog.open(self.dsn, table=table, page_size=page_size, observe=observe)
+        self._opened.append(catalog)
+        return catalog
+
+    async def interrupted(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Hold an exclusive lock so `call` blocks in the server, then terminate its backend."""
+        admin = await asyncpg.connect(self.dsn)
+        try:
+            async with admin.transaction():
+                await admin.execute("lock table public.studio_board in access exclusive mode")
+                task = asyncio.ensure_future(call())
+                try:
+                    pid = await _lock_waiter(admin)
+                    await admin.fetchval("select pg_terminate_backend($1)", pid)
+                except BaseException:
+                    task.cancel()
+                    raise
+            return await task  # the lock is released: a call that survived would complete here
+        finally:
+            await admin.close()
+
+    async def unreachable(self) -> Catalog:
+        return await PostgresCatalog.open(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+
+    async def close(self) -> None:
+        for catalog in self._opened:
+            await catalog.aclose()
+
+
+async def _lock_waiter(admin: asyncpg.Connection, timeout: float = 10.0) -> int:
+    """The pid of the one backend waiting on a lock, polled until it shows up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = await admin.fetchval(
+            "select pid from pg_stat_activity where wait_event_type = 'Lock' and backend_type = 'client backend'"
+            " and pid <> pg_backend_pid()"
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+    raise TimeoutError("no backend started waiting on the table lock")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """One real PostgreSQL per session, with studio_board and the shipped merge function installed."""
+    with EmbeddedPostgres() as server:
+        asyncio.run(create_schema(server.dsn))
+        asyncio.run(install_merge_function(server.dsn))
+        yield server.dsn
+
+
+@pytest.fixture(params=["postgrest", "postgres"])
+def backend_dsn(request: pytest.FixtureRequest) -> str | None:
+    """None for the PostgREST double; the session's PostgreSQL DSN (started on first use) otherwise."""
+    if request.param == "postgres":
+        dsn: str = request.getfixturevalue("postgres_dsn")
+        return dsn
+    return None
+
+
+@pytest.fixture
+async def backend(backend_dsn: str | None) -> AsyncIterator[Backend]:
+    if backend_dsn is not None:
+        await execute(backend_dsn, "truncate public.studio_board restart identity")
+        postgres = PostgresBackend(backend_dsn)
+        try:
+            yield postgres
+        finally:
+            await postgres.close()
+        return
+    double = PostgrestDouble(KEY, rpc_installed=True)
+    http = make_client(5.0)
+    try:
+        async with serve(double.app()) as url:
+            yield PostgrestBackend(double, url, http)
+    finally:
+        await http.aclose()
+
+
+def mixed_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` rows with explicit ids inserted in shuffled order, covering every case of the candidate rule."""
+    rows = []
+    for i in range(1, n + 1):
+        row: dict[str, Any] = {"id": i, "title": f"title {i}", "status": "published"}
+        if i % 10 == 0:
+            row["status"] = "draft"
+        elif i % 13 == 0:
+            row["status"] = "approved"
+        if i % 7 == 0:
+            row["meta"] = {"jellyfin_public_url": f"https://watch.example.org/{i}"}
+        elif i % 3 == 0:
+            row["meta"] = {"jellyfin_public_url": None, "slug": f"s{i}"}
+        elif i % 11 == 0:
+            row["meta"] = None
+        elif i % 17 != 0:  # every 17th row takes the column default
+            row["meta"] = {"slug": f"s{i}"}
+        rows.append(row)
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def candidate_ids(rows: list[dict[str, Any]], since_id: int = 0) -> list[int]:
+    """The rule, spelled out: published, and no `jellyfin_public_url` value (missing or JSON null)."""
+    return sorted(
+        row["id"]
+        for row in rows
+        if row["id"] > since_id
+        and row.get("status") == "published"
+        and (row.get("meta") or {}).get("jellyfin_public_url") is None
+    )

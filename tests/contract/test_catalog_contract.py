@@ -1,0 +1,260 @@
+"""The catalog contract: PostgREST (against its double) and PostgreSQL (for real) answer alike.
+
+Every test runs once per backend (`backend` fixture), so the two adapters cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from backfill.catalog import Catalog
+from backfill.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.model import Row
+from backfill.payload import MetaPatch
+from tests.contract.conftest import MISSING_TABLE, Backend, candidate_ids, mixed_rows
+
+ROWS = 230
+PAGE = 50
+
+
+async def streamed(catalog: Catalog, since_id: int = 0, limit: int | None = None) -> list[list[Row]]:
+    return [page async for page in catalog.stream_candidates(since_id, limit)]
+
+
+def ids_of(pages: list[list[Row]]) -> list[int]:
+    return [row.id for page in pages for row in page]
+
+
+async def test_candidates_are_published_rows_without_a_jellyfin_public_url(backend: Backend) -> None:
+    """Missing key, JSON null and null meta count; other statuses, a set URL or an empty string do not."""
+    await backend.insert(
+        [
+            {"status": "published", "meta": {}},  # 1: key missing
+            {"status": "published", "meta": {"jellyfin_public_url": None}},  # 2: JSON null
+            {"status": "published", "meta": None},  # 3: SQL null meta
+            {"status": "draft", "meta": {}},  # 4
+            {"status": "approved", "meta": {}},  # 5
+            {"status": "published", "meta": {"jellyfin_public_url": "https://w/x"}},  # 6: enriched
+            {"meta": {}},  # 7: no status
+            {"status": "published", "meta": {"jellyfin_public_url": ""}},  # 8: a value, if an empty one
+            {"status": "published", "meta": {"jellyfin_item_id": "abc"}},  # 9: other keys only
+            {"status": "Published", "meta": {}},  # 10: status is compared exactly
+            {"status": "published"},  # 11: meta takes the column default
+        ]
+    )
+    catalog = await backend.catalog()
+    assert ids_of(await streamed(catalog)) == [1, 2, 3, 9, 11]
+    assert await catalog.count_candidates() == 5
+
+
+async def test_candidates_stream_in_id_order_one_bounded_query_per_page(backend: Backend) -> None:
+    """230 rows stored out of order, pages of 50: every candidate once, ascending, one query per page."""
+    rows = mixed_rows(ROWS)
+    await backend.insert(rows)
+    queries: list[int | None] = []
+    catalog = await backend.catalog(page_size=PAGE, observe=lambda _s, status, _t: queries.append(status))
+    pages = await streamed(catalog)
+    expected = candidate_ids(rows)
+    assert ids_of(pages) == expected
+    assert len(expected) > 2 * PAGE
+    assert [len(page) for page in pages[:-1]] == [PAGE] * (len(pages) - 1)
+    assert 0 < len(pages[-1]) <= PAGE
+    assert len(queries) == len(pages) + (1 if len(pages[-1]) == PAGE else 0)
+
+
+async def test_count_candidates_is_exact_beyond_one_page_and_honours_since_id(backend: Backend) -> None:
+    """The count is exact (not an estimate), above `since_id`."""
+    rows = mixed_rows(ROWS)
+    await backend.insert(rows)
+    catalog = await backend.catalog(page_size=PAGE)
+    assert await catalog.count_candidates() == len(candidate_ids(rows))
+    assert await catalog.count_candidates(since_id=100) == len(candidate_ids(rows, since_id=100))
+    assert await catalog.count_candidates(since_id=ROWS) == 0
+
+
+async def test_since_id_streams_only_rows_above_it(backend: Backend) -> None:
+    """`since_id` resumes after a given id, across pages."""
+    rows = mixed_rows(ROWS)
+    await backend.insert(rows)
+    catalog = await backend.catalog(page_size=PAGE)
+    assert ids_of(await streamed(catalog, since_id=100)) == candidate_ids(rows, since_id=100)
+    assert await streamed(catalog, since_id=ROWS) == []
+
+
+async def test_limit_caps_the_rows_streamed_even_in_the_middle_of_a_page(backend: Backend) -> None:
+    """`limit=75` with pages of 50 yields pages of 50 and 25; `limit=0` yields nothing."""
+    rows = mixed_rows(ROWS)
+    await backend.insert(rows)
+    catalog = await backend.catalog(page_size=PAGE)
+    pages = await streamed(catalog, limit=75)
+    assert [len(page) for page in pages] == [50, 25]
+    assert ids_of(pages) == candidate_ids(rows)[:75]
+    assert ids_of(await streamed(catalog, since_id=100, limit=3)) == candidate_ids(rows, since_id=100)[:3]
+    assert await streamed(catalog, limit=0) == []
+
+
+async def test_fetch_rows_returns_the_existing_rows_and_skips_missing_ids(backend: Backend) -> None:
+    """Any status, any meta; ids that do not exist are simply absent; no ids, no rows."""
+    await backend.insert([{"status": "draft"}, {"status": "published", "meta": None}, {"status": "x"}])
+    catalog = await backend.catalog()
+    rows = await catalog.fetch_rows([3, 1, 999])
+    assert sorted(row.id for row in rows) == [1, 3]
+    assert await catalog.fetch_rows([]) == []
+
+
+async def test_get_row_decodes_every_column_and_returns_none_when_missing(backend: Backend) -> None:
+    """The same Row from both backends: text columns, meta as a dict, created_at as ISO 8601."""
+    await backend.insert(
+        [
+            {
+                "title": "Big Buck Bunny",
+                "namespace": "pmoves",
+                "content_url": "s3://outputs/bbb.mp4",
+                "status": "published",
+                "meta": {"tags": ["a", "b"], "duration": 596.5, "nested": {"k": None}},
+                "created_at": "2025-06-01T10:00:00+00:00",
+            },
+            {"status": "published"},
+        ]
+    )
+    catalog = await backend.catalog()
+    assert await catalog.get_row(1) == Row(
+        id=1,
+        title="Big Buck Bunny",
+        namespace="pmoves",
+        content_url="s3://outputs/bbb.mp4",
+        status="published",
+        meta={"tags": ["a", "b"], "duration": 596.5, "nested": {"k": None}},
+        created_at="2025-06-01T10:00:00+00:00",
+    )
+    defaults = await catalog.get_row(2)
+    assert defaults is not None
+    assert defaults.meta == {}
+    assert defaults.title is None
+    assert defaults.created_at is not None
+    assert datetime.fromisoformat(defaults.created_at).tzinfo is not None
+    assert await catalog.get_row(999) is None
+
+
+async def test_merge_overwrites_patch_keys_and_keeps_every_other_key(backend: Backend) -> None:
+    """Keys of other services survive; patch keys win over stored ones; the stored row is returned."""
+    await backend.insert([{"status": "published", "meta": {"keep": {"x": 1}, "thumbnail_url": "old"}}])
+    catalog = await backend.catalog()
+    merged = await catalog.merge_meta(
+        1, MetaPatch(patch={"thumbnail_url": "new", "duration": 3.5}, defaults={})
+    )
+    assert merged is not None
+    assert merged.meta == {"keep": {"x": 1}, "thumbnail_url": "new", "duration": 3.5}
+    assert await catalog.get_row(1) == merged
+
+
+async def test_merge_defaults_only_fill_keys_the_row_does_not_have(backend: Backend) -> None:
+    """`publish_event_sent_at` is filled in when missing and never overwritten when present."""
+    await backend.insert(
+        [
+            {"status": "published", "meta": {"publish_event_sent_at": "2025-06-01T10:00:00Z"}},
+            {"status": "published", "meta": {"other": 1}},
+        ]
+    )
+    catalog = await backend.catalog()
+    patch = MetaPatch(patch={"backfill_version": "v"}, defaults={"publish_event_sent_at": "now"})
+    kept = await catalog.merge_meta(1, patch)
+    filled = await catalog.merge_meta(2, patch)
+    assert kept is not None
+    assert kept.meta == {"publish_event_sent_at": "2025-06-01T10:00:00Z", "backfill_version": "v"}
+    assert filled is not None
+    assert filled.meta == {"other": 1, "publish_event_sent_at": "now", "backfill_version": "v"}
+
+
+async def test_merge_into_null_meta_starts_from_an_empty_object(backend: Backend) -> None:
+    """SQL null meta becomes defaults plus patch."""
+    await backend.insert([{"status": "published", "meta": None}])
+    catalog = await backend.catalog()
+    merged = await catalog.merge_meta(1, MetaPatch(patch={"a": 1}, defaults={"b": 2}))
+    assert merged is not None
+    assert merged.meta == {"b": 2, "a": 1}
+
+
+async def test_merge_of_a_missing_row_returns_none_and_creates_nothing(backend: Backend) -> None:
+    """A row deleted meanwhile is reported as gone, never recreated."""
+    await backend.insert([{"status": "published"}])
+    catalog = await backend.catalog()
+    assert await catalog.merge_meta(999, MetaPatch(patch={"a": 1}, defaults={})) is None
+    assert await catalog.get_row(999) is None
+    assert [row.id for row in await catalog.fetch_rows([1, 999])] == [1]
+
+
+async def test_a_merged_public_url_takes_the_row_out_of_the_candidates(backend: Backend) -> None:
+    """Once enriched, a row is neither streamed nor counted."""
+    await backend.insert([{"status": "published"}, {"status": "published"}])
+    catalog = await backend.catalog()
+    await catalog.merge_meta(1, MetaPatch(patch={"jellyfin_public_url": "https://w/1"}, defaults={}))
+    assert ids_of(await streamed(catalog)) == [2]
+    assert await catalog.count_candidates() == 1
+
+
+async def test_concurrent_merges_on_one_row_lose_no_key(backend: Backend) -> None:
+    """20 merges of different keys into the same row at once: every key is there afterwards."""
+    await backend.insert([{"status": "published", "meta": {"origin": True}}])
+    catalog = await backend.catalog()
+    patches = [MetaPatch(patch={f"k{i}": i}, defaults={}) for i in range(20)]
+    results = await asyncio.gather(*(catalog.merge_meta(1, patch) for patch in patches))
+    assert all(row is not None for row in results)
+    row = await catalog.get_row(1)
+    assert row is not None
+    assert row.meta == {"origin": True, **{f"k{i}": i for i in range(20)}}
+
+
+async def test_a_transient_failure_is_retryable_writes_nothing_and_the_next_call_succeeds(
+    backend: Backend,
+) -> None:
+    """503 from PostgREST, or the server killing our connection mid-query: UpstreamUnavailable."""
+    await backend.insert([{"status": "published", "meta": {"a": 1}}])
+    catalog = await backend.catalog()
+    with pytest.raises(UpstreamUnavailable) as failure:
+        await backend.interrupted(lambda: catalog.merge_meta(1, MetaPatch(patch={"b": 2}, defaults={})))
+    assert failure.value.service == "catalog"
+    assert failure.value.retryable
+    row = await catalog.get_row(1)
+    assert row is not None
+    assert row.meta == {"a": 1}
+
+
+async def test_an_unreachable_backend_is_retryable(backend: Backend) -> None:
+    """Nothing listening on the port: UpstreamUnavailable, whether at connect or at the first query."""
+    with pytest.raises(UpstreamUnavailable):
+        catalog = await backend.unreachable()
+        await catalog.get_row(1)
+
+
+async def test_a_missing_table_is_rejected_not_retried(backend: Backend) -> None:
+    """A table that does not exist is a configuration error no retry can fix."""
+    catalog = await backend.catalog(table=MISSING_TABLE)
+    with pytest.raises(UpstreamRejected) as rejected:
+        await catalog.get_row(1)
+    assert not rejected.value.retryable
+    with pytest.raises(UpstreamRejected):
+        await streamed(catalog)
+    with pytest.raises(UpstreamRejected):
+        await catalog.count_candidates()
+
+
+async def test_every_call_is_observed_under_catalog_with_its_outcome(backend: Backend) -> None:
+    """One observation per query: ("catalog", 200, seconds) on success, a non-200 status on failure."""
+    await backend.insert([{"status": "published"}])
+    seen: list[tuple[str, int | None, float]] = []
+    catalog = await backend.catalog(observe=lambda *observed: seen.append(observed))
+    await catalog.get_row(1)
+    await catalog.count_candidates()
+    await catalog.merge_meta(1, MetaPatch(patch={"a": 1}, defaults={}))
+    assert [(service, status) for service, status, _ in seen] == [("catalog", 200)] * 3
+    assert all(seconds >= 0 for _, _, seconds in seen)
+    seen.clear()
+    with pytest.raises(UpstreamUnavailable):
+        await backend.interrupted(lambda: catalog.get_row(1))
+    assert len(seen) == 1
+    assert seen[0][0] == "catalog"
+    assert seen[0][1] != 200

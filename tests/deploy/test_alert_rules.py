@@ -1,0 +1,193 @@
+"""The alert rules and scrape job, checked by promtool: syntax, and which alerts fire in which situation."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.artifacts import RULES, SCRAPE, alert_rules, load_yaml
+
+PROMTOOL = shutil.which("promtool")
+pytestmark = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)"
+)
+ALERTS = {
+    "BackfillDeadLettersGrowing",
+    "BackfillBacklogNotShrinking",
+    "BackfillUpstreamErrorRatioHigh",
+    "BackfillNoWorkerUp",
+}
+UP = 'up{job="backfill-worker", instance="10.0.0.5:9108"}'
+
+
+def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def series(name: str, values: str, **labels: str) -> dict[str, str]:
+    rendered = ", ".join(f'{k}="{v}"' for k, v in {"instance": "10.0.0.5:9108", **labels}.items())
+    return {"series": f"{name}{{{rendered}}}", "values": values}
+
+
+def requests(service: str, status_class: str, values: str) -> dict[str, str]:
+    return series("backfill_upstream_requests_total", values, service=service, status_class=status_class)
+
+
+HEALTHY = [
+    {"series": UP, "values": "1x60"},
+    series("backfill_consumer_pending_messages", "1000-15x60"),
+    series("backfill_consumer_ack_pending_messages", "16x60"),
+    series("backfill_dlq_messages", "5x60"),
+    requests("jellyfin", "2xx", "0+100x60"),
+    requests("jellyfin", "4xx", "0+30x60"),
+    requests("agent_zero", "2xx", "0+30x60"),
+]
+
+
+@dataclass
+class Situation:
+    name: str
+    input_series: list[dict[str, str]]
+    firing: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # eval time -> firing alerts
+
+
+SITUATIONS = [
+    Situation("healthy run draining its backlog, with expected 404s", HEALTHY, {"60m": []}),
+    Situation(
+        "backlog stuck while a worker is up",
+        [
+            {"series": UP, "values": "1x60"},
+            series("backfill_consumer_pending_messages", "500x60"),
+            series("backfill_consumer_ack_pending_messages", "16x60"),
+        ],
+        {"10m": [], "50m": [{"alertname": "BackfillBacklogNotShrinking", "severity": "warning"}]},
+    ),
+    Situation(
+        "backlog growing faster than the workers drain it",
+        [
+            {"series": UP, "values": "1x60"},
+            series("backfill_consumer_pending_messages", "100+10x60"),
+            series("backfill_consumer_ack_pending_messages", "16x60"),
+        ],
+        {"50m": [{"alertname": "BackfillBacklogNotShrinking", "severity": "warning"}]},
+    ),
+    Situation(
+        "every worker down: no-worker alert, not the backlog one",
+        [
+            {"series": UP, "values": "0x60"},
+            series("backfill_consumer_pending_messages", "500x60"),
+            series("backfill_consumer_ack_pending_messages", "0x60"),
+        ],
+        {"4m": [], "30m": [{"alertname": "BackfillNoWorkerUp", "severity": "critical"}]},
+    ),
+    Situation(
+        "no worker target at all (scaled to zero, DNS finds nothing)",
+        [{"series": 'up{job="prometheus", instance="prometheus:9090"}', "values": "1x60"}],
+        {"10m": [{"alertname": "BackfillNoWorkerUp", "severity": "critical"}]},
+    ),
+    Situation(
+        "a fifth of jellyfin requests fail with 5xx or no answer",
+        [
+            *HEALTHY,
+            requests("jellyfin", "5xx", "0+15x60"),
+            requests("jellyfin", "error", "0+15x60"),
+            requests("storage", "2xx", "0+10x60"),
+            requests("storage", "4xx", "0+30x60"),
+        ],
+        {
+            "8m": [],
+            "30m": [
+                {"alertname": "BackfillUpstreamErrorRatioHigh", "service": "jellyfin", "severity": "warning"}
+            ],
+        },
+    ),
+    Situation(
+        "dead letters keep arriving",
+        [*HEALTHY[:3], series("backfill_dlq_messages", "0+3x60")],
+        {"10m": [], "30m": [{"alertname": "BackfillDeadLettersGrowing", "severity": "warning"}]},
+    ),
+    Situation(
+        "one burst of dead letters, then none",
+        [*HEALTHY[:3], series("backfill_dlq_messages", "0 40x59")],
+        {"40m": []},
+    ),
+]
+
+
+def test_promtool_accepts_the_rule_file() -> None:
+    """`promtool check rules` passes on deploy/prometheus/backfill.rules.yml."""
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(alert_rules())} rules found" in result.stdout
+
+
+def test_rules_define_the_four_alerts_each_with_for_severity_and_text() -> None:
+    """Dead letters growing, backlog not shrinking, upstream error ratio, no worker up; all fully described."""
+    rules = alert_rules()
+    assert {rule["alert"] for rule in rules} == ALERTS
+    for rule in rules:
+        assert rule["for"], rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+
+
+def test_scrape_snippet_is_a_valid_prometheus_config_with_the_rules(tmp_path: Path) -> None:
+    """The scrape job pasted into a prometheus.yml beside the rule file passes `promtool check config`."""
+    config = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": load_yaml(SCRAPE)["scrape_configs"],
+    }
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = promtool("check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scrape_job_finds_every_replica_through_docker_dns() -> None:
+    """Job `backfill-worker`, every 15 s, DNS service discovery of the compose service on port 9108."""
+    (job,) = load_yaml(SCRAPE)["scrape_configs"]
+    assert job["job_name"] == "backfill-worker"
+    assert job["scrape_interval"] == "15s"
+    (dns,) = job["dns_sd_configs"]
+    assert dns["type"] == "A"
+    assert dns["port"] == 9108
+    assert set(dns["names"]) <= {"backfill-worker", "tasks.backfill-worker"}
+    assert all('job="backfill-worker"' in rule["expr"] for rule in alert_rules() if "up{" in rule["expr"])
+
+
+@pytest.mark.parametrize("situation", SITUATIONS, ids=lambda s: s.name)
+def test_alerts_fire_exactly_in_their_situation(situation: Situation, tmp_path: Path) -> None:
+    """promtool unit test: at each time, the set of firing alerts is exactly the expected one."""
+    checks = [
+        {
+            "expr": 'ALERTS{alertstate="firing"}',
+            "eval_time": at,
+            "exp_samples": [
+                {
+                    "labels": "ALERTS"
+                    + "{"
+                    + ", ".join(f'{k}="{v}"' for k, v in {**a, "alertstate": "firing"}.items())
+                    + "}",
+                    "value": 1,
+                }
+                for a in firing
+            ],
+        }
+        for at, firing in situation.firing.items()
+    ]
+    spec = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": situation.input_series, "promql_expr_test": checks}],
+    }
+    path = tmp_path / "backfill.rules.test.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
