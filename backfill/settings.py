@@ -218,6 +218,7 @@ class WorkerSettings(_Group):
     metrics_host: str = Field("0.0.0.0", validation_alias="WORKER_METRICS_HOST")  # noqa: S104 - containers
     stats_interval: float = Field(15.0, validation_alias="WORKER_STATS_INTERVAL", gt=0)
     worker_id: str | None = Field(None, validation_alias="WORKER_ID")
+    sweep_interval: float = Field(60.0, validation_alias="WORKER_SWEEP_INTERVAL", gt=0)
     retry_base_delay: float = Field(1.0, validation_alias="BACKFILL_RETRY_BASE_DELAY", gt=0)
     retry_max_delay: float = Field(60.0, validation_alias="BACKFILL_RETRY_MAX_DELAY", gt=0)
     retry_budget_seconds: float = Field(6 * 3600.0, validation_alias="BACKFILL_RETRY_BUDGET_SECONDS", gt=0)

@@ -27,9 +27,11 @@ from backfill.settings import (
 )
 from backfill.transport import make_client
 from backfill.wire import Mode
+from producer.dlq_commands import add_dlq_parser, run_dlq
 from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows
 from producer.preview import preview
 from producer.progress import Progress
+from producer.pushgateway import DEFAULT_JOB, push_counts
 
 log = logging.getLogger("producer")
 
@@ -80,6 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     enqueue.add_argument("--dry-run", action="store_true", help="count and list; write nothing anywhere")
     enqueue.add_argument("--run-id", help="run id stored on each row (default: generated)")
     enqueue.add_argument("--json", action="store_true", help="print the summary as JSON")
+    enqueue.add_argument(
+        "--pushgateway", metavar="URL", help="push the run's counts to a Prometheus Pushgateway"
+    )
+    add_dlq_parser(commands)
     view = commands.add_parser("preview", help="print the payloads workers would republish (read-only)")
     _add_selection(view, all_missing=False)
     view.set_defaults(limit=None)
@@ -139,6 +145,8 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
         await nc.drain()
         await http.aclose()
     print_summary(run_id, args, counts)
+    if args.pushgateway:
+        await push_counts(args.pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
     return 1 if counts.failed else 0
 
 
@@ -168,7 +176,13 @@ async def run_preview(settings: SettingsBundle, args: argparse.Namespace) -> int
     return 0
 
 
+async def run_dlq_command(settings: SettingsBundle, args: argparse.Namespace) -> int:
+    return await run_dlq(settings, args, f"replay-{new_run_id().removeprefix('run-')}")
+
+
 def groups_for(args: argparse.Namespace) -> list[type]:
+    if args.command == "dlq":
+        return [NatsSettings, BackfillSettings]
     if args.command == "preview":
         return [CatalogSettings, JellyfinSettings, StorageSettings, BackfillSettings]
     if args.dry_run:
@@ -184,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"producer: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.get(BackfillSettings).log_format)
-    commands = {"preview": run_preview, "enqueue": dry_run if getattr(args, "dry_run", False) else enqueue}
+    commands = {
+        "preview": run_preview,
+        "enqueue": dry_run if getattr(args, "dry_run", False) else enqueue,
+        "dlq": run_dlq_command,
+    }
     command = commands[args.command]
     try:
         return asyncio.run(command(settings, args))

@@ -41,6 +41,7 @@ from worker.consumer import Consumer
 from worker.health import health_app, start_health_server
 from worker.settle import Settler
 from worker.stats import refresh_forever, refresh_once
+from worker.sweeper import Sweeper
 
 log = logging.getLogger("worker")
 GROUPS = (
@@ -169,7 +170,22 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         runner, bound = await start_health_server(health_app(registry, ready), worker_cfg.metrics_host, port)
         resources.push_async_callback(runner.cleanup)
         await refresh_once(js, layout, metrics)
-        background = [asyncio.create_task(refresh_forever(js, layout, metrics, worker_cfg.stats_interval))]
+        policy = policy_from(settings)
+        sweeper = Sweeper(
+            nc,
+            js,
+            layout,
+            publisher,
+            metrics,
+            worker_id,
+            settings.get(BackfillSettings).version,
+            settle_after=policy.retry_after_cap + 2 * nats_cfg.ack_wait,
+        )
+        await sweeper.listen()
+        background = [
+            asyncio.create_task(refresh_forever(js, layout, metrics, worker_cfg.stats_interval)),
+            asyncio.create_task(sweeper.scan_forever(worker_cfg.sweep_interval)),
+        ]
         if args.exit_when_idle is not None:
             background.append(asyncio.create_task(watch_idle(js, layout, args.exit_when_idle, stop)))
         resources.callback(lambda: [task.cancel() for task in background])

@@ -7,6 +7,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from backfill.payload import correlation_id
 from backfill_doubles.stack import ORIGINAL_SENT_AT, PUBLIC_BASE, EmbeddedStack
@@ -17,12 +18,18 @@ VERSION = "2025-10-14"
 
 
 async def read_stream(url: str, stream: str) -> list[Any]:
+    """Every message left in `stream`, in order, skipping the gaps deletes leave."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    info = await js.stream_info(stream)
-    msgs = []
-    if info.state.messages:
-        msgs = [await js.get_msg(stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+    msgs: list[Any] = []
+    seq = (await js.stream_info(stream)).state.first_seq
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq, subject=">", next=True)
+        except NotFoundError:
+            break
+        msgs.append(msg)
+        seq = int(msg.seq) + 1
     await nc.drain()
     return msgs
 

@@ -1,0 +1,242 @@
+"""`producer dlq`: inspect, replay and purge the dead letters.
+
+Reading uses an ephemeral consumer that acknowledges nothing, so listing never changes the stream.
+Replay re-enqueues on `<prefix>.request.<row_id>` and deletes a dead letter only after its enqueue
+was acknowledged; a failed or skipped replay leaves the dead letter where it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from backfill.bus import AckPublisher, PubStatus
+from backfill.layout import Layout
+from backfill.wire import (
+    Header,
+    InvalidMessage,
+    decode_request,
+    dlq_filter,
+    encode_request,
+    msg_id,
+    new_request,
+)
+from backfill.wire import request_subject as work_subject
+
+FETCH_BATCH = 256
+log = logging.getLogger("producer")
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+    stored_at: datetime | None
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get(Header.REASON, self.subject.rsplit(".", 1)[-1])
+
+    @property
+    def row_id(self) -> int | None:
+        value = self.headers.get(Header.ROW_ID, "")
+        return int(value) if value.isdigit() else None
+
+    def age_seconds(self, now: datetime) -> float | None:
+        return (now - self.stored_at).total_seconds() if self.stored_at else None
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        age = self.age_seconds(now)
+        return {
+            "seq": self.seq,
+            "row_id": self.row_id,
+            "reason": self.reason,
+            "attempts": int(self.headers.get(Header.DELIVERIES, "0") or 0),
+            "age_seconds": round(age) if age is not None else None,
+            "error": self.headers.get(Header.DETAIL, ""),
+        }
+
+    def full(self, now: datetime) -> dict[str, Any]:
+        return {
+            **self.summary(now),
+            "subject": self.subject,
+            "headers": self.headers,
+            "body": self.data.decode("utf-8", errors="replace"),
+        }
+
+
+async def read_dead_letters(
+    js: JetStreamContext, layout: Layout, reason: str | None = None
+) -> AsyncIterator[DeadLetterRecord]:
+    """Every dead letter (optionally of one reason), oldest first, without changing the stream."""
+    subject = f"{layout.prefix}.dlq.{reason}" if reason else dlq_filter(layout.prefix)
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0
+    )
+    psub = await js.pull_subscribe(subject, stream=layout.dlq_stream, config=config)
+    try:
+        while True:
+            try:
+                msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
+            except (NatsTimeoutError, TimeoutError):
+                return
+            for msg in msgs:
+                meta = msg.metadata
+                yield DeadLetterRecord(
+                    meta.sequence.stream, msg.subject, dict(msg.headers or {}), msg.data, meta.timestamp
+                )
+            if msgs and msgs[-1].metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+
+
+async def show(js: JetStreamContext, layout: Layout, seq: int) -> DeadLetterRecord | None:
+    try:
+        raw = await js.get_msg(layout.dlq_stream, seq)
+    except NotFoundError:
+        return None
+    return DeadLetterRecord(
+        int(raw.seq or seq), raw.subject or "", dict(raw.headers or {}), raw.data or b"", raw.time
+    )
+
+
+@dataclass(frozen=True)
+class ReplaySelection:
+    all: bool = False
+    reason: str | None = None
+    seqs: frozenset[int] = frozenset()
+    row_ids: frozenset[int] = frozenset()
+
+    def matches(self, record: DeadLetterRecord) -> bool:
+        if self.seqs:
+            return record.seq in self.seqs
+        if self.row_ids:
+            return record.row_id in self.row_ids
+        return self.all or record.reason == self.reason
+
+
+@dataclass
+class ReplayCounts:
+    replayed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if len(self.notes) < 50:
+            self.notes.append(text)
+
+
+class Replayer:
+    def __init__(self, js: JetStreamContext, publisher: AckPublisher, layout: Layout, run_id: str) -> None:
+        self._js = js
+        self._publisher = publisher
+        self._layout = layout
+        self._run_id = run_id
+        self._deletes: set[asyncio.Task[None]] = set()
+        self._delete_slots = asyncio.Semaphore(64)
+
+    def _request_for(self, record: DeadLetterRecord) -> tuple[str, bytes] | str:
+        original = record.headers.get(Header.ORIGINAL_SUBJECT, "")
+        try:
+            request = decode_request(record.data, original, self._layout.prefix)
+        except InvalidMessage as exc:
+            return f"seq {record.seq}: not replayable ({exc}); purge it"
+        fresh = new_request(request.row_id, request.backfill_version, request.mode, self._run_id)
+        return work_subject(self._layout.prefix, request.row_id), encode_request(fresh)
+
+    async def replay(
+        self,
+        records: Iterable[DeadLetterRecord] | AsyncIterator[DeadLetterRecord],
+        counts: ReplayCounts,
+        dry_run: bool,
+    ) -> None:
+        pending: list[tuple[DeadLetterRecord, asyncio.Future[Any]]] = []
+        async for record in _aiter(records):
+            built = self._request_for(record)
+            if isinstance(built, str):
+                counts.skipped += 1
+                counts.note(built)
+                continue
+            if dry_run:
+                counts.replayed += 1
+                continue
+            subject, body = built
+            row_id = int(subject.rsplit(".", 1)[-1])
+            headers = {Header.MSG_ID: msg_id(row_id, self._run_id), Header.RUN_ID: self._run_id}
+            pending.append((record, await self._publisher.submit(subject, body, headers)))
+            if len(pending) >= 512:
+                await self._settle(pending, counts)
+                pending = []
+        await self._settle(pending, counts)
+        if self._deletes:
+            await asyncio.gather(*self._deletes)
+
+    async def _settle(
+        self, pending: list[tuple[DeadLetterRecord, asyncio.Future[Any]]], counts: ReplayCounts
+    ) -> None:
+        for record, future in pending:
+            result = await future
+            if result.status is PubStatus.STORED:
+                counts.replayed += 1
+                await self._delete_slots.acquire()
+                task = asyncio.create_task(self._delete(record.seq))
+                self._deletes.add(task)
+                task.add_done_callback(self._deletes.discard)
+            elif result.status in (PubStatus.ALREADY_PENDING, PubStatus.DUPLICATE):
+                counts.skipped += 1
+                counts.note(f"seq {record.seq}: row {record.row_id} already pending; dead letter kept")
+            else:
+                counts.failed += 1
+                counts.note(f"seq {record.seq}: enqueue failed ({result.error}); dead letter kept")
+
+    async def _delete(self, seq: int) -> None:
+        try:
+            await self._js.delete_msg(self._layout.dlq_stream, seq)
+        except NotFoundError:
+            pass  # purged or replayed by someone else meanwhile
+        except (NatsError, TimeoutError) as exc:
+            log.warning(
+                "replayed, but the dead letter could not be deleted", extra={"seq": seq, "error": str(exc)}
+            )
+        finally:
+            self._delete_slots.release()
+
+
+async def _aiter(
+    records: Iterable[DeadLetterRecord] | AsyncIterator[DeadLetterRecord],
+) -> AsyncIterator[DeadLetterRecord]:
+    if hasattr(records, "__aiter__"):
+        async for record in records:
+            yield record
+    else:
+        for record in records:
+            yield record
+
+
+async def purge(js: JetStreamContext, layout: Layout, reason: str | None) -> int:
+    """Delete every dead letter (or every one of a reason); returns how many were removed."""
+    before = (await js.stream_info(layout.dlq_stream)).state.messages
+    subject = f"{layout.prefix}.dlq.{reason}" if reason else None
+    await js.purge_stream(layout.dlq_stream, subject=subject)
+    after = (await js.stream_info(layout.dlq_stream)).state.messages
+    return int(before - after)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

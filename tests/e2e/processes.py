@@ -1,0 +1,79 @@
+"""Worker processes under a test's control: start, wait, SIGTERM, SIGKILL; poll helpers with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+import nats
+
+from backfill_doubles.natsserver import free_port
+from tests.e2e.conftest import cli
+
+FAST_RETRIES = {
+    "BACKFILL_RETRY_BASE_DELAY": "0.2",
+    "BACKFILL_RETRY_MAX_DELAY": "1",
+    "BACKFILL_HTTP_TIMEOUT": "2",
+    "WORKER_SWEEP_INTERVAL": "1",
+    "WORKER_STATS_INTERVAL": "1",
+}
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self._env = {**os.environ, **FAST_RETRIES, **env}
+        self._args = ["--metrics-port", str(free_port()), *args]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stderr = b""
+
+    async def start(self) -> WorkerProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            cli("worker"),
+            *self._args,
+            env=self._env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return self
+
+    async def wait(self, timeout: float = 120) -> int:
+        assert self.proc is not None
+        _, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        self.stderr = err
+        return self.proc.returncode or 0
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = 60, what: str = ""
+) -> None:
+    """Poll `check` until true or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+async def consumer_state(url: str, stream: str, durable: str) -> tuple[int, int]:
+    """(pending, ack pending) of the durable."""
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info(stream, durable)
+        return info.num_pending or 0, info.num_ack_pending or 0
+    finally:
+        await nc.drain()

@@ -1,0 +1,204 @@
+"""Delivery guarantees with real worker processes: crashes, outages, bad input, shutdown, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import nats
+import pytest
+
+from backfill.payload import correlation_id
+from backfill_doubles.natsserver import NatsServerProcess
+from backfill_doubles.stack import EmbeddedStack, StackOptions
+from tests.e2e.conftest import Envelopes, run_cli
+from tests.e2e.processes import WorkerProcess, consumer_state, eventually
+from tests.e2e.test_pipeline import read_stream
+
+pytestmark = pytest.mark.slow
+VERSION = "2025-10-14"
+
+
+def enriched(stack: EmbeddedStack) -> int:
+    return sum(1 for r in stack.catalog.rows.values() if (r["meta"] or {}).get("backfill_version"))
+
+
+def resolvable(stack: EmbeddedStack) -> list[int]:
+    return [rid for rid, r in stack.rows.items() if r.expect == "republished"]
+
+
+async def enqueue(stack: EmbeddedStack, env: dict[str, str], *args: str) -> None:
+    selection = [] if "--ids" in args else ["--all-missing"]
+    ran = await run_cli("producer", ["enqueue", *selection, *args], env)
+    assert ran.code == 0, ran.stderr
+
+
+async def dlq_reasons(stack: EmbeddedStack, layout_env: dict[str, str]) -> Counter[str]:
+    dead = await read_stream(stack.nats_url, layout_env["BACKFILL_DLQ_STREAM"])
+    return Counter(m.headers["Backfill-Reason"] for m in dead)
+
+
+async def test_sigkill_mid_batch_loses_nothing_and_duplicates_only_inside_the_window(
+    stack: EmbeddedStack, envelopes: Envelopes, layout_env: dict[str, str]
+) -> None:
+    """A worker killed mid-batch: its messages are redelivered, every row ends enriched exactly once."""
+    env = stack.env(**layout_env, BACKFILL_ACK_WAIT="3")
+    stack.agent.latency = 0.05
+    await enqueue(stack, env)
+    victim = await WorkerProcess(env, "--concurrency", "8").start()
+    survivor = await WorkerProcess(env, "--concurrency", "8", "--exit-when-idle", "3").start()
+    await eventually(lambda: enriched(stack) >= 40, what="some rows done before the kill")
+    victim.kill()
+    await victim.wait()
+    assert await survivor.wait() == 0, survivor.stderr[-3000:]
+    assert enriched(stack) == len(resolvable(stack))
+    counts = Counter(e["correlation_id"] for e in envelopes.seen)
+    assert all(counts[correlation_id(rid, VERSION)] >= 1 for rid in resolvable(stack))
+    duplicated = [cid for cid, n in counts.items() if n > 1]
+    assert len(duplicated) <= 8, "more duplicates than the killed worker had in flight"
+    assert await read_stream(stack.nats_url, layout_env["BACKFILL_STREAM"]) == []
+
+
+async def test_flaky_jellyfin_delays_rows_but_dead_letters_none(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """30 % of Jellyfin calls answer 500 and some hang past the timeout: every row still gets done."""
+    stack.jellyfin.fail_rate = 0.3
+    stack.jellyfin.hang_rate, stack.jellyfin.hang_seconds = 0.03, 5.0
+    env = stack.env(**layout_env, BACKFILL_MAX_DELIVER="25", BACKFILL_HTTP_TIMEOUT="1")
+    await enqueue(stack, env, "--mode", "metadata-only")
+    workers = [await WorkerProcess(env, "--exit-when-idle", "3").start() for _ in range(2)]
+    assert [await w.wait(180) for w in workers] == [0, 0]
+    assert stack.jellyfin.injected["fail"] > 20
+    assert enriched(stack) == len(resolvable(stack))
+    reasons = await dlq_reasons(stack, layout_env)
+    assert "retries_exhausted" not in reasons
+    assert sum(reasons.values()) == sum(1 for r in stack.rows.values() if r.expect.startswith("dlq:"))
+
+
+async def test_deleted_item_dead_letters_then_replay_finishes_the_row(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """jellyfin_not_found lands in the dead letters; after the item is back, replay finishes the row."""
+    env = stack.env(**layout_env)
+    await enqueue(stack, env, "--mode", "metadata-only")
+    worker = await WorkerProcess(env, "--exit-when-idle", "2").start()
+    assert await worker.wait() == 0
+    listed = await run_cli("producer", ["dlq", "list", "--reason", "jellyfin_not_found", "--json"], env)
+    entries = listed.json_lines()
+    deleted_rows = {rid for rid, r in stack.rows.items() if r.kind == "deleted"}
+    assert {e["row_id"] for e in entries} == deleted_rows
+    shown = await run_cli("producer", ["dlq", "show", str(entries[0]["seq"])], env)
+    assert '"Backfill-Reason": "jellyfin_not_found"' in shown.stdout
+    for rid in deleted_rows:  # the operator restores the items in Jellyfin
+        stack.jellyfin.add_item(stack.rows[rid].title, run_time_ticks=50_000_000)
+    dry = await run_cli(
+        "producer", ["dlq", "replay", "--reason", "jellyfin_not_found", "--dry-run", "--json"], env
+    )
+    assert dry.json_lines()[-1]["replayed"] == len(deleted_rows)
+    assert len((await run_cli("producer", ["dlq", "list", "--json"], env)).json_lines()) > len(deleted_rows)
+    replay = await run_cli("producer", ["dlq", "replay", "--reason", "jellyfin_not_found", "--json"], env)
+    assert replay.code == 0, replay.stderr
+    assert replay.json_lines()[-1]["replayed"] == len(deleted_rows)
+    worker = await WorkerProcess(env, "--exit-when-idle", "2").start()
+    assert await worker.wait() == 0
+    for rid in deleted_rows:
+        assert stack.catalog.rows[rid]["meta"]["backfill_version"] == VERSION
+    assert "jellyfin_not_found" not in await dlq_reasons(stack, layout_env)
+    purge = await run_cli("producer", ["dlq", "purge", "--reason", "invalid_payload"], env)
+    assert purge.code == 2  # refuses without --yes
+    purge = await run_cli("producer", ["dlq", "purge", "--reason", "invalid_payload", "--yes"], env)
+    assert purge.code == 0
+    assert "invalid_payload" not in await dlq_reasons(stack, layout_env)
+
+
+async def test_garbage_on_a_request_subject_is_dead_lettered_with_its_bytes(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """Undecodable bytes: dead letter invalid_message with the raw bytes; the worker keeps going."""
+    env = stack.env(**layout_env)
+    await enqueue(stack, env, "--mode", "metadata-only", "--limit", "20")
+    nc = await nats.connect(stack.nats_url)
+    garbage = b"\xff\xfe not a request \x00"
+    await nc.jetstream().publish(f"{layout_env['BACKFILL_SUBJECT_PREFIX']}.request.777777", garbage)
+    await nc.drain()
+    worker = await WorkerProcess(env, "--exit-when-idle", "2").start()
+    assert await worker.wait() == 0
+    dead = await read_stream(stack.nats_url, layout_env["BACKFILL_DLQ_STREAM"])
+    (bad,) = [m for m in dead if m.headers["Backfill-Reason"] == "invalid_message"]
+    assert bad.data == garbage
+    assert bad.headers["Backfill-Row-Id"] == "777777"
+    assert enriched(stack) > 5
+
+
+async def test_sigterm_under_load_exits_zero_and_leaves_nothing_waiting_for_ack_wait(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """SIGTERM: in-flight work finishes or is nak'd at once; exit 0 within the grace period."""
+    env = stack.env(**layout_env, WORKER_GRACE_SECONDS="2", BACKFILL_ACK_WAIT="120")
+    stack.agent.latency = 0.5
+    await enqueue(stack, env)
+    worker = await WorkerProcess(env, "--concurrency", "16").start()
+    await eventually(lambda: len(stack.agent.envelopes) >= 10, what="work under way")
+    started = asyncio.get_running_loop().time()
+    worker.terminate()
+    assert await worker.wait(30) == 0, worker.stderr[-3000:]
+    assert asyncio.get_running_loop().time() - started < 2 + 3
+    pending, ack_pending = await consumer_state(
+        stack.nats_url, layout_env["BACKFILL_STREAM"], layout_env["BACKFILL_CONSUMER"]
+    )
+    assert ack_pending == 0
+    assert pending > 0  # the rest waits for the next worker, not for ack_wait
+
+
+async def test_message_whose_worker_dies_on_every_delivery_is_swept(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """Killed on every delivery until max_deliver: a later worker sweeps it into the dead letters."""
+    env = stack.env(**layout_env, BACKFILL_MAX_DELIVER="2", BACKFILL_ACK_WAIT="2", BACKFILL_HTTP_TIMEOUT="30")
+    row_id = resolvable(stack)[0]
+    await enqueue(stack, env, "--ids", str(row_id))
+    stack.jellyfin.hang_rate, stack.jellyfin.hang_seconds = 1.0, 60.0
+    for delivery in (1, 2):
+        before = len(stack.jellyfin.requests)
+        worker = await WorkerProcess(env).start()
+        await eventually(
+            lambda b=before: len(stack.jellyfin.requests) > b, what=f"delivery {delivery} started"
+        )
+        worker.kill()
+        await worker.wait()
+    stack.jellyfin.hang_rate = 0.0
+    sweeper = await WorkerProcess(env).start()
+    await eventually(lambda: _has_reason(stack, layout_env, "retries_exhausted"), what="swept", timeout=30)
+    sweeper.terminate()
+    assert await sweeper.wait() == 0
+    assert await read_stream(stack.nats_url, layout_env["BACKFILL_STREAM"]) == []
+    again = await run_cli("producer", ["enqueue", "--ids", str(row_id), "--json"], env)
+    assert again.json_lines()[-1]["enqueued"] == 1  # the row is no longer blocked
+
+
+async def _has_reason(stack: EmbeddedStack, layout_env: dict[str, str], reason: str) -> bool:
+    return reason in await dlq_reasons(stack, layout_env)
+
+
+async def test_nats_restart_mid_run_completes_with_nothing_lost(
+    contracts_dir: Path, layout_env: dict[str, str], tmp_path: Path
+) -> None:
+    """nats-server (file store) restarted mid-run: workers reconnect and finish every row."""
+    server = NatsServerProcess(store=tmp_path / "js")
+    server.start()
+    try:
+        with EmbeddedStack(StackOptions(size=130, nats_url=server.url, contracts_dir=contracts_dir)) as stack:
+            stack.agent.latency = 0.05
+            env = stack.env(**layout_env, BACKFILL_ACK_WAIT="5")
+            await enqueue(stack, env, "--mode", "metadata-only")
+            workers = [await WorkerProcess(env, "--exit-when-idle", "3").start() for _ in range(2)]
+            await eventually(lambda: enriched(stack) >= 10, what="some rows done before the restart")
+            server.stop()
+            await asyncio.sleep(1.0)  # the outage itself: the thing under test, not a wait for a result
+            server.start()
+            assert [await w.wait(120) for w in workers] == [0, 0]
+            assert enriched(stack) == len(resolvable(stack))
+    finally:
+        server.close()

@@ -1,0 +1,161 @@
+"""Moves messages that exhausted `max_deliver` out of the work stream into the dead letters.
+
+A WorkQueue stream keeps such a message forever and JetStream never redelivers it (FACTS §6); with
+one message per row subject it would also block every later enqueue of that row. The worker
+dead-letters on the last delivery itself, so these are messages whose worker died on that delivery.
+
+Two ways in, both idempotent on the stream sequence and safe with many workers sweeping at once:
+- the MAX_DELIVERIES advisory (core NATS: may be missed or repeated);
+- a periodic scan of the stream below the consumer's delivered sequence, for missed advisories. A
+  message there is either exhausted or still in flight; it is swept when the consumer has nothing
+  ack-pending, or once it has sat there longer than any delivery can last (`settle_after`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+from nats.js.errors import NotFoundError
+
+from backfill.bus import AckPublisher, PubStatus
+from backfill.deadletter import Failure, dead_letter_headers, row_id_from_subject
+from backfill.layout import Layout
+from backfill.metrics import Metrics
+from backfill.outcome import RETRIES_EXHAUSTED
+from backfill.pipeline import utc_stamp
+from backfill.wire import dlq_subject, request_filter
+
+log = logging.getLogger(__name__)
+
+
+def advisory_subject(layout: Layout) -> str:
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{layout.stream}.{layout.durable}"
+
+
+class Sweeper:
+    def __init__(
+        self,
+        nc: NatsClient,
+        js: JetStreamContext,
+        layout: Layout,
+        publisher: AckPublisher,
+        metrics: Metrics,
+        worker_id: str,
+        version: str,
+        settle_after: float,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._layout = layout
+        self._publisher = publisher
+        self._metrics = metrics
+        self._worker_id = worker_id
+        self._version = version
+        self._settle_after = settle_after
+        self._suspects: dict[
+            int, float
+        ] = {}  # stream seq -> when a scan first saw it below the delivered seq
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self.swept = 0
+
+    async def listen(self) -> None:
+        """Sweep each message an advisory names (the advisory arrives when JetStream gives up on it)."""
+
+        async def on_advisory(msg: Msg) -> None:
+            try:
+                event = json.loads(msg.data)
+                seq, deliveries = int(event["stream_seq"]), int(event.get("deliveries", 0))
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable max-deliveries advisory", extra={"data": msg.data[:200]})
+                return
+            task = asyncio.create_task(self.sweep(seq, deliveries, "max deliveries advisory"))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        await self._nc.subscribe(advisory_subject(self._layout), cb=on_advisory)
+
+    async def sweep(self, seq: int, deliveries: int, why: str) -> bool:
+        """Copy message `seq` to the dead letters, await the ack, then delete it. False when already gone."""
+        try:
+            original = await self._js.get_msg(self._layout.stream, seq)
+        except NotFoundError:
+            return False  # another sweeper (or an ack) got there first
+        stored = await self._publish(original, deliveries, why)
+        if not stored:
+            return False  # kept in the work stream; the next scan tries again
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_msg(self._layout.stream, seq)
+        self._suspects.pop(seq, None)
+        self.swept += 1
+        self._metrics.dead_letters.labels(RETRIES_EXHAUSTED).inc()
+        log.warning("swept exhausted message", extra={"seq": seq, "subject": original.subject, "why": why})
+        return True
+
+    async def _publish(self, original: RawStreamMsg, deliveries: int, why: str) -> bool:
+        now = utc_stamp(datetime.now(UTC))
+        subject = original.subject or ""
+        failure = Failure(
+            reason=RETRIES_EXHAUSTED,
+            detail=f"{why}: unsettled after {deliveries or 'max'} deliveries (worker lost mid-delivery)",
+            original_subject=subject,
+            stream=self._layout.stream,
+            stream_seq=int(original.seq or 0),
+            deliveries=deliveries,
+            first_failure=original.time.isoformat() if original.time else now,
+            last_failure=now,
+            worker=self._worker_id,
+            version=self._version,
+            row_id=row_id_from_subject(subject),
+        )
+        headers = dead_letter_headers(failure, original.headers)
+        result = await self._publisher.publish(
+            dlq_subject(self._layout.prefix, RETRIES_EXHAUSTED), original.data or b"", headers
+        )
+        if result.status not in (PubStatus.STORED, PubStatus.DUPLICATE):
+            log.error(
+                "sweep: dead-letter publish failed", extra={"seq": failure.stream_seq, "error": result.error}
+            )
+            return False
+        return True
+
+    async def scan_once(self) -> int:
+        """Find leftovers below the consumer's delivered sequence; returns how many were swept."""
+        info = await self._js.consumer_info(self._layout.stream, self._layout.durable)
+        delivered = info.delivered.stream_seq or 0
+        idle = (info.num_ack_pending or 0) == 0
+        now, swept, seen = time.monotonic(), 0, set()
+        seq = 1
+        while seq <= delivered:
+            try:
+                msg = await self._js.get_msg(
+                    self._layout.stream, seq, subject=request_filter(self._layout.prefix), next=True
+                )
+            except NotFoundError:
+                break
+            if msg.seq is None or msg.seq > delivered:
+                break
+            seen.add(msg.seq)
+            first_seen = self._suspects.setdefault(msg.seq, now)
+            if idle or now - first_seen >= self._settle_after:
+                swept += await self.sweep(msg.seq, info.config.max_deliver or 0, "periodic scan")
+            seq = msg.seq + 1
+        self._suspects = {s: t for s, t in self._suspects.items() if s in seen}
+        return swept
+
+    async def scan_forever(self, every: float) -> None:
+        while True:
+            try:
+                await self.scan_once()
+            except (NatsError, TimeoutError) as exc:
+                log.warning("sweep scan failed; will retry", extra={"error": str(exc) or type(exc).__name__})
+            await asyncio.sleep(every)
