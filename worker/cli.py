@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from backfill.adapters import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
 from backfill.bus import AckPublisher, connect
 from backfill.catalog import Catalog
-from backfill.errors import BackfillError, ConfigError
+from backfill.errors import BackfillError, BusError, ConfigError
 from backfill.layout import Layout, ensure_layout
 from backfill.logs import setup_logging
 from backfill.metrics import Metrics
@@ -99,6 +99,21 @@ async def watch_idle(js: JetStreamContext, layout: Layout, idle_for: float, stop
             stop.set()
 
 
+async def ensure_layout_patiently(js: JetStreamContext, layout: Layout, stop: asyncio.Event) -> bool:
+    """JetStream may be electing leaders or still starting: retry (never on a config conflict)."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await ensure_layout(js, layout)
+            return True
+        except BusError as exc:
+            log.warning("JetStream not ready; retrying", extra={"error": str(exc), "retry_in": delay})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, 10.0)
+    return False
+
+
 async def build_consumer(
     settings: SettingsBundle,
     args: argparse.Namespace,
@@ -154,7 +169,8 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         nc = await connect(nats_cfg.url, f"backfill-worker {worker_id}", reconnect_forever=True)
         resources.push_async_callback(nc.drain)
         js = nc.jetstream(timeout=10)
-        await ensure_layout(js, layout)
+        if not await ensure_layout_patiently(js, layout, stop):
+            return 0
         catalog = await resources.enter_async_context(open_catalog(settings, http, metrics.observe_upstream))
         publisher = AckPublisher(nc)
         await publisher.start()
@@ -169,7 +185,8 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         port = worker_cfg.metrics_port if args.metrics_port is None else args.metrics_port
         runner, bound = await start_health_server(health_app(registry, ready), worker_cfg.metrics_host, port)
         resources.push_async_callback(runner.cleanup)
-        await refresh_once(js, layout, metrics)
+        with contextlib.suppress(NatsError, TimeoutError):  # the periodic refresh below retries
+            await refresh_once(js, layout, metrics)
         policy = policy_from(settings)
         sweeper = Sweeper(
             nc,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from backfill.payload import correlation_id
 from backfill_doubles.natsserver import NatsServerProcess
@@ -202,3 +204,73 @@ async def test_nats_restart_mid_run_completes_with_nothing_lost(
             assert enriched(stack) == len(resolvable(stack))
     finally:
         server.close()
+
+
+async def _stream_leader(url: str, stream: str) -> str | None:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return info.cluster.leader if info.cluster else None
+    except Exception:
+        return None
+    finally:
+        await nc.close()
+
+
+async def test_killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_nothing(
+    contracts_dir: Path, layout_env: dict[str, str]
+) -> None:
+    """R3 stream on a 3-node cluster: SIGKILL the leader mid-run; every row done, one event each."""
+    from tests.e2e.cluster import NatsCluster
+
+    cluster = NatsCluster()
+    cluster.start()
+    try:
+        steady = cluster.nodes["n3"]  # Agent Zero and the listener stay on a node that survives
+        await eventually(lambda: _cluster_ready(steady.url), what="cluster has a meta leader", timeout=30)
+        with EmbeddedStack(StackOptions(size=130, nats_url=steady.url, contracts_dir=contracts_dir)) as stack:
+            env = stack.env(
+                **layout_env, NATS_URL=cluster.urls, BACKFILL_STREAM_REPLICAS="3", BACKFILL_ACK_WAIT="5"
+            )
+            seen: list[bytes] = []
+            nc = await nats.connect(steady.url)
+
+            async def on_envelope(msg: Msg) -> None:
+                seen.append(msg.data)
+
+            await nc.subscribe("content.published.v1", cb=on_envelope)
+            stack.agent.latency = 0.05
+            await enqueue(stack, env)
+            stream = layout_env["BACKFILL_STREAM"]
+            while (leader := await _stream_leader(steady.url, stream)) in (None, "n3"):
+                await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+                await eventually(lambda: _leader_elected(steady.url, stream), what="new leader", timeout=15)
+            workers = [await WorkerProcess(env, "--exit-when-idle", "4").start() for _ in range(2)]
+            await eventually(lambda: enriched(stack) >= 15, what="some rows done before the leader dies")
+            cluster.nodes[str(leader)].stop(kill=True)
+            assert [await w.wait(150) for w in workers] == [0, 0], [w.stderr[-2000:] for w in workers]
+            assert enriched(stack) == len(resolvable(stack))
+            await nc.flush()
+            counts = Counter(json.loads(d)["correlation_id"] for d in seen)
+            assert sorted(counts.values()) == [1] * len(resolvable(stack))
+            await nc.drain()
+    finally:
+        cluster.close()
+
+
+async def _cluster_ready(url: str) -> bool:
+    try:
+        nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+    except Exception:
+        return False
+    try:
+        info = await nc.jetstream().account_info()
+        return info is not None
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
+
+async def _leader_elected(url: str, stream: str) -> bool:
+    return await _stream_leader(url, stream) is not None
