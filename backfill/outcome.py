@@ -17,6 +17,7 @@ from backfill.errors import BackfillError, UpstreamRejected
 class Ack:
     result: str  # "done" | "skipped"
     detail: str  # done: "republished" | "metadata_updated"; skipped: why
+    resolutions: tuple[str, ...] = ()  # how the row was resolved, for the metrics (see metrics.RESOLUTIONS)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,16 @@ class DeadLetter:
 
 
 Outcome = Ack | Retry | DeadLetter
+
+
+def resolutions_of(outcome: Outcome) -> tuple[str, ...]:
+    """Metric labels for how a row was (or was not) resolved."""
+    if isinstance(outcome, Ack):
+        return outcome.resolutions
+    if isinstance(outcome, DeadLetter) and outcome.reason in (JELLYFIN_NOT_FOUND, AMBIGUOUS_MATCH):
+        return ("unresolved",)
+    return ()
+
 
 # Dead-letter reasons (bounded label set; each is a subject token on the DLQ stream).
 JELLYFIN_NOT_FOUND = "jellyfin_not_found"

@@ -14,7 +14,7 @@ from backfill.agent_zero import AgentZeroClient
 from backfill.catalog import Catalog
 from backfill.enrich import Enricher, Plan
 from backfill.errors import BackfillError
-from backfill.outcome import ALREADY_ENRICHED, ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
+from backfill.outcome import ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
 from backfill.payload import LinkConfig, build_meta_patch, correlation_id
 from backfill.wire import BackfillRequest, Mode
 
@@ -72,7 +72,10 @@ class RowProcessor:
         merged = await self._catalog.merge_meta(plan.row.id, patch)
         if merged is None:
             return Ack("skipped", ROW_MISSING)  # deleted between read and write; the event (if any) stands
-        return Ack("done", "republished" if event_id else "metadata_updated")
+        resolved: tuple[str, ...] = (plan.enrichment.resolved_by,)
+        if plan.enrichment.thumbnail_source == "storage":
+            resolved += ("storage_thumbnail",)
+        return Ack("done", "republished" if event_id else "metadata_updated", resolved)
 
 
 def elapsed_since(stamp: str, now: float | None = None) -> float:
@@ -82,6 +85,3 @@ def elapsed_since(stamp: str, now: float | None = None) -> float:
     except ValueError:
         return 0.0
     return max((now if now is not None else time.time()) - then, 0.0)
-
-
-__all__ = ["ALREADY_ENRICHED", "RowProcessor", "elapsed_since", "utc_stamp"]

@@ -60,12 +60,12 @@ async def dead_letters(url: str, stream: str) -> Counter[str]:
     return reasons
 
 
-def row_summary(stack: EmbeddedStack) -> dict[str, int]:
-    rows = stack.catalog.rows.values()
+async def row_summary(stack: EmbeddedStack) -> dict[str, int]:
+    rows = await stack.current_rows()
     published = [r for r in rows if r["status"] == "published"]
     enriched = [r for r in published if (r["meta"] or {}).get("jellyfin_public_url")]
     return {
-        "rows": len(stack.catalog.rows),
+        "rows": len(rows),
         "published": len(published),
         "with_jellyfin_url": len(enriched),
         "missing_jellyfin_url": len(published) - len(enriched),
@@ -84,7 +84,7 @@ async def listen(url: str, seen: list[dict[str, Any]]) -> Any:
 
 
 async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
-    before = row_summary(stack)
+    before = await row_summary(stack)
     print(f"catalog before: {before}", flush=True)
     env = stack.env(BACKFILL_LOG_FORMAT="text" if sys.stderr.isatty() else "json")
     envelopes: list[dict[str, Any]] = []
@@ -117,7 +117,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
                 worker.send_signal(signal.SIGTERM)
                 await worker.wait()
     await nc.drain()
-    after = row_summary(stack)
+    after = await row_summary(stack)
     return {
         "before": before,
         "after": after,
@@ -134,10 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--verbose", action="store_true", help="show the workers' logs")
     parser.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    parser.add_argument(
+        "--catalog",
+        choices=["postgres", "postgrest"],
+        default="postgres",
+        help="a real embedded PostgreSQL (CATALOG_DSN), or the PostgREST double",
+    )
     args = parser.parse_args(argv)
     contracts = CONTRACTS if CONTRACTS.is_dir() else None
-    with EmbeddedStack(StackOptions(size=args.size, contracts_dir=contracts)) as stack:
-        print(f"embedded stack up: nats {stack.nats_url}, doubles {stack.urls}", flush=True)
+    with EmbeddedStack(StackOptions(size=args.size, contracts_dir=contracts, catalog=args.catalog)) as stack:
+        catalog = stack.postgres_dsn or stack.urls.get("catalog")
+        print(
+            f"embedded stack up in {stack.workdir}: nats {stack.nats_url}, catalog {catalog}, "
+            f"doubles {stack.urls}",
+            flush=True,
+        )
         try:
             summary = asyncio.run(run(stack, args))
         except KeyboardInterrupt:

@@ -4,8 +4,11 @@ PostgREST doubles, seeded with a mixed catalog. Used by the end-to-end tests and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,23 @@ from moto.server import ThreadedMotoServer
 from backfill_doubles.agent_zero import AgentZeroDouble
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.natsserver import NatsServerProcess, free_port
+from backfill_doubles.postgres import (
+    EmbeddedPostgres,
+    create_schema,
+    insert_rows,
+    install_merge_function,
+    read_rows,
+)
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.seed import Seed, SeedRow, mixed_catalog
 from backfill_doubles.serve import BackgroundServer
+
+
+def in_fresh_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to completion from sync code, even when the caller's thread has a running loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
 
 JELLYFIN_KEY = "jellyfin-demo-key"
 JELLYFIN_USER = "5f1a0c2e9b7d4e3fa1b2c3d4e5f60718"
@@ -38,6 +55,7 @@ class StackOptions:
     nats_url: str | None = None  # an existing server; else one is started
     contracts_dir: Path | None = None
     agent_token: str | None = None
+    catalog: str = "postgrest"  # or "postgres": a real embedded PostgreSQL read through CATALOG_DSN
 
 
 @dataclass
@@ -52,7 +70,8 @@ class EmbeddedStack:
     originals: dict[int, dict[str, Any]] = field(default_factory=dict)  # row id -> row as seeded
     nats_url: str = ""
     s3_url: str = ""
-    _servers: list[BackgroundServer] = field(default_factory=list)
+    _servers: dict[str, BackgroundServer] = field(default_factory=dict)
+    _postgres: EmbeddedPostgres | None = None
     _nats: NatsServerProcess | None = None
     _moto: ThreadedMotoServer | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -68,11 +87,18 @@ class EmbeddedStack:
             self.nats_url, self.options.contracts_dir, token=self.options.agent_token
         )
         self._seed_jellyfin()
-        self._seed_catalog()
-        for app in (self.jellyfin.app(), self.catalog.app(), self.agent.app()):
+        apps = {"jellyfin": self.jellyfin.app(), "agent_zero": self.agent.app()}
+        if self.options.catalog == "postgres":
+            self._postgres = EmbeddedPostgres()
+            self._postgres.start()
+            in_fresh_loop(self._seed_postgres(self._postgres.dsn))
+        else:
+            self._seed_catalog()
+            apps["catalog"] = self.catalog.app()
+        for name, app in apps.items():
             server = BackgroundServer(app)
             server.start()
-            self._servers.append(server)
+            self._servers[name] = server
         return self
 
     def _start_nats(self, root: Path) -> str:
@@ -112,18 +138,36 @@ class EmbeddedStack:
 
     def _seed_catalog(self) -> None:
         for seed_row in self.seed.rows:
-            meta = dict(seed_row.meta)
-            if "jellyfin_item_id" in meta:
-                meta["jellyfin_item_id"] = self.item_ids[meta["jellyfin_item_id"]]
-            row = self.catalog.add_row(
-                title=seed_row.title,
-                namespace=seed_row.namespace,
-                content_url=seed_row.content_url,
-                status=seed_row.status,
-                meta=meta,
-            )
+            row = self.catalog.add_row(**self._seed_row(seed_row))
             self.rows[row["id"]] = seed_row
-            self.originals[row["id"]] = {**row, "meta": dict(meta)}
+            self.originals[row["id"]] = {**row, "meta": dict(row["meta"])}
+
+    def _seed_row(self, seed_row: SeedRow) -> dict[str, Any]:
+        meta = dict(seed_row.meta)
+        if "jellyfin_item_id" in meta:
+            meta["jellyfin_item_id"] = self.item_ids[meta["jellyfin_item_id"]]
+        return {
+            "title": seed_row.title,
+            "namespace": seed_row.namespace,
+            "content_url": seed_row.content_url,
+            "status": seed_row.status,
+            "meta": meta,
+        }
+
+    async def _seed_postgres(self, dsn: str) -> None:
+        await create_schema(dsn)
+        await install_merge_function(dsn)
+        columns = [self._seed_row(r) for r in self.seed.rows]
+        ids = await insert_rows(dsn, columns)
+        for row_id, seed_row, row in zip(ids, self.seed.rows, columns, strict=True):
+            self.rows[row_id] = seed_row
+            self.originals[row_id] = {**row, "id": row_id}
+
+    async def current_rows(self) -> list[dict[str, Any]]:
+        """Every catalog row as it is now, whichever backend holds it."""
+        if self._postgres is not None:
+            return await read_rows(self._postgres.dsn)
+        return list(self.catalog.rows.values())
 
     @property
     def workdir(self) -> Path:
@@ -133,15 +177,18 @@ class EmbeddedStack:
 
     @property
     def urls(self) -> dict[str, str]:
-        jellyfin, catalog, agent = (s.url for s in self._servers)
-        return {"jellyfin": jellyfin, "catalog": catalog, "agent_zero": agent}
+        return {name: server.url for name, server in self._servers.items()}
+
+    @property
+    def postgres_dsn(self) -> str | None:
+        return self._postgres.dsn if self._postgres else None
 
     def env(self, **overrides: str) -> dict[str, str]:
         """Every variable the producer and worker read, pointing at this stack."""
         urls = self.urls
         values = {
             "NATS_URL": self.nats_url,
-            "SUPA_REST_URL": urls["catalog"],
+            **({"CATALOG_DSN": self._postgres.dsn} if self._postgres else {"SUPA_REST_URL": urls["catalog"]}),
             "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
             "AGENT_ZERO_BASE_URL": urls["agent_zero"],
             "JELLYFIN_URL": urls["jellyfin"],
@@ -159,9 +206,12 @@ class EmbeddedStack:
         return {**values, **overrides}
 
     def stop(self) -> None:
-        for server in reversed(self._servers):
+        for server in reversed(list(self._servers.values())):
             server.stop()
         self._servers.clear()
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None
         if self._moto is not None:
             self._moto.stop()
             self._moto = None

@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 
 from backfill.layout import Layout
 from backfill.metrics import Metrics
-from backfill.outcome import INVALID_MESSAGE, DeadLetter, Outcome, RetryPolicy, settle_retry
+from backfill.outcome import INVALID_MESSAGE, DeadLetter, Outcome, RetryPolicy, resolutions_of, settle_retry
 from backfill.pipeline import RowProcessor, elapsed_since
 from backfill.wire import InvalidMessage, decode_request
 from worker.settle import Settler
@@ -112,6 +112,9 @@ class Consumer:
         try:
             outcome = await self._decide(msg)
             label = await self._settler.settle(msg, outcome)
+            if label in ("done", "dead_lettered"):
+                for method in resolutions_of(outcome):
+                    self._metrics.resolutions.labels(method).inc()
         except asyncio.CancelledError:
             with contextlib.suppress(NatsError):
                 await asyncio.shield(msg.nak())  # shutting down: hand it to another replica now

@@ -66,7 +66,7 @@ async def handle(rig: Rig, row_id: int, mode: Mode = Mode.REPUBLISH) -> object:
 async def test_happy_path_republishes_then_merges(rig: Rig) -> None:
     """Done: one envelope accepted by Agent Zero (token sent), row carries its id."""
     row_id = add(rig)
-    assert await handle(rig, row_id) == Ack("done", "republished")
+    assert await handle(rig, row_id) == Ack("done", "republished", ("jellyfin_id",))
     (envelope,) = rig.agent.envelopes
     assert rig.db.rows[row_id]["meta"]["backfill_event_id"] == envelope["id"]
 
@@ -121,7 +121,9 @@ async def test_all_zero_id_is_never_sent_and_search_takes_over(rig: Rig) -> None
             meta={"jellyfin_item_id": "0" * 32},
         )["id"]
     )
-    assert await handle(rig, row_id, Mode.METADATA_ONLY) == Ack("done", "metadata_updated")
+    assert await handle(rig, row_id, Mode.METADATA_ONLY) == Ack(
+        "done", "metadata_updated", ("jellyfin_search",)
+    )
     assert rig.db.rows[row_id]["meta"]["jellyfin_item_id"] == item["Id"]
     assert not any("0" * 32 in path for _, path, _ in rig.jellyfin.requests)
 

@@ -74,3 +74,17 @@ def test_settle_leaves_acks_dead_letters_and_early_retries_alone() -> None:
     """Only a retry at the limit changes."""
     for outcome in (Ack("done", "republished"), DeadLetter("jellyfin_not_found", "x"), Retry(1.0, "x")):
         assert settle_retry(outcome, attempt=1, age_seconds=0, policy=POLICY) == outcome
+
+
+def test_resolution_labels_follow_the_outcome() -> None:
+    """Done rows carry how they were resolved; unmatched dead letters count as unresolved; others nothing."""
+    from backfill.outcome import resolutions_of
+
+    assert resolutions_of(Ack("done", "republished", ("jellyfin_search", "storage_thumbnail"))) == (
+        "jellyfin_search",
+        "storage_thumbnail",
+    )
+    assert resolutions_of(DeadLetter("ambiguous_match", "x")) == ("unresolved",)
+    assert resolutions_of(DeadLetter("jellyfin_not_found", "x")) == ("unresolved",)
+    assert resolutions_of(DeadLetter("invalid_payload", "x")) == ()
+    assert resolutions_of(Retry(1.0, "x")) == ()
