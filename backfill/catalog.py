@@ -6,7 +6,7 @@ with a reachable database, a direct PostgreSQL one. Both apply the same candidat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from backfill.model import Row
@@ -24,6 +24,26 @@ def is_candidate(row: Row) -> bool:
 def merged_meta(old: dict[str, object] | None, patch: MetaPatch) -> dict[str, object]:
     """`defaults || coalesce(meta, '{}') || patch`: what the RPC and the optimistic fallback both write."""
     return {**patch.defaults, **(old or {}), **patch.patch}
+
+
+PageFetcher = Callable[[int, int], Awaitable[list[Row]]]  # (after id, at most n) -> rows in id order
+
+
+async def keyset_pages(
+    fetch: PageFetcher, since_id: int, limit: int | None, page_size: int
+) -> AsyncIterator[list[Row]]:
+    """Keyset paging shared by every backend: `id > last order by id`, until a short page or `limit`."""
+    last, remaining = since_id, limit
+    while remaining is None or remaining > 0:
+        size = page_size if remaining is None else min(page_size, remaining)
+        page = await fetch(last, size)
+        if not page:
+            return
+        yield page
+        last = page[-1].id
+        remaining = None if remaining is None else remaining - len(page)
+        if len(page) < size:
+            return
 
 
 class Catalog(Protocol):

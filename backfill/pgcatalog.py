@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from backfill.catalog import PUBLISHED, ROW_COLUMNS
+from backfill.catalog import PUBLISHED, ROW_COLUMNS, keyset_pages
 from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
@@ -150,20 +150,11 @@ class PostgresCatalog:
         records = await self._fetch(self._sql.count, since_id)
         return int(records[0][0])
 
-    async def stream_candidates(
-        self, since_id: int = 0, limit: int | None = None
-    ) -> AsyncIterator[list[Row]]:
-        last, remaining = since_id, limit
-        while remaining is None or remaining > 0:
-            size = self._page_size if remaining is None else min(self._page_size, remaining)
-            page = await self._rows(self._sql.page, last, size)
-            if not page:
-                return
-            yield page
-            last = page[-1].id
-            remaining = None if remaining is None else remaining - len(page)
-            if len(page) < size:
-                return
+    def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
+        return keyset_pages(self._candidate_page, since_id, limit, self._page_size)
+
+    async def _candidate_page(self, after: int, size: int) -> list[Row]:
+        return await self._rows(self._sql.page, after, size)
 
     async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
         if not ids:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from backfill.catalog import ROW_COLUMNS, merged_meta
+from backfill.catalog import ROW_COLUMNS, keyset_pages, merged_meta
 from backfill.errors import CatalogConflict, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
@@ -64,27 +64,19 @@ class PostgrestCatalog:
         total = response.headers.get("content-range", "").rpartition("/")[2]
         return int(total) if total.isdigit() else None
 
-    async def stream_candidates(
-        self, since_id: int = 0, limit: int | None = None
-    ) -> AsyncIterator[list[Row]]:
-        last, remaining = since_id, limit
-        while remaining is None or remaining > 0:
-            size = self._page_size if remaining is None else min(self._page_size, remaining)
-            params = {
-                **_CANDIDATE_FILTER,
-                "id": f"gt.{last}",
-                "order": "id.asc",
-                "limit": size,
-                "select": ",".join(ROW_COLUMNS),
-            }
-            page, _ = await self._get_rows(params)
-            if not page:
-                return
-            yield page
-            last = page[-1].id
-            remaining = None if remaining is None else remaining - len(page)
-            if len(page) < size:
-                return
+    def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
+        return keyset_pages(self._candidate_page, since_id, limit, self._page_size)
+
+    async def _candidate_page(self, after: int, size: int) -> list[Row]:
+        params = {
+            **_CANDIDATE_FILTER,
+            "id": f"gt.{after}",
+            "order": "id.asc",
+            "limit": size,
+            "select": ",".join(ROW_COLUMNS),
+        }
+        page, _ = await self._get_rows(params)
+        return page
 
     async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
         rows: list[Row] = []

@@ -22,6 +22,7 @@ from typing import Any
 import nats
 
 from backfill_doubles.natsserver import free_port
+from backfill_doubles.publisher_discord import PublisherDiscord
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 
 CONTRACTS = Path(__file__).resolve().parents[1].parent / "shared" / "contracts"
@@ -89,6 +90,8 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
     env = stack.env(BACKFILL_LOG_FORMAT="text" if sys.stderr.isatty() else "json")
     envelopes: list[dict[str, Any]] = []
     nc = await listen(stack.nats_url, envelopes)
+    discord = PublisherDiscord(stack.discord_webhook)
+    await discord.start(stack.nats_url)
     producer = await spawn("producer", ["enqueue", "--all-missing"], env, None)
     if await producer.wait() != 0:
         raise RuntimeError("producer enqueue failed")
@@ -117,6 +120,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
                 worker.send_signal(signal.SIGTERM)
                 await worker.wait()
     await nc.drain()
+    await discord.close()
     after = await row_summary(stack)
     return {
         "before": before,
@@ -125,6 +129,12 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
         "enriched": after["with_jellyfin_url"] - before["with_jellyfin_url"],
         "envelopes_published": len(envelopes),
         "dead_letters": dict(await dead_letters(stack.nats_url, "BACKFILL_DLQ")),
+        "discord": {
+            "embeds_received": len(stack.discord.messages),
+            "rate_limited_429": stack.discord.rate_limited,
+            "dropped_after_3_retries": discord.dropped,
+            "not_posted_when_the_demo_ended": len(envelopes) - discord.posted - discord.dropped,
+        },
     }
 
 

@@ -17,6 +17,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from backfill_doubles.agent_zero import AgentZeroDouble
+from backfill_doubles.discord import DiscordSink
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.natsserver import NatsServerProcess, free_port
 from backfill_doubles.postgres import (
@@ -65,6 +66,7 @@ class EmbeddedStack:
     jellyfin: JellyfinDouble = field(init=False)
     agent: AgentZeroDouble = field(init=False)
     catalog: PostgrestDouble = field(init=False)
+    discord: DiscordSink = field(init=False)
     item_ids: dict[str, str] = field(default_factory=dict)  # seed key -> Jellyfin id
     rows: dict[int, SeedRow] = field(default_factory=dict)  # row id -> what it is
     originals: dict[int, dict[str, Any]] = field(default_factory=dict)  # row id -> row as seeded
@@ -87,7 +89,12 @@ class EmbeddedStack:
             self.nats_url, self.options.contracts_dir, token=self.options.agent_token
         )
         self._seed_jellyfin()
-        apps = {"jellyfin": self.jellyfin.app(), "agent_zero": self.agent.app()}
+        self.discord = DiscordSink(seed=self.options.seed)
+        apps = {
+            "jellyfin": self.jellyfin.app(),
+            "agent_zero": self.agent.app(),
+            "discord": self.discord.app(),
+        }
         if self.options.catalog == "postgres":
             self._postgres = EmbeddedPostgres()
             self._postgres.start()
@@ -178,6 +185,10 @@ class EmbeddedStack:
     @property
     def urls(self) -> dict[str, str]:
         return {name: server.url for name, server in self._servers.items()}
+
+    @property
+    def discord_webhook(self) -> str:
+        return f"{self.urls['discord']}/api/webhooks/1300000000000000001/demo-token"
 
     @property
     def postgres_dsn(self) -> str | None:

@@ -34,3 +34,11 @@ async def test_demo_runs_and_summarises() -> None:
     assert summary["envelopes_published"] == 40
     assert summary["dead_letters"] == {"ambiguous_match": 5, "invalid_payload": 5, "jellyfin_not_found": 5}
     assert summary["after"]["missing_jellyfin_url"] == 15
+    discord = summary["discord"]
+    assert 0 < discord["embeds_received"] <= 40
+    assert (
+        discord["embeds_received"]
+        + discord["dropped_after_3_retries"]
+        + discord["not_posted_when_the_demo_ended"]
+        == 40
+    )

@@ -1,0 +1,80 @@
+"""A double of PMOVES' publisher-discord (FACTS §1): core NATS subscriber that posts one embed per event.
+
+Like the real one it does not pace itself: on 429 it sleeps `retry_after`, retries 3 times, then the
+embed is lost. The demo runs it so the Discord side of a backfill is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import httpx
+import nats
+from nats.aio.msg import Msg
+
+RETRIES = 3
+
+
+def hms(seconds: float) -> str:
+    total = round(seconds)
+    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def build_embed(payload: dict[str, Any]) -> dict[str, Any]:
+    """Link from public_url else jellyfin_public_url; Duration, Jellyfin and Tags fields; the thumbnail."""
+    fields = []
+    if isinstance(payload.get("duration"), int | float):
+        fields.append({"name": "Duration", "value": hms(payload["duration"]), "inline": True})
+    if payload.get("jellyfin_item_id"):
+        fields.append({"name": "Jellyfin", "value": str(payload["jellyfin_item_id"]), "inline": True})
+    if payload.get("tags"):
+        fields.append({"name": "Tags", "value": ", ".join(payload["tags"][:12])[:1024]})
+    embed: dict[str, Any] = {
+        "title": str(payload.get("title") or payload.get("published_path", ""))[:256],
+        "fields": fields,
+    }
+    link = payload.get("public_url") or payload.get("jellyfin_public_url")
+    if link:
+        embed["url"] = link
+    thumbnail = payload.get("thumbnail_url") or (payload.get("meta") or {}).get("thumbnail_url")
+    if thumbnail:
+        embed["thumbnail"] = {"url": thumbnail}
+    return embed
+
+
+class PublisherDiscord:
+    def __init__(self, webhook_url: str, subjects: tuple[str, ...] = ("content.published.v1",)) -> None:
+        self._webhook = webhook_url
+        self._subjects = subjects
+        self._http = httpx.AsyncClient(timeout=10)
+        self._nc: nats.NATS | None = None
+        self.received = 0
+        self.posted = 0
+        self.dropped = 0
+
+    async def start(self, nats_url: str) -> None:
+        self._nc = await nats.connect(nats_url)
+        for subject in self._subjects:
+            await self._nc.subscribe(subject, cb=self._on_event)
+        await self._nc.flush()
+
+    async def _on_event(self, msg: Msg) -> None:
+        self.received += 1
+        envelope = json.loads(msg.data)
+        body = {"embeds": [build_embed(envelope.get("payload") or {})]}
+        for _ in range(RETRIES + 1):
+            response = await self._http.post(self._webhook, json=body)
+            if response.status_code != 429:
+                self.posted += int(response.is_success)
+                return
+            await asyncio.sleep(float(response.json().get("retry_after", 1.0)))
+        self.dropped += 1
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        await self._http.aclose()
