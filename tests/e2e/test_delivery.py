@@ -6,12 +6,14 @@ import asyncio
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from nats.aio.msg import Msg
 
 from backfill.payload import correlation_id
+from backfill.wire import Mode, encode_request, new_request, request_subject
 from backfill_doubles.natsserver import NatsServerProcess
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 from tests.e2e.conftest import Envelopes, run_cli
@@ -274,3 +276,58 @@ async def _cluster_ready(url: str) -> bool:
 
 async def _leader_elected(url: str, stream: str) -> bool:
     return await _stream_leader(url, stream) is not None
+
+
+async def test_slow_messages_are_kept_alive_by_heartbeats_not_redelivered(
+    stack: EmbeddedStack, envelopes: Envelopes, layout_env: dict[str, str]
+) -> None:
+    """Each message takes longer than ack_wait: in_progress heartbeats prevent a second delivery."""
+    env = stack.env(**layout_env, BACKFILL_ACK_WAIT="1.5", BACKFILL_HTTP_TIMEOUT="10")
+    stack.agent.latency = 4.0
+    await enqueue(stack, env, "--limit", "4")
+    worker = await WorkerProcess(env, "--exit-when-idle", "2").start()
+    assert await worker.wait(60) == 0
+    counts = Counter(e["correlation_id"] for e in envelopes.seen)
+    assert sum(counts.values()) == len(counts) > 0  # one event per row, none repeated
+
+
+async def test_a_failing_dead_letter_publish_keeps_the_original(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """With the dead-letter stream gone the original is nak'd, never dropped; it lands once the stream is back."""
+    env = stack.env(**layout_env)
+    worker = await WorkerProcess(env).start()
+    nc = await nats.connect(stack.nats_url)
+    js = nc.jetstream()
+    dlq, stream = layout_env["BACKFILL_DLQ_STREAM"], layout_env["BACKFILL_STREAM"]
+    await eventually(lambda: _stream_exists(js, dlq), what="worker created the layout")
+    dlq_config = (await js.stream_info(dlq)).config
+    await js.delete_stream(dlq)
+    row_id = next(rid for rid, r in stack.rows.items() if r.kind == "non_s3")
+    request = new_request(
+        row_id, VERSION, Mode.METADATA_ONLY, "run-test"
+    )  # the producer would recreate the DLQ
+    await js.publish(request_subject(layout_env["BACKFILL_SUBJECT_PREFIX"], row_id), encode_request(request))
+    await eventually(lambda: len(stack.jellyfin.requests) > 0, what="row handled")
+    await asyncio.sleep(2)  # the outage under test: dead-letter publishes fail (and nak) during it
+    assert (await js.stream_info(stream)).state.messages == 1  # still there, not dropped
+    await js.add_stream(dlq_config)
+    await eventually(
+        lambda: _stream_empty(js, stream), what="dead-lettered once the stream is back", timeout=30
+    )
+    assert (await js.stream_info(dlq)).state.messages == 1
+    worker.terminate()
+    assert await worker.wait() == 0
+    await nc.drain()
+
+
+async def _stream_exists(js: Any, name: str) -> bool:
+    try:
+        await js.stream_info(name)
+        return True
+    except Exception:
+        return False
+
+
+async def _stream_empty(js: Any, name: str) -> bool:
+    return (await js.stream_info(name)).state.messages == 0
