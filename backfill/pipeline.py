@@ -15,8 +15,11 @@ from backfill.catalog import Catalog
 from backfill.enrich import Enricher, Plan
 from backfill.errors import BackfillError
 from backfill.outcome import ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
+from backfill.pace import GlobalPace, NoPace
 from backfill.payload import LinkConfig, build_meta_patch, correlation_id
 from backfill.wire import BackfillRequest, Mode
+
+Pace = GlobalPace | NoPace
 
 
 def utc_stamp(now: datetime) -> str:
@@ -32,7 +35,9 @@ class RowProcessor:
         links: LinkConfig,
         policy: RetryPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pace: Pace | None = None,
     ) -> None:
+        self._pace: Pace = pace or NoPace()
         self._catalog = catalog
         self._enricher = enricher
         self._agent_zero = agent_zero
@@ -59,6 +64,7 @@ class RowProcessor:
         sent_at: str | None = None
         if request.mode is Mode.REPUBLISH:
             cid = correlation_id(plan.row.id, request.backfill_version)
+            await self._pace.acquire()  # one global rate for every replica's republishes
             event_id = await self._agent_zero.publish(plan.payload, cid)
             sent_at = utc_stamp(self._clock())
         patch = build_meta_patch(

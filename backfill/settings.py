@@ -219,6 +219,11 @@ class WorkerSettings(_Group):
     stats_interval: float = Field(15.0, validation_alias="WORKER_STATS_INTERVAL", gt=0)
     worker_id: str | None = Field(None, validation_alias="WORKER_ID")
     sweep_interval: float = Field(60.0, validation_alias="WORKER_SWEEP_INTERVAL", gt=0)
+    pace_per_minute: float = Field(30.0, validation_alias="BACKFILL_PACE_PER_MINUTE", ge=0)
+    pace_burst: int = Field(5, validation_alias="BACKFILL_PACE_BURST", ge=1)
+    pace_bucket: str = Field(
+        "BACKFILL_PACE", validation_alias="BACKFILL_PACE_BUCKET", pattern=r"^[A-Za-z0-9_-]+$"
+    )
     retry_base_delay: float = Field(1.0, validation_alias="BACKFILL_RETRY_BASE_DELAY", gt=0)
     retry_max_delay: float = Field(60.0, validation_alias="BACKFILL_RETRY_MAX_DELAY", gt=0)
     retry_budget_seconds: float = Field(6 * 3600.0, validation_alias="BACKFILL_RETRY_BUDGET_SECONDS", gt=0)

@@ -211,6 +211,7 @@ class EmbeddedStack:
             "MINIO_SECRET_KEY": S3_SECRET,
             "MINIO_PUBLIC_BASE_URL": "https://media.example.org",
             "BACKFILL_LOG_FORMAT": "json",
+            "BACKFILL_PACE_PER_MINUTE": "0",  # tests and the demo run unpaced unless they ask for a pace
         }
         if self.options.agent_token:
             values["AGENT_ZERO_EVENTS_TOKEN"] = self.options.agent_token

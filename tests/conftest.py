@@ -39,6 +39,7 @@ def layout_env() -> dict[str, str]:
         "BACKFILL_DLQ_STREAM": f"BFDLQ_{tag}",
         "BACKFILL_CONSUMER": f"workers-{tag}",
         "BACKFILL_SUBJECT_PREFIX": f"t{tag}.backfill",
+        "BACKFILL_PACE_BUCKET": f"PACE_{tag}",
     }
 
 

@@ -24,7 +24,8 @@ from backfill.layout import Layout, ensure_layout
 from backfill.logs import setup_logging
 from backfill.metrics import Metrics
 from backfill.outcome import RetryPolicy
-from backfill.pipeline import RowProcessor
+from backfill.pace import GlobalPace, NoPace, PaceConfig
+from backfill.pipeline import Pace, RowProcessor
 from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,
@@ -127,12 +128,18 @@ async def build_consumer(
     nats_cfg, worker_cfg = settings.get(NatsSettings), settings.get(WorkerSettings)
     layout = layout_from(settings)
     observe = metrics.observe_upstream
+    pace: Pace = NoPace()
+    if worker_cfg.pace_per_minute > 0:
+        pace = await GlobalPace.open(
+            js, worker_cfg.pace_bucket, PaceConfig(worker_cfg.pace_per_minute, worker_cfg.pace_burst)
+        )
     processor = RowProcessor(
         catalog,
         build_enricher(settings, http, observe),
         build_agent_zero(settings, http, observe),
         links_from(settings.get(JellyfinSettings)),
         policy_from(settings),
+        pace=pace,
     )
     version = settings.get(BackfillSettings).version
     settler = Settler(publisher, layout.prefix, layout.stream, worker_id, version, metrics)
@@ -148,6 +155,7 @@ async def build_consumer(
         fetch_batch=min(args.fetch_batch or worker_cfg.fetch_batch, concurrency),
         fetch_timeout=worker_cfg.fetch_timeout,
         ack_wait=nats_cfg.ack_wait,
+        pace=pace,
     )
 
 

@@ -21,7 +21,8 @@ from nats.js import JetStreamContext
 from backfill.layout import Layout
 from backfill.metrics import Metrics
 from backfill.outcome import INVALID_MESSAGE, DeadLetter, Outcome, RetryPolicy, resolutions_of, settle_retry
-from backfill.pipeline import RowProcessor, elapsed_since
+from backfill.pace import NoPace
+from backfill.pipeline import Pace, RowProcessor, elapsed_since
 from backfill.wire import InvalidMessage, decode_request
 from worker.settle import Settler
 
@@ -42,7 +43,9 @@ class Consumer:
         fetch_batch: int,
         fetch_timeout: float,
         ack_wait: float,
+        pace: Pace | None = None,
     ) -> None:
+        self._pace: Pace = pace or NoPace()
         self._js = js
         self._layout = layout
         self._processor = processor
@@ -62,7 +65,7 @@ class Consumer:
         self.bound = True
         try:
             while not stop.is_set():
-                free = self._concurrency - len(self._tasks)
+                free = min(self._concurrency - len(self._tasks), self._pace.headroom())
                 if free <= 0:
                     await self._wait_for_slot(stop)
                     continue

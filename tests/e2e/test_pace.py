@@ -1,0 +1,44 @@
+"""Global pace with real worker processes: three replicas together stay at the configured rate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from backfill_doubles.stack import EmbeddedStack, StackOptions
+from tests.e2e.conftest import run_cli
+from tests.e2e.processes import WorkerProcess
+
+pytestmark = pytest.mark.slow
+RATE, BURST = 5.0, 5
+
+
+async def test_three_replicas_share_one_pace(nats_url: str, contracts_dir: Path, layout_env: dict[str, str]) -> None:
+    """3 workers, 5 republishes/s configured, ~60 s of work: global rate within ±10 %, bursts bounded."""
+    with EmbeddedStack(StackOptions(size=500, nats_url=nats_url, contracts_dir=contracts_dir)) as stack:
+        env = stack.env(**layout_env, BACKFILL_PACE_PER_MINUTE=str(RATE * 60), BACKFILL_PACE_BURST=str(BURST))
+        times: list[float] = []
+        nc = await nats.connect(stack.nats_url)
+
+        async def on_envelope(_msg: Msg) -> None:
+            times.append(time.monotonic())
+
+        await nc.subscribe("content.published.v1", cb=on_envelope)
+        await nc.flush()
+        ran = await run_cli("producer", ["enqueue", "--all-missing"], env)
+        assert ran.code == 0, ran.stderr
+        workers = [await WorkerProcess(env, "--exit-when-idle", "3").start() for _ in range(3)]
+        assert [await w.wait(150) for w in workers] == [0, 0, 0]
+        await nc.drain()
+    expected = sum(1 for r in stack.rows.values() if r.expect == "republished")
+    assert len(times) == expected
+    steady = times[BURST:]  # the initial burst is allowed on top of the rate
+    rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    worst = max(sum(1 for t in times if start <= t < start + 2.0) for start in times)
+    print(f"pace: {len(times)} republishes, {rate:.3f}/s steady, worst 2 s window {worst}")
+    assert abs(rate - RATE) / RATE <= 0.10, f"measured {rate:.2f}/s"
+    assert worst <= BURST + 2 * RATE, f"{worst} republishes in one 2-second window"
