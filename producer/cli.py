@@ -11,6 +11,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from backfill.adapters import build_enricher, layout_from, open_catalog
 from backfill.bus import AckPublisher, connect
 from backfill.errors import BackfillError, ConfigError
@@ -29,9 +31,11 @@ from backfill.transport import make_client
 from backfill.wire import Mode
 from producer.dlq_commands import add_dlq_parser, run_dlq
 from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows
+from producer.evidence_commands import add_evidence_parsers, run_diff, run_listen, run_snapshot
 from producer.preview import preview
 from producer.progress import Progress
 from producer.pushgateway import DEFAULT_JOB, push_counts
+from producer.runs import RunLog
 
 log = logging.getLogger("producer")
 
@@ -86,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pushgateway", metavar="URL", help="push the run's counts to a Prometheus Pushgateway"
     )
     add_dlq_parser(commands)
+    add_evidence_parsers(commands)
     view = commands.add_parser("preview", help="print the payloads workers would republish (read-only)")
     _add_selection(view, all_missing=False)
     view.set_defaults(limit=None)
@@ -135,11 +140,14 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
             total = min(total, args.limit) if (total is not None and args.limit) else total
             publisher = AckPublisher(nc)
             progress = Progress("enqueue", total)
+            run_log = run_log_for(settings, http)
+            await run_log.start(run_id, args.mode, run_options(args))
             enqueuer = Enqueuer(publisher, layout.prefix, backfill.version, Mode(args.mode), run_id)
             await enqueuer.run(select_rows(catalog, selection_from(args), counts), counts, progress)
             progress.finish(
                 enqueued=counts.enqueued, already_pending=counts.already_pending, failed=counts.failed
             )
+            await run_log.finish(run_id, {k: v for k, v in counts.as_dict().items() if isinstance(v, int)})
             await publisher.close()
     finally:
         await nc.drain()
@@ -148,6 +156,26 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
     if args.pushgateway:
         await push_counts(args.pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
     return 1 if counts.failed else 0
+
+
+def run_log_for(settings: SettingsBundle, http: httpx.AsyncClient) -> RunLog | NoRunLog:
+    """The optional backfill_runs table, through PostgREST (the direct-PostgreSQL backend has none yet)."""
+    catalog = settings.get(CatalogSettings)
+    if catalog.dsn is not None or catalog.rest_url is None or catalog.service_key is None:
+        return NoRunLog()
+    return RunLog(http, catalog.rest_url, catalog.service_key.get_secret_value())
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"ids": args.ids, "limit": args.limit, "since_id": args.since_id, "mode": args.mode}
+
+
+class NoRunLog:
+    async def start(self, run_id: str, mode: str, options: dict[str, Any]) -> None:
+        return None
+
+    async def finish(self, run_id: str, counts: dict[str, int]) -> None:
+        return None
 
 
 def print_summary(run_id: str, args: argparse.Namespace, counts: EnqueueCounts) -> None:
@@ -181,8 +209,12 @@ async def run_dlq_command(settings: SettingsBundle, args: argparse.Namespace) ->
 
 
 def groups_for(args: argparse.Namespace) -> list[type]:
-    if args.command == "dlq":
+    if args.command in ("dlq", "listen"):
         return [NatsSettings, BackfillSettings]
+    if args.command == "snapshot":
+        return [CatalogSettings, BackfillSettings]
+    if args.command == "diff":
+        return [BackfillSettings]
     if args.command == "preview":
         return [CatalogSettings, JellyfinSettings, StorageSettings, BackfillSettings]
     if args.dry_run:
@@ -202,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         "preview": run_preview,
         "enqueue": dry_run if getattr(args, "dry_run", False) else enqueue,
         "dlq": run_dlq_command,
+        "listen": run_listen,
+        "snapshot": run_snapshot,
+        "diff": run_diff,
     }
     command = commands[args.command]
     try:

@@ -79,3 +79,32 @@ async def test_preview_prints_worker_payloads_and_writes_nothing(
     assert stack.agent.envelopes == []
     assert stack.catalog.calls["rpc"] == 0
     assert stack.catalog.rows == before
+
+
+async def test_listen_snapshot_and_diff_give_the_runbook_evidence(
+    stack: EmbeddedStack, layout_env: dict, tmp_path
+) -> None:
+    """listen prints the envelopes of a run; snapshot before/after and diff show the keys the run added."""
+    import asyncio
+
+    from tests.e2e.processes import WorkerProcess
+
+    env = stack.env(**layout_env)
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    assert (await run_cli("producer", ["snapshot", "--out", str(before)], env)).code == 0
+    listener = asyncio.create_task(
+        run_cli("producer", ["listen", "--topics", "content.published.v1", "--max", "5", "--compact"], env)
+    )
+    await asyncio.sleep(1.0)  # listen is core NATS: it must be subscribed before the run publishes
+    enq = await run_cli("producer", ["enqueue", "--all-missing", "--limit", "20"], env)
+    assert enq.code == 0, enq.stderr
+    assert await (await WorkerProcess(env, "--exit-when-idle", "2").start()).wait() == 0
+    heard = await asyncio.wait_for(listener, 30)
+    assert heard.code == 0
+    assert len([line for line in heard.stdout.splitlines() if "content.published.v1" in line]) == 5
+    snap = await run_cli("producer", ["snapshot", "--out", str(after), "--ids-from", str(before)], env)
+    assert snap.code == 0, snap.stderr
+    report = await run_cli("producer", ["diff", str(before), str(after), "--json"], env)
+    data = json.loads(report.stdout)
+    assert data["totals"]["rows_changed"] >= 10
+    assert data["totals"]["keys_added"]["jellyfin_public_url"] == data["totals"]["rows_changed"]

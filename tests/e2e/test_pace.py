@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 RATE, BURST = 5.0, 5
 
 
-async def test_three_replicas_share_one_pace(nats_url: str, contracts_dir: Path, layout_env: dict[str, str]) -> None:
+async def test_three_replicas_share_one_pace(
+    nats_url: str, contracts_dir: Path, layout_env: dict[str, str]
+) -> None:
     """3 workers, 5 republishes/s configured, ~60 s of work: global rate within ±10 %, bursts bounded."""
     with EmbeddedStack(StackOptions(size=500, nats_url=nats_url, contracts_dir=contracts_dir)) as stack:
         env = stack.env(**layout_env, BACKFILL_PACE_PER_MINUTE=str(RATE * 60), BACKFILL_PACE_BURST=str(BURST))

@@ -1,0 +1,79 @@
+"""`producer listen | snapshot | diff`: the runbook's evidence, as commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from backfill.adapters import open_catalog
+from backfill.bus import connect
+from backfill.catalog import Catalog
+from backfill.model import Row
+from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle
+from backfill.transport import make_client
+from producer.evidence import diff, format_diff, listen, snapshot
+from producer.progress import Progress
+
+ID_CHUNK = 1000
+
+
+def add_evidence_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    hear = commands.add_parser(
+        "listen", help="print envelopes as they pass on core NATS (start before publishing)"
+    )
+    hear.add_argument("--topics", nargs="+", default=["content.published.v1"])
+    hear.add_argument("--max", type=int, dest="max_messages", help="stop after this many")
+    hear.add_argument("--timeout", type=float, help="stop after this many seconds")
+    hear.add_argument("--compact", action="store_true", help="one line per envelope")
+    snap = commands.add_parser("snapshot", help="id and meta of the candidate rows, as JSON lines")
+    snap.add_argument("--out", type=Path, required=True)
+    snap.add_argument(
+        "--ids-from", type=Path, help="snapshot the rows of an earlier snapshot instead (the 'after')"
+    )
+    compare = commands.add_parser("diff", help="per row, meta keys added and changed between two snapshots")
+    compare.add_argument("before", type=Path)
+    compare.add_argument("after", type=Path)
+    compare.add_argument("--json", action="store_true")
+
+
+def ids_in(path: Path) -> list[int]:
+    with path.open() as lines:
+        return [int(json.loads(line)["id"]) for line in lines if line.strip()]
+
+
+async def rows_by_id(catalog: Catalog, ids: list[int]) -> AsyncIterator[list[Row]]:
+    for start in range(0, len(ids), ID_CHUNK):
+        yield sorted(await catalog.fetch_rows(ids[start : start + ID_CHUNK]), key=lambda r: r.id)
+
+
+async def run_listen(settings: SettingsBundle, args: argparse.Namespace) -> int:
+    nc = await connect(settings.get(NatsSettings).url, "backfill-producer listen", reconnect_forever=True)
+    try:
+        await listen(nc, args.topics, args.max_messages, args.compact, sys.stdout, args.timeout)
+    finally:
+        await nc.close()
+    return 0
+
+
+async def run_snapshot(settings: SettingsBundle, args: argparse.Namespace) -> int:
+    http = make_client(settings.get(BackfillSettings).http_timeout)
+    try:
+        async with open_catalog(settings, http) as catalog:
+            if args.ids_from:
+                ids = ids_in(args.ids_from)
+                written = await snapshot(rows_by_id(catalog, ids), args.out, Progress("snapshot", len(ids)))
+            else:
+                total = await catalog.count_candidates()
+                written = await snapshot(catalog.stream_candidates(), args.out, Progress("snapshot", total))
+    finally:
+        await http.aclose()
+    print(f"wrote {written} rows to {args.out}")
+    return 0
+
+
+async def run_diff(_settings: SettingsBundle, args: argparse.Namespace) -> int:
+    print(format_diff(diff(args.before, args.after), args.json))
+    return 0
