@@ -29,6 +29,7 @@ from backfill.settings import (
 )
 from backfill.transport import make_client
 from backfill.wire import Mode
+from producer.control import CONTROL_GROUPS, add_control_parsers, run_control
 from producer.dlq_commands import add_dlq_parser, run_dlq
 from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows
 from producer.evidence_commands import add_evidence_parsers, run_diff, run_listen, run_snapshot
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_dlq_parser(commands)
     add_evidence_parsers(commands)
+    add_control_parsers(commands)
     view = commands.add_parser("preview", help="print the payloads workers would republish (read-only)")
     _add_selection(view, all_missing=False)
     view.set_defaults(limit=None)
@@ -208,18 +210,25 @@ async def run_dlq_command(settings: SettingsBundle, args: argparse.Namespace) ->
     return await run_dlq(settings, args, f"replay-{new_run_id().removeprefix('run-')}")
 
 
-def groups_for(args: argparse.Namespace) -> list[type]:
-    if args.command in ("dlq", "listen"):
-        return [NatsSettings, BackfillSettings]
-    if args.command == "snapshot":
-        return [CatalogSettings, BackfillSettings]
-    if args.command == "diff":
-        return [BackfillSettings]
-    if args.command == "preview":
-        return [CatalogSettings, JellyfinSettings, StorageSettings, BackfillSettings]
-    if args.dry_run:
-        return [CatalogSettings, BackfillSettings]
-    return [NatsSettings, CatalogSettings, BackfillSettings]
+GROUPS: dict[str, list[type[Any]]] = {
+    "dlq": [NatsSettings, BackfillSettings],
+    "listen": [NatsSettings, BackfillSettings],
+    "snapshot": [CatalogSettings, BackfillSettings],
+    "diff": [BackfillSettings],
+    "preview": [CatalogSettings, JellyfinSettings, StorageSettings, BackfillSettings],
+    **CONTROL_GROUPS,
+}
+
+
+def groups_for(args: argparse.Namespace) -> list[type[Any]]:
+    """Only the settings a command needs: a dry run needs no NATS, a diff needs nothing remote."""
+    if args.command == "enqueue":
+        return (
+            [CatalogSettings, BackfillSettings]
+            if args.dry_run
+            else [NatsSettings, CatalogSettings, BackfillSettings]
+        )
+    return GROUPS[args.command]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         "listen": run_listen,
         "snapshot": run_snapshot,
         "diff": run_diff,
+        "pause": run_control,
+        "resume": run_control,
+        "status": run_control,
     }
     command = commands[args.command]
     try:

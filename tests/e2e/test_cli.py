@@ -108,3 +108,32 @@ async def test_listen_snapshot_and_diff_give_the_runbook_evidence(
     data = json.loads(report.stdout)
     assert data["totals"]["rows_changed"] >= 10
     assert data["totals"]["keys_added"]["jellyfin_public_url"] == data["totals"]["rows_changed"]
+
+
+async def test_pause_holds_every_worker_and_resume_lets_them_finish(
+    stack: EmbeddedStack, layout_env: dict
+) -> None:
+    """Paused: a running worker receives nothing and status says so; resumed: the backlog drains."""
+    from tests.e2e.processes import WorkerProcess, eventually
+
+    env = stack.env(**layout_env)
+    enq = await run_cli(
+        "producer", ["enqueue", "--all-missing", "--mode", "metadata-only", "--limit", "30"], env
+    )
+    assert enq.code == 0, enq.stderr
+    paused = await run_cli("producer", ["pause"], env)
+    assert paused.code == 0, paused.stdout + paused.stderr
+    worker = await WorkerProcess(env).start()
+    status = await run_cli("producer", ["status", "--json", "--sample", "1.5"], env)
+    data = json.loads(status.stdout)
+    assert data["paused"] is True
+    assert data["backlog"] == 30
+    assert data["in_flight"] == 0
+    assert stack.catalog.calls["rpc"] == 0  # nothing was processed while paused
+    assert (await run_cli("producer", ["resume"], env)).code == 0
+    await eventually(lambda: stack.catalog.calls["rpc"] >= 20, what="work resumed", timeout=30)
+    worker.terminate()
+    assert await worker.wait() == 0
+    table = await run_cli("producer", ["status", "--sample", "0.5"], env)
+    assert "dead letters" in table.stdout
+    assert "running" in table.stdout
