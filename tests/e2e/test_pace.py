@@ -43,4 +43,5 @@ async def test_three_replicas_share_one_pace(
     worst = max(sum(1 for t in times if start <= t < start + 2.0) for start in times)
     print(f"pace: {len(times)} republishes, {rate:.3f}/s steady, worst 2 s window {worst}")
     assert abs(rate - RATE) / RATE <= 0.10, f"measured {rate:.2f}/s"
-    assert worst <= BURST + 2 * RATE, f"{worst} republishes in one 2-second window"
+    # the token bucket allows burst + rate * 2 s; +1 for delivery jitter between Agent Zero and this listener
+    assert worst <= BURST + 2 * RATE + 1, f"{worst} republishes in one 2-second window"
