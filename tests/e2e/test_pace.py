@@ -45,3 +45,24 @@ async def test_three_replicas_share_one_pace(
     assert abs(rate - RATE) / RATE <= 0.10, f"measured {rate:.2f}/s"
     # the token bucket allows burst + rate * 2 s; +1 for delivery jitter between Agent Zero and this listener
     assert worst <= BURST + 2 * RATE + 1, f"{worst} republishes in one 2-second window"
+
+
+async def test_metadata_only_work_never_waits_for_the_pace(
+    nats_url: str, contracts_dir: Path, layout_env: dict[str, str]
+) -> None:
+    """A metadata-only run with a pace of 1 per minute completes without taking a single pace token."""
+    from nats.js.errors import NotFoundError
+
+    with EmbeddedStack(StackOptions(size=26, nats_url=nats_url, contracts_dir=contracts_dir)) as stack:
+        env = stack.env(**layout_env, BACKFILL_PACE_PER_MINUTE="1", BACKFILL_PACE_BURST="1")
+        ran = await run_cli("producer", ["enqueue", "--all-missing", "--mode", "metadata-only"], env)
+        assert ran.code == 0, ran.stderr
+        worker = await WorkerProcess(env, "--exit-when-idle", "2").start()
+        assert await worker.wait(60) == 0
+        done = sum(1 for r in stack.catalog.rows.values() if (r["meta"] or {}).get("backfill_version"))
+        assert done == sum(1 for r in stack.rows.values() if r.expect == "republished")
+        nc = await nats.connect(stack.nats_url)
+        kv = await nc.jetstream().key_value(layout_env["BACKFILL_PACE_BUCKET"])
+        with pytest.raises(NotFoundError):
+            await kv.get("republish")  # nobody ever took a token
+        await nc.drain()
