@@ -29,9 +29,9 @@ lint: $(STAMP)
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m backfill_doubles.demo
 
-## bench: the benchmark suite (not part of the tests); figures go to bench/results/
-bench: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench
+## bench: the benchmark suite (issue 7) is not built yet
+bench:
+	@echo "make bench: the benchmark suite is not built yet (issue 7)" >&2; exit 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
