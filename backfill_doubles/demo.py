@@ -15,20 +15,23 @@ import os
 import shutil
 import signal
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import nats
 
+from backfill.layout import build_layout
+from backfill.settings import NatsSettings
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.publisher_discord import PublisherDiscord
 from backfill_doubles.stack import EmbeddedStack, StackOptions
+from producer.control import dead_letter_counts
 
 CONTRACTS = Path(__file__).resolve().parents[1].parent / "shared" / "contracts"
 
 
 def cli(name: str) -> str:
+    """An installed console script: on PATH, else beside this interpreter (a venv not on PATH)."""
     beside = Path(sys.executable).parent / name
     return shutil.which(name) or str(beside)
 
@@ -48,17 +51,12 @@ def show_failure(log: Path, code: int) -> None:
     print(f"worker exited {code}; last lines of its log:\n  " + "\n  ".join(tail), file=sys.stderr)
 
 
-async def dead_letters(url: str, stream: str) -> Counter[str]:
+async def dead_letters(url: str) -> dict[str, int]:
     nc = await nats.connect(url)
-    js = nc.jetstream()
-    reasons: Counter[str] = Counter()
-    info = await js.stream_info(stream)
-    if info.state.messages:
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            reasons[(msg.headers or {}).get("Backfill-Reason", "?")] += 1
-    await nc.drain()
-    return reasons
+    try:
+        return await dead_letter_counts(nc.jetstream(), build_layout(NatsSettings()))
+    finally:
+        await nc.drain()
 
 
 async def row_summary(stack: EmbeddedStack) -> dict[str, int]:
@@ -128,7 +126,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
         "worker_exit_codes": codes,
         "enriched": after["with_jellyfin_url"] - before["with_jellyfin_url"],
         "envelopes_published": len(envelopes),
-        "dead_letters": dict(await dead_letters(stack.nats_url, "BACKFILL_DLQ")),
+        "dead_letters": await dead_letters(stack.nats_url),
         "discord": {
             "embeds_received": len(stack.discord.messages),
             "rate_limited_429": stack.discord.rate_limited,

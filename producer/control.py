@@ -43,7 +43,8 @@ class Status:
     eta_seconds: float | None = None
 
 
-async def _dead_letters(js: JetStreamContext, layout: Layout) -> dict[str, int]:
+async def dead_letter_counts(js: JetStreamContext, layout: Layout) -> dict[str, int]:
+    """Dead letters per reason, from the stream's per-subject counts (no message is read)."""
     info = await js.stream_info(layout.dlq_stream, subjects_filter=dlq_filter(layout.prefix))
     subjects: dict[str, int] = info.state.subjects or {}
     return {subject.rsplit(".", 1)[-1]: count for subject, count in sorted(subjects.items())}
@@ -66,7 +67,7 @@ async def measure(js: JetStreamContext, layout: Layout, sample: float) -> Status
         later[1],
         later[2],
         later[3],
-        await _dead_letters(js, layout),
+        await dead_letter_counts(js, layout),
         rate_per_second=rate,
         eta_seconds=eta,
     )

@@ -42,6 +42,25 @@ class FirstFailures:
         self._seen.pop(seq, None)
 
 
+async def publish_dead_letter(
+    publisher: AckPublisher, prefix: str, failure: Failure, data: bytes, original: dict[str, str] | None
+) -> tuple[bool, dict[str, str]]:
+    """Copy a message to `<prefix>.dlq.<reason>` and await the ack: (stored, the headers it carries).
+
+    Both the settle step and the sweeper go through here; stored also covers a duplicate (same stream
+    sequence already dead-lettered), so the caller may remove the original either way.
+    """
+    headers = dead_letter_headers(failure, original)
+    result = await publisher.publish(dlq_subject(prefix, failure.reason), data, headers)
+    if result.status not in (PubStatus.STORED, PubStatus.DUPLICATE):
+        log.error(
+            "dead-letter publish failed; original kept",
+            extra={"seq": failure.stream_seq, "error": result.error},
+        )
+        return False, headers
+    return True, headers
+
+
 class Settler:
     def __init__(
         self,
@@ -94,10 +113,10 @@ class Settler:
             version=self._version,
             row_id=row_id_from_subject(msg.subject),
         )
-        headers = dead_letter_headers(failure, msg.headers)
-        result = await self._publisher.publish(dlq_subject(self._prefix, outcome.reason), msg.data, headers)
-        if result.status not in (PubStatus.STORED, PubStatus.DUPLICATE):
-            log.error("dead-letter publish failed; message kept", extra={"seq": seq, "error": result.error})
+        stored, headers = await publish_dead_letter(
+            self._publisher, self._prefix, failure, msg.data, msg.headers
+        )
+        if not stored:
             await msg.nak(delay=DLQ_FAILED_DELAY)
             return "retried"
         await msg.term()

@@ -27,13 +27,14 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from backfill.bus import AckPublisher, PubStatus
-from backfill.deadletter import Failure, dead_letter_headers, row_id_from_subject
+from backfill.bus import AckPublisher
+from backfill.deadletter import Failure, row_id_from_subject
 from backfill.layout import Layout
 from backfill.metrics import Metrics
 from backfill.outcome import RETRIES_EXHAUSTED
 from backfill.pipeline import utc_stamp
-from backfill.wire import dlq_subject, request_filter
+from backfill.wire import request_filter
+from worker.settle import publish_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,10 @@ class Sweeper:
             version=self._version,
             row_id=row_id_from_subject(subject),
         )
-        headers = dead_letter_headers(failure, original.headers)
-        result = await self._publisher.publish(
-            dlq_subject(self._layout.prefix, RETRIES_EXHAUSTED), original.data or b"", headers
+        stored, _ = await publish_dead_letter(
+            self._publisher, self._layout.prefix, failure, original.data or b"", original.headers
         )
-        if result.status not in (PubStatus.STORED, PubStatus.DUPLICATE):
-            log.error(
-                "sweep: dead-letter publish failed", extra={"seq": failure.stream_seq, "error": result.error}
-            )
-            return False
-        return True
+        return stored
 
     async def scan_once(self) -> int:
         """Find leftovers below the consumer's delivered sequence; returns how many were swept."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +14,14 @@ import nats
 import pytest
 from jsonschema import Draft202012Validator
 
+from backfill_doubles.demo import cli as demo_cli
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 
 
 def cli(name: str) -> str:
     """The installed console script (beside this interpreter when PATH lacks the venv)."""
-    beside = Path(sys.executable).parent / name
-    found = shutil.which(name) or (str(beside) if beside.exists() else None)
-    assert found, f"console script {name!r} is not installed (pip install -e .)"
+    found = demo_cli(name)
+    assert Path(found).exists(), f"console script {name!r} is not installed (pip install -e .)"
     return found
 
 
