@@ -96,7 +96,10 @@ def stream_conflicts(existing: StreamConfig, wanted: StreamConfig) -> list[str]:
 
 
 def _needs_update(existing: StreamConfig, wanted: StreamConfig) -> bool:
-    fields = ("max_msgs_per_subject", "discard", "discard_new_per_subject", "max_age", "num_replicas")
+    """Only real differences: the server reports an unset max_age as 0 (no limit), so None == 0."""
+    fields = ("max_msgs_per_subject", "discard", "discard_new_per_subject", "num_replicas")
+    if (existing.max_age or 0.0) != (wanted.max_age or 0.0):
+        return True
     return any(getattr(existing, f) != getattr(wanted, f) for f in fields)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import nats
@@ -36,13 +37,15 @@ def settings(layout_env: dict[str, str], **extra: object) -> NatsSettings:
 
 
 async def test_ensure_layout_is_idempotent_and_updates_editable_fields(
-    nc: NatsClient, layout_env: dict
+    nc: NatsClient, layout_env: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Running it twice changes nothing; a new ack_wait/max_deliver updates the consumer in place."""
     js = nc.jetstream()
     layout = build_layout(settings(layout_env))
     await ensure_layout(js, layout)
+    caplog.set_level(logging.INFO, logger="backfill.layout")
     await ensure_layout(js, layout)
+    assert not [r for r in caplog.records if "updated stream" in r.getMessage()]  # no needless update
     info = await js.stream_info(layout.stream)
     assert info.config.retention == RetentionPolicy.WORK_QUEUE
     assert info.config.max_msgs_per_subject == 1
