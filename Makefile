@@ -29,9 +29,9 @@ lint: $(STAMP)
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m backfill_doubles.demo
 
-## bench: the benchmark suite (issue 7) is not built yet
-bench:
-	@echo "make bench: the benchmark suite is not built yet (issue 7)" >&2; exit 1
+## bench: the benchmark suite (own nats-server and upstreams; table on stdout, JSON in bench/results/)
+bench: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NatsClient
@@ -115,7 +116,9 @@ async def _replay(nc: NatsClient, layout: Layout, args: argparse.Namespace, run_
     progress = Progress("replay", None)
     reason = args.reason if args.reason else None
     records = _selected(read_dead_letters(js, layout, reason), selection, progress)
+    started = time.perf_counter()
     await Replayer(js, publisher, layout, run_id).replay(records, counts, args.dry_run)
+    elapsed = round(time.perf_counter() - started, 3)
     await publisher.close()
     progress.finish(replayed=counts.replayed, skipped=counts.skipped, failed=counts.failed)
     verb = "would replay" if args.dry_run else "replayed"
@@ -128,6 +131,7 @@ async def _replay(nc: NatsClient, layout: Layout, args: argparse.Namespace, run_
                     "replayed": counts.replayed,
                     "skipped": counts.skipped,
                     "failed": counts.failed,
+                    "elapsed_seconds": elapsed,
                     "notes": counts.notes,
                 }
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -29,6 +30,7 @@ class EnqueueCounts:
     failed: int = 0
     not_candidates: int = 0
     failed_ids: list[int] = field(default_factory=list)
+    elapsed_seconds: float = 0.0  # reading the catalog and publishing, until the last acknowledgement
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -84,6 +86,13 @@ class Enqueuer:
             log.debug("publish failed", extra={"row_id": row_id, "error": result.error})
 
     async def run(self, pages: AsyncIterator[list[Row]], counts: EnqueueCounts, progress: Progress) -> None:
+        started = time.perf_counter()
+        try:
+            await self._run(pages, counts, progress)
+        finally:
+            counts.elapsed_seconds = round(time.perf_counter() - started, 3)
+
+    async def _run(self, pages: AsyncIterator[list[Row]], counts: EnqueueCounts, progress: Progress) -> None:
         retry: list[int] = []
         async for page in pages:
             for row in page:

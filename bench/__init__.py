@@ -1,0 +1,1 @@
+"""The benchmark suite (`make bench`): not part of the test suite; see `bench/run.py`."""

@@ -1,0 +1,438 @@
+"""The benchmark: enqueue, worker throughput, overhead latency and dead-letter replay, side by side.
+
+`make bench` (or `python -m bench`) starts its own nats-server and the light upstreams process
+(`bench.upstreams`, latency per service configurable), runs every section and prints a table; the
+figures and how each was measured go to `bench/results/latest.json`. Ratios only mean something within
+one run: every comparison is measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from backfill.bus import AckPublisher
+from backfill.deadletter import Failure, dead_letter_headers
+from backfill.layout import build_layout, ensure_layout
+from backfill.settings import NatsSettings, load_settings
+from backfill.wire import Header, Mode, dlq_subject, encode_request, msg_id, new_request, request_subject
+from backfill_doubles.natsserver import NatsServerProcess
+from bench.baselines import http_ceiling, naive_loop, raw_publish
+from bench.harness import (
+    BIN,
+    UpstreamsProcess,
+    WorkerProcesses,
+    environment,
+    percentile,
+    run_child,
+)
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    enqueue: tuple[int, ...] = (20_000, 200_000)
+    worker_rows: int = 4_000
+    naive_rows: int = 60
+    ceiling_concurrency: tuple[int, ...] = (16, 64, 128)
+    latency_rows: int = 400
+    latency_rate: float = 40.0  # rows per second fed while measuring overhead (well below saturation)
+    replay: int = 10_000
+
+
+QUICK = Sizes(
+    enqueue=(500, 2_000),
+    worker_rows=200,
+    naive_rows=5,
+    ceiling_concurrency=(16,),
+    latency_rows=30,
+    latency_rate=30.0,
+    replay=500,
+)
+
+
+class Bench:
+    def __init__(
+        self,
+        sizes: Sizes,
+        upstreams: UpstreamsProcess,
+        nats_url: str,
+        workdir: Path,
+        profile: Path | None = None,
+    ) -> None:
+        self.profile = profile
+        self.sizes = sizes
+        self.up = upstreams
+        self.nats_url = nats_url
+        self.workdir = workdir
+        self.results: dict[str, Any] = {}
+
+    def env(self, section: str) -> dict[str, str]:
+        return self.up.env(self.nats_url, section)
+
+    def layout(self, env: dict[str, str]) -> Any:
+        with environment(env):
+            return build_layout(load_settings([NatsSettings]).get(NatsSettings))
+
+    # 1. enqueue ---------------------------------------------------------------------------------
+    async def enqueue(self) -> None:
+        rows = []
+        for size in self.sizes.enqueue:
+            await self.up.seed(size)
+            env = self.env(f"enqueue-{size}")
+            layout = self.layout(env)
+            await self._fresh_layout(layout)
+            raw_seconds = await raw_publish(
+                self.nats_url, layout.prefix, range(1, size + 1), "run-raw", Mode.REPUBLISH
+            )
+            await self._purge(layout.stream)
+            started = time.perf_counter()
+            child = run_child([str(BIN / "producer"), "enqueue", "--all-missing", "--json"], env)
+            if child.returncode != 0:
+                raise RuntimeError(f"producer enqueue failed ({child.returncode}): {child.stdout}")
+            summary = json.loads(child.stdout.strip().splitlines()[-1])
+            elapsed = summary.get("elapsed_seconds") or (time.perf_counter() - started)
+            if summary["enqueued"] != size:
+                raise RuntimeError(f"producer enqueued {summary['enqueued']} of {size}")
+            rows.append(
+                {
+                    "rows": size,
+                    "producer_rows_per_s": size / elapsed,
+                    "raw_publish_async_per_s": size / raw_seconds,
+                    "ratio": (size / elapsed) / (size / raw_seconds),
+                    "producer_wall_seconds_with_startup": child.wall_seconds,
+                    "producer_peak_rss_mib": child.peak_rss_mib,
+                }
+            )
+            await self._delete_layout(layout)
+        self.results["enqueue"] = {
+            "how": (
+                "`producer enqueue --all-missing --json` as a child process against the light PostgREST "
+                "(1000-row keyset pages, catalog latency per page); rate = rows / the producer's own "
+                "elapsed time for the run (read + publish + every ack). Raw = nats-py publish_async loop "
+                "with the same subjects, bodies and headers into the same empty stream, all acks awaited. "
+                "Peak RSS = the producer process's ru_maxrss from wait4."
+            ),
+            "sizes": rows,
+            "rss_ratio_largest_to_smallest": rows[-1]["producer_peak_rss_mib"]
+            / rows[0]["producer_peak_rss_mib"],
+        }
+
+    async def _fresh_layout(self, layout: Any) -> None:
+        nc = await nats.connect(self.nats_url)
+        try:
+            await ensure_layout(nc.jetstream(), layout)
+        finally:
+            await nc.close()
+
+    async def _purge(self, stream: str) -> None:
+        nc = await nats.connect(self.nats_url)
+        try:
+            await nc.jetstream().purge_stream(stream)
+        finally:
+            await nc.close()
+
+    async def _delete_layout(self, layout: Any) -> None:
+        nc = await nats.connect(self.nats_url)
+        try:
+            js = nc.jetstream()
+            for stream in (layout.stream, layout.dlq_stream):
+                await js.delete_stream(stream)
+        finally:
+            await nc.close()
+
+    # 2. worker throughput -----------------------------------------------------------------------
+    async def throughput(self) -> None:
+        count = self.sizes.worker_rows
+        table: dict[str, Any] = {}
+        for mode in (Mode.METADATA_ONLY, Mode.REPUBLISH):
+            entry: dict[str, Any] = {}
+            for procs in (1, 2):
+                entry[f"workers_{procs}"] = await self._drain(mode, procs, count)
+            await self.up.seed(self.sizes.naive_rows)
+            entry["naive_rows_per_s"] = await naive_loop(self.up.url, self.sizes.naive_rows, mode)
+            ceilings = {}
+            for concurrency in self.sizes.ceiling_concurrency:
+                await self.up.seed(count)
+                ceilings[str(concurrency)] = await http_ceiling(
+                    self.up.url, range(1, count + 1), mode, concurrency
+                )
+            entry["http_ceiling_rows_per_s"] = ceilings
+            best = max(ceilings.values())
+            one = entry["workers_1"]["rows_per_s"]
+            entry["ratios"] = {
+                "one_worker_vs_naive": one / entry["naive_rows_per_s"],
+                "one_worker_vs_best_ceiling": one / best,
+                "two_workers_vs_one": entry["workers_2"]["rows_per_s"] / one,
+            }
+            table[mode.value] = entry
+        self.results["throughput"] = {
+            "how": (
+                f"{count} requests published to an idle, ready worker (default settings, pace off); "
+                "rate = rows between the first and last meta merge seen by the upstream / that time; "
+                "CPU from /proc utime+stime of the worker processes over the run. Naive = the plan's "
+                "outline (sequential, a new httpx client per call). Ceiling = the same requests per row "
+                "from one aiohttp session at each concurrency, no NATS."
+            ),
+            **table,
+        }
+
+    async def _drain(self, mode: Mode, procs: int, count: int) -> dict[str, float]:
+        await self.up.seed(count)
+        env = self.env(f"worker-{mode.value}-{procs}")
+        workers = await WorkerProcesses(env, procs, self.workdir).start()
+        spy = None
+        try:
+            layout = self.layout(env)
+            cpu_before = workers.cpu()
+            spy = self._profiler(workers, f"worker-{mode.value}-{procs}") if procs == 1 else None
+            await self._publish_requests(layout, range(1, count + 1), mode)
+            merges = await self.up.wait_for_merges(count, within=600)
+            cpu = workers.cpu() - cpu_before
+        finally:
+            workers.stop()
+            if spy is not None:
+                spy.wait(timeout=30)
+        times = sorted(t for _, t in merges)
+        seconds = times[-1] - times[0]
+        await self._delete_layout(layout)
+        return {"rows_per_s": (count - 1) / seconds, "cpu_s_per_1000_rows": cpu / count * 1000}
+
+    def _profiler(self, workers: WorkerProcesses, name: str) -> subprocess.Popen[bytes] | None:
+        """With --profile: py-spy samples the worker until it exits (collapsed stacks, for flame graphs)."""
+        if self.profile is None:
+            return None
+        self.profile.mkdir(parents=True, exist_ok=True)
+        out = self.profile / f"{name}.txt"
+        args = ["py-spy", "record", "--pid", str(workers.procs[0].pid), "--format", "raw", "-o", str(out)]
+        return subprocess.Popen([*args, "--nonblocking", "--rate", "200"], stdout=subprocess.DEVNULL)
+
+    async def _publish_requests(
+        self, layout: Any, rows: range, mode: Mode, rate: float | None = None
+    ) -> dict[int, float]:
+        """Enqueue requests (as the producer would); with `rate`, paced; returns row id -> publish time."""
+        nc = await nats.connect(self.nats_url)
+        sent: dict[int, float] = {}
+        try:
+            publisher = AckPublisher(nc)
+            futures = []
+            started = time.monotonic()
+            for index, row_id in enumerate(rows):
+                if rate is not None:
+                    delay = started + index / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                body = encode_request(new_request(row_id, "2025-10-14", mode, "run-bench"))
+                headers = {Header.MSG_ID: msg_id(row_id, "run-bench"), Header.RUN_ID: "run-bench"}
+                sent[row_id] = time.monotonic()
+                futures.append(await publisher.submit(request_subject(layout.prefix, row_id), body, headers))
+            results = await asyncio.gather(*futures)
+            failed = [r for r in results if r.status.value != "stored"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} bench requests were not stored: {failed[0]}")
+            await publisher.close()
+        finally:
+            await nc.close()
+        return sent
+
+    # 3. latency ---------------------------------------------------------------------------------
+    async def latency(self) -> None:
+        count = self.sizes.latency_rows
+        upstream_ms = sum(self.up.latency_ms.values()) + self.up.latency_ms["catalog"]  # read + merge
+        await self.up.seed(count)
+        env = self.env("latency")
+        workers = await WorkerProcesses(env, 1, self.workdir).start()
+        try:
+            layout = self.layout(env)
+            sent = await self._publish_requests(
+                layout, range(1, count + 1), Mode.REPUBLISH, self.sizes.latency_rate
+            )
+            merges = await self.up.wait_for_merges(count, within=120)
+        finally:
+            workers.stop()
+        await self._delete_layout(layout)
+        overhead = [(t - sent[row_id]) * 1000 - upstream_ms for row_id, t in merges]
+        self.results["latency"] = {
+            "how": (
+                f"{count} republish requests fed at {self.sizes.latency_rate}/s to one worker at default "
+                "settings (not saturated); per row: time from the producer-side publish to the upstream "
+                f"answering the meta merge, minus the {upstream_ms:.0f} ms of configured upstream latency "
+                "on that path (row read, Jellyfin item, Agent Zero publish, merge)."
+            ),
+            "overhead_ms": {
+                "p50": percentile(overhead, 50),
+                "p95": percentile(overhead, 95),
+                "p99": percentile(overhead, 99),
+                "max": max(overhead),
+            },
+        }
+
+    # 4. dead-letter replay ----------------------------------------------------------------------
+    async def replay(self) -> None:
+        count = self.sizes.replay
+        env = self.env("replay")
+        layout = self.layout(env)
+        await self._fresh_layout(layout)
+        await self._seed_dead_letters(layout, count)
+        child = run_child([str(BIN / "producer"), "dlq", "replay", "--all", "--json"], env)
+        if child.returncode != 0:
+            raise RuntimeError(f"dlq replay failed ({child.returncode}): {child.stdout}")
+        summary = json.loads(child.stdout.strip().splitlines()[-1])
+        if summary["replayed"] != count:
+            raise RuntimeError(f"replayed {summary['replayed']} of {count}: {summary}")
+        elapsed = summary["elapsed_seconds"]
+        await self._delete_layout(layout)
+        self.results["replay"] = {
+            "how": (
+                f"{count} dead letters (reason jellyfin_not_found) in the DLQ stream; `producer dlq replay "
+                "--all --json` as a child process; rate = replayed / the command's own elapsed time "
+                "(read, re-enqueue with acks, delete each dead letter)."
+            ),
+            "messages": count,
+            "messages_per_s": count / elapsed,
+            "wall_seconds_with_startup": child.wall_seconds,
+        }
+
+    async def _seed_dead_letters(self, layout: Any, count: int) -> None:
+        nc = await nats.connect(self.nats_url)
+        try:
+            publisher = AckPublisher(nc)
+            futures = []
+            now = datetime.now(UTC)
+            for row_id in range(1, count + 1):
+                original = request_subject(layout.prefix, row_id)
+                body = encode_request(new_request(row_id, "2025-10-14", Mode.REPUBLISH, "run-bench", now))
+                stamp = now.isoformat(timespec="seconds")
+                failure = Failure(
+                    reason="jellyfin_not_found",
+                    detail="no item by id and no search hit",
+                    original_subject=original,
+                    stream=layout.stream,
+                    stream_seq=row_id,
+                    deliveries=1,
+                    first_failure=stamp,
+                    last_failure=stamp,
+                    worker="bench",
+                    version="2025-10-14",
+                    row_id=row_id,
+                )
+                original_headers = {Header.MSG_ID: msg_id(row_id, "run-bench"), Header.RUN_ID: "run-bench"}
+                headers = dead_letter_headers(failure, original_headers)
+                subject = dlq_subject(layout.prefix, "jellyfin_not_found")
+                futures.append(await publisher.submit(subject, body, headers))
+            await asyncio.gather(*futures)
+            await publisher.close()
+        finally:
+            await nc.close()
+
+
+def _enqueue_lines(enqueue: dict[str, Any]) -> list[str]:
+    lines = ["enqueue        producer/s  raw publish_async/s  ratio  peak RSS MiB"]
+    for row in enqueue["sizes"]:
+        rate, raw = row["producer_rows_per_s"], row["raw_publish_async_per_s"]
+        lines.append(
+            f"  {row['rows']:>7} rows {rate:>10.0f} {raw:>20.0f} {row['ratio']:>6.2f} "
+            f"{row['producer_peak_rss_mib']:>12.1f}"
+        )
+    lines.append(f"  peak RSS largest/smallest size: {enqueue['rss_ratio_largest_to_smallest']:.2f}")
+    return lines
+
+
+def _throughput_lines(throughput: dict[str, Any]) -> list[str]:
+    lines = ["worker rows/s       1 worker  2 workers  naive  ceiling  CPU s/1000 rows"]
+    for mode in ("metadata-only", "republish"):
+        entry = throughput[mode]
+        one, two = entry["workers_1"], entry["workers_2"]
+        best = max(entry["http_ceiling_rows_per_s"].values())
+        lines.append(
+            f"  {mode:<17} {one['rows_per_s']:>8.0f} {two['rows_per_s']:>10.0f} "
+            f"{entry['naive_rows_per_s']:>6.1f} {best:>8.0f} {one['cpu_s_per_1000_rows']:>16.2f}"
+        )
+        ratios = entry["ratios"]
+        ceilings = ", ".join(f"c{c}: {v:.0f}" for c, v in entry["http_ceiling_rows_per_s"].items())
+        lines.append(
+            f"    {ratios['one_worker_vs_naive']:.0f}x naive, {ratios['one_worker_vs_best_ceiling']:.0%} "
+            f"of ceiling, 2 workers {ratios['two_workers_vs_one']:.2f}x one; by concurrency: {ceilings}"
+        )
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"machine: {results['machine']}"]
+    if "enqueue" in results:
+        lines += ["", *_enqueue_lines(results["enqueue"])]
+    if "throughput" in results:
+        lines += ["", *_throughput_lines(results["throughput"])]
+    if "latency" in results:
+        o = results["latency"]["overhead_ms"]
+        lines += [
+            "",
+            f"overhead ms    p50 {o['p50']:.1f}  p95 {o['p95']:.1f}  p99 {o['p99']:.1f}  max {o['max']:.1f}",
+        ]
+    if "replay" in results:
+        replay = results["replay"]
+        lines += [
+            "",
+            f"dlq replay     {replay['messages_per_s']:.0f} messages/s ({replay['messages']} dead letters)",
+        ]
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = QUICK if args.quick else Sizes()
+    upstreams = UpstreamsProcess(args.catalog_ms, args.jellyfin_ms, args.agent_ms).start()
+    server = NatsServerProcess()
+    server.start()
+    sections = args.only or ["enqueue", "throughput", "latency", "replay"]
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+            bench = Bench(sizes, upstreams, server.url, Path(workdir), args.profile)
+            bench.results["machine"] = (
+                f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+                f"{platform.system()} {platform.release()}"
+            )
+            bench.results["started"] = datetime.now(UTC).isoformat(timespec="seconds")
+            bench.results["upstream_latency_ms"] = upstreams.latency_ms
+            bench.results["sizes"] = sizes.__dict__
+            for section in sections:
+                print(f"bench: {section} ...", flush=True)
+                await getattr(bench, section)()
+            return bench.results
+    finally:
+        server.close()
+        upstreams.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark runs")
+    parser.add_argument("--only", nargs="+", choices=["enqueue", "throughput", "latency", "replay"])
+    parser.add_argument("--profile", type=Path, help="py-spy the single-worker runs into this directory")
+    parser.add_argument("--catalog-ms", type=float, default=5.0)
+    parser.add_argument("--jellyfin-ms", type=float, default=20.0)
+    parser.add_argument("--agent-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"JSON results (default {RESULTS}; none with --quick)"
+    )
+    args = parser.parse_args(argv)
+    results = asyncio.run(main_async(args))
+    print(render(results))
+    out = args.out or (None if args.quick else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nresults written to {out}")
+    return 0
