@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
-
 from backfill.agent_zero import AgentZeroClient
 from backfill.catalog import Catalog
 from backfill.enrich import Enricher
@@ -25,7 +23,7 @@ from backfill.settings import (
 )
 from backfill.sigv4 import Credentials
 from backfill.storage import ObjectStorage
-from backfill.transport import Observer, no_observer
+from backfill.transport import HttpClient, Observer, no_observer
 
 
 def links_from(jellyfin: JellyfinSettings) -> LinkConfig:
@@ -38,7 +36,7 @@ def links_from(jellyfin: JellyfinSettings) -> LinkConfig:
 
 
 async def build_catalog(
-    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
 ) -> Catalog:
     """PostgreSQL directly when CATALOG_DSN is set, else Supabase REST."""
     catalog = settings.get(CatalogSettings)
@@ -63,7 +61,7 @@ async def build_catalog(
 
 @asynccontextmanager
 async def open_catalog(
-    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
 ) -> AsyncIterator[Catalog]:
     """The configured catalog, closed (pool and all) when the block ends."""
     catalog = await build_catalog(settings, http, observe)
@@ -74,7 +72,7 @@ async def open_catalog(
 
 
 def build_storage(
-    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
 ) -> ObjectStorage | None:
     storage = settings.get(StorageSettings)
     if not storage.enabled or storage.access_key is None or storage.secret_key is None:
@@ -88,7 +86,7 @@ def build_storage(
 
 
 def build_enricher(
-    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
 ) -> Enricher:
     jellyfin = settings.get(JellyfinSettings)
     client = JellyfinClient(
@@ -104,7 +102,7 @@ def build_enricher(
 
 
 def build_agent_zero(
-    settings: SettingsBundle, http: httpx.AsyncClient, observe: Observer = no_observer
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
 ) -> AgentZeroClient:
     agent = settings.get(AgentZeroSettings)
     token = agent.events_token.get_secret_value() if agent.events_token else None

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import msgspec
 
 from backfill.errors import UpstreamUnavailable
-from backfill.transport import Observer, Upstream, no_observer
+from backfill.transport import HttpClient, Observer, Upstream, no_observer
 
 SERVICE = "agent_zero"
 TOPIC = "content.published.v1"
@@ -24,7 +23,7 @@ _answer_decoder = msgspec.json.Decoder(PublishAnswer)
 
 class AgentZeroClient:
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, token: str | None, observe: Observer = no_observer
+        self, http: HttpClient, base_url: str, token: str | None, observe: Observer = no_observer
     ) -> None:
         self._up = Upstream(http, SERVICE, observe)
         self._url = f"{base_url.rstrip('/')}/events/publish"

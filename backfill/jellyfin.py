@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import msgspec
 
 from backfill.errors import UpstreamUnavailable
 from backfill.matching import DateHint
 from backfill.model import JellyfinItem, SearchResult, normalize_item_id
-from backfill.transport import Observer, Upstream, no_observer
+from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
 
 SERVICE = "jellyfin"
 _SEARCH_FIELDS = "Path,Tags,Genres,ProviderIds,PremiereDate,ProductionYear"
@@ -29,7 +28,7 @@ class JellyfinClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         base_url: str,
         api_key: str,
         user_id: str,
@@ -79,10 +78,10 @@ class JellyfinClient:
         return [item for item in result.items if normalize_item_id(item.id) is not None]
 
     @staticmethod
-    def _decode(response: httpx.Response, decoder: msgspec.json.Decoder[Any]) -> Any:
+    def _decode(response: HttpResponse, decoder: msgspec.json.Decoder[Any]) -> Any:
         try:
             return decoder.decode(response.content)
         except msgspec.DecodeError as exc:
             raise UpstreamUnavailable(
-                SERVICE, f"unreadable answer from {response.request.url.path}: {exc}"
+                SERVICE, f"unreadable answer from {response.path}: {exc}"
             ) from exc

@@ -7,10 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
-import httpx
-
 from backfill.sigv4 import Credentials, object_url, presign_get, signed_headers
-from backfill.transport import Observer, Upstream, no_observer
+from backfill.transport import HttpClient, Observer, Upstream, no_observer
 
 SERVICE = "storage"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
@@ -36,7 +34,7 @@ def thumbnail_candidates(key: str) -> list[str]:
 class ObjectStorage:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         endpoint: str,
         creds: Credentials,
         public_base_url: str | None,

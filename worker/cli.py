@@ -11,7 +11,6 @@ import signal
 import socket
 import sys
 
-import httpx
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
@@ -37,7 +36,7 @@ from backfill.settings import (
     WorkerSettings,
     load_settings,
 )
-from backfill.transport import make_client
+from backfill.transport import HttpClient, make_client
 from worker.consumer import Consumer
 from worker.health import health_app, start_health_server
 from worker.settle import Settler
@@ -120,7 +119,7 @@ async def build_consumer(
     args: argparse.Namespace,
     js: JetStreamContext,
     catalog: Catalog,
-    http: httpx.AsyncClient,
+    http: HttpClient,
     publisher: AckPublisher,
     metrics: Metrics,
     worker_id: str,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
 from backfill.payload import MetaPatch
 from backfill.postgrest import PostgrestCatalog
-from backfill.transport import make_client
+from backfill.transport import HttpClient, make_client
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 
@@ -18,7 +17,7 @@ KEY = "service-key"
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http() -> AsyncIterator[HttpClient]:
     client = make_client(5.0)
     yield client
     await client.aclose()
@@ -51,7 +50,7 @@ async def collect(catalog: PostgrestCatalog, since: int = 0, limit: int | None =
     return [row.id for page in [p async for p in catalog.stream_candidates(since, limit)] for row in page]
 
 
-async def test_keyset_paging_streams_every_candidate_past_the_1000_row_cap(http: httpx.AsyncClient) -> None:
+async def test_keyset_paging_streams_every_candidate_past_the_1000_row_cap(http: HttpClient) -> None:
     """2,500 rows with Supabase's 1,000-row cap: every candidate exactly once, in id order."""
     db = seeded(2500)
     async with serve(db.app()) as url:
@@ -62,7 +61,7 @@ async def test_keyset_paging_streams_every_candidate_past_the_1000_row_cap(http:
         assert await collect(catalog, limit=5) == expected_candidates(db)[:5]
 
 
-async def test_a_smaller_server_cap_is_handled_by_page_size(http: httpx.AsyncClient) -> None:
+async def test_a_smaller_server_cap_is_handled_by_page_size(http: HttpClient) -> None:
     """Pages never ask for more than the configured page size, and the cap never hides rows."""
     db = seeded(300)
     async with serve(db.app()) as url:
@@ -70,7 +69,7 @@ async def test_a_smaller_server_cap_is_handled_by_page_size(http: httpx.AsyncCli
         assert await collect(catalog) == expected_candidates(db)
 
 
-async def test_supabase_cli_base_path_works(http: httpx.AsyncClient) -> None:
+async def test_supabase_cli_base_path_works(http: HttpClient) -> None:
     """SUPABASE_REST_URL ending in /rest/v1 is used as given."""
     db = seeded(20, base_path="/rest/v1")
     async with serve(db.app()) as url:
@@ -81,7 +80,7 @@ async def test_supabase_cli_base_path_works(http: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("rpc", [True, False], ids=["rpc", "optimistic-patch"])
 async def test_merge_keeps_other_keys_and_fills_defaults_only_when_missing(
-    http: httpx.AsyncClient, rpc: bool
+    http: HttpClient, rpc: bool
 ) -> None:
     """Both merge paths: patch keys overwrite, other keys survive, defaults never overwrite."""
     db = PostgrestDouble(KEY, rpc_installed=rpc)
@@ -104,7 +103,7 @@ async def test_merge_keeps_other_keys_and_fills_defaults_only_when_missing(
 
 
 async def test_optimistic_merge_retries_a_lost_race_and_keeps_the_concurrent_write(
-    http: httpx.AsyncClient,
+    http: HttpClient,
 ) -> None:
     """Another service writes a key between our read and our PATCH: we retry and keep its key."""
     db = PostgrestDouble(KEY, rpc_installed=False)
@@ -124,7 +123,7 @@ async def test_optimistic_merge_retries_a_lost_race_and_keeps_the_concurrent_wri
     assert db.calls["patch"] == 2
 
 
-async def test_optimistic_merge_gives_up_with_a_retryable_conflict(http: httpx.AsyncClient) -> None:
+async def test_optimistic_merge_gives_up_with_a_retryable_conflict(http: HttpClient) -> None:
     """A row that changes under every attempt raises CatalogConflict (retried later), nothing written."""
     db = PostgrestDouble(KEY, rpc_installed=False)
     db.add_row(title="a", status="published", meta={"n": 0})
@@ -139,7 +138,7 @@ async def test_optimistic_merge_gives_up_with_a_retryable_conflict(http: httpx.A
     assert "b" not in db.rows[1]["meta"]
 
 
-async def test_transient_and_auth_errors_map_to_retryable_and_rejected(http: httpx.AsyncClient) -> None:
+async def test_transient_and_auth_errors_map_to_retryable_and_rejected(http: HttpClient) -> None:
     """503 PGRST002 is retryable; a wrong key (401 PGRST301) is a rejection; neither leaks the key."""
     db = seeded(5)
     async with serve(db.app()) as url:
