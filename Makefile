@@ -31,6 +31,7 @@ demo: $(STAMP)
 
 ## bench: the benchmark suite (own nats-server and upstreams; table on stdout, JSON in bench/results/)
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,bench]'
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
