@@ -85,9 +85,7 @@ def build_storage(
     )
 
 
-def build_enricher(
-    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
-) -> Enricher:
+def build_enricher(settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer) -> Enricher:
     jellyfin = settings.get(JellyfinSettings)
     client = JellyfinClient(
         http, jellyfin.url, jellyfin.api_key.get_secret_value(), jellyfin.user_id, observe=observe

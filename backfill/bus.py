@@ -18,11 +18,14 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 
 from backfill.errors import BusError
 
 log = logging.getLogger(__name__)
 PER_SUBJECT_LIMIT = 10077  # "maximum messages per subject exceeded": the row already has a pending message
+API_TIMEOUT = 10.0
+DELETE_FAILED = 10057  # "no message found" / "stream store EOF": the sequence is not (any longer) there
 
 
 async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient:
@@ -87,6 +90,41 @@ class _PubAck(msgspec.Struct):
 
 
 _ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+class _DeleteAnswer(msgspec.Struct):
+    success: bool = False
+    error: _ApiError | None = None
+
+
+_delete_decoder = msgspec.json.Decoder(_DeleteAnswer)
+_delete_encoder = msgspec.json.Encoder()
+
+
+async def remove_message(js: JetStreamContext, stream: str, seq: int) -> bool:
+    """Remove message `seq` from `stream` without secure erase; False when it is already gone.
+
+    nats-py's `delete_msg` asks the server to overwrite the message first (its default), which `make
+    bench` measured at ~230 deletes/s against ~6,200/s with `no_erase` on the same server: the dead-letter
+    replay was bound by it. These messages carry no secrets (details are redacted), so the space is
+    reclaimed on compaction instead. A missing stream or a refusal raises BusError.
+    """
+    subject = f"{js._prefix}.STREAM.MSG.DELETE.{stream}"  # nats-py has no public no_erase option
+    body = _delete_encoder.encode({"seq": seq, "no_erase": True})
+    try:
+        reply = await js._nc.request(subject, body, timeout=API_TIMEOUT)
+    except (NatsError, TimeoutError) as exc:
+        raise BusError(f"deleting {stream} seq {seq}: {exc or type(exc).__name__}") from exc
+    try:
+        answer = _delete_decoder.decode(reply.data)
+    except msgspec.DecodeError as exc:
+        raise BusError(f"deleting {stream} seq {seq}: unreadable answer: {exc}") from exc
+    if answer.error is not None:
+        gone = ("no message found" in answer.error.description, "EOF" in answer.error.description)
+        if answer.error.err_code == DELETE_FAILED and any(gone):
+            return False
+        raise BusError(f"deleting {stream} seq {seq}: {answer.error.err_code}: {answer.error.description}")
+    return answer.success
 
 
 def parse_ack(msg: Msg) -> PubResult:

@@ -82,6 +82,4 @@ class JellyfinClient:
         try:
             return decoder.decode(response.content)
         except msgspec.DecodeError as exc:
-            raise UpstreamUnavailable(
-                SERVICE, f"unreadable answer from {response.path}: {exc}"
-            ) from exc
+            raise UpstreamUnavailable(SERVICE, f"unreadable answer from {response.path}: {exc}") from exc

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from backfill.bus import AckPublisher, PubStatus
+from backfill.bus import AckPublisher, PubStatus, remove_message
+from backfill.errors import BusError
 from backfill.layout import Layout
 from backfill.wire import (
     Header,
@@ -207,10 +207,8 @@ class Replayer:
 
     async def _delete(self, seq: int) -> None:
         try:
-            await self._js.delete_msg(self._layout.dlq_stream, seq)
-        except NotFoundError:
-            pass  # purged or replayed by someone else meanwhile
-        except (NatsError, TimeoutError) as exc:
+            await remove_message(self._js, self._layout.dlq_stream, seq)  # False: someone got there first
+        except BusError as exc:
             log.warning(
                 "replayed, but the dead letter could not be deleted", extra={"seq": seq, "error": str(exc)}
             )

@@ -14,7 +14,6 @@ Two ways in, both idempotent on the stream sequence and safe with many workers s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -27,8 +26,9 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from backfill.bus import AckPublisher
+from backfill.bus import AckPublisher, remove_message
 from backfill.deadletter import Failure, row_id_from_subject
+from backfill.errors import BusError
 from backfill.layout import Layout
 from backfill.metrics import Metrics
 from backfill.outcome import RETRIES_EXHAUSTED
@@ -94,8 +94,11 @@ class Sweeper:
         stored = await self._publish(original, deliveries, why)
         if not stored:
             return False  # kept in the work stream; the next scan tries again
-        with contextlib.suppress(NotFoundError):
-            await self._js.delete_msg(self._layout.stream, seq)
+        try:
+            await remove_message(self._js, self._layout.stream, seq)  # False: acked or swept meanwhile
+        except BusError as exc:  # dead-lettered but still in the stream: the next scan deletes it
+            log.warning("swept message not deleted; will retry", extra={"seq": seq, "error": str(exc)})
+            return False
         self._suspects.pop(seq, None)
         self.swept += 1
         self._metrics.dead_letters.labels(RETRIES_EXHAUSTED).inc()

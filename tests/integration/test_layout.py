@@ -10,8 +10,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StreamConfig
 
-from backfill.bus import AckPublisher, PubStatus
-from backfill.errors import StreamConfigConflict
+from backfill.bus import AckPublisher, PubStatus, remove_message
+from backfill.errors import BusError, StreamConfigConflict
 from backfill.layout import build_layout, ensure_layout
 from backfill.settings import NatsSettings
 
@@ -96,3 +96,18 @@ async def test_publish_without_a_stream_fails_fast(nc: NatsClient, layout_env: d
     assert result.status is PubStatus.FAILED
     assert "no stream" in (result.error or "")
     await publisher.close()
+
+
+async def test_remove_message_deletes_once_then_reports_it_gone(nc: NatsClient, layout_env: dict) -> None:
+    """`remove_message` (no secure erase): True, then False for the same or an unknown sequence."""
+    js = nc.jetstream()
+    layout = build_layout(settings(layout_env))
+    await ensure_layout(js, layout)
+    stored = await AckPublisher(nc).publish(f"{layout.prefix}.dlq.jellyfin_not_found", b"dead letter")
+    assert stored.status is PubStatus.STORED and stored.seq is not None
+    assert await remove_message(js, layout.dlq_stream, stored.seq) is True
+    assert (await js.stream_info(layout.dlq_stream)).state.messages == 0
+    assert await remove_message(js, layout.dlq_stream, stored.seq) is False
+    assert await remove_message(js, layout.dlq_stream, stored.seq + 1000) is False
+    with pytest.raises(BusError, match="stream not found"):
+        await remove_message(js, "NO_SUCH_STREAM", 1)
