@@ -48,6 +48,7 @@ class Sizes:
     worker_rows: int = 4_000
     naive_rows: int = 60
     ceiling_concurrency: tuple[int, ...] = (16, 64, 128)
+    worker_concurrency: tuple[int, ...] = (16, 32, 64, 128)  # one worker, to choose the default
     latency_rows: int = 400
     latency_rate: float = 40.0  # rows per second fed while measuring overhead (well below saturation)
     replay: int = 10_000
@@ -58,6 +59,7 @@ QUICK = Sizes(
     worker_rows=200,
     naive_rows=5,
     ceiling_concurrency=(16,),
+    worker_concurrency=(8,),
     latency_rows=30,
     latency_rate=30.0,
     replay=500,
@@ -162,15 +164,20 @@ class Bench:
             entry: dict[str, Any] = {}
             for procs in (1, 2):
                 entry[f"workers_{procs}"] = await self._drain(mode, procs, count)
+            entry["one_worker_by_concurrency"] = {
+                str(c): await self._drain(mode, 1, count, {"WORKER_CONCURRENCY": str(c)})
+                for c in self.sizes.worker_concurrency
+            }
             await self.up.seed(self.sizes.naive_rows)
             entry["naive_rows_per_s"] = await naive_loop(self.up.url, self.sizes.naive_rows, mode)
-            ceilings = {}
+            ceilings: dict[str, float] = {}
+            ceiling_cpu: dict[str, float] = {}
             for concurrency in self.sizes.ceiling_concurrency:
                 await self.up.seed(count)
-                ceilings[str(concurrency)] = await http_ceiling(
-                    self.up.url, range(1, count + 1), mode, concurrency
-                )
+                rate, cpu = await http_ceiling(self.up.url, range(1, count + 1), mode, concurrency)
+                ceilings[str(concurrency)], ceiling_cpu[str(concurrency)] = rate, cpu
             entry["http_ceiling_rows_per_s"] = ceilings
+            entry["http_ceiling_cpu_s_per_1000_rows"] = ceiling_cpu
             best = max(ceilings.values())
             one = entry["workers_1"]["rows_per_s"]
             entry["ratios"] = {
@@ -190,9 +197,11 @@ class Bench:
             **table,
         }
 
-    async def _drain(self, mode: Mode, procs: int, count: int) -> dict[str, float]:
+    async def _drain(
+        self, mode: Mode, procs: int, count: int, overrides: dict[str, str] | None = None
+    ) -> dict[str, float]:
         await self.up.seed(count)
-        env = self.env(f"worker-{mode.value}-{procs}")
+        env = {**self.env(f"worker-{mode.value}-{procs}"), **(overrides or {})}
         workers = await WorkerProcesses(env, procs, self.workdir).start()
         spy = None
         try:
@@ -363,10 +372,15 @@ def _throughput_lines(throughput: dict[str, Any]) -> list[str]:
         )
         ratios = entry["ratios"]
         ceilings = ", ".join(f"c{c}: {v:.0f}" for c, v in entry["http_ceiling_rows_per_s"].items())
+        sweep = ", ".join(
+            f"c{c}: {v['rows_per_s']:.0f}" for c, v in entry["one_worker_by_concurrency"].items()
+        )
         lines.append(
             f"    {ratios['one_worker_vs_naive']:.0f}x naive, {ratios['one_worker_vs_best_ceiling']:.0%} "
-            f"of ceiling, 2 workers {ratios['two_workers_vs_one']:.2f}x one; by concurrency: {ceilings}"
+            f"of ceiling, 2 workers {ratios['two_workers_vs_one']:.2f}x one"
         )
+        lines.append(f"    ceiling by concurrency {ceilings}")
+        lines.append(f"    one worker by concurrency {sweep}")
     return lines
 
 

@@ -1,9 +1,12 @@
 """Light local upstreams for the benchmark: PostgREST, Jellyfin and Agent Zero with fixed latency.
 
 The project's doubles (`backfill_doubles`) are strict and complete, which costs CPU per request (query
-parsing over every row, contract checks). Here each service answers only what the backfill asks, in
-the same shapes and status codes, from in-memory state indexed by row id, after sleeping its configured
-latency, so the upstream side costs little CPU and the benchmark measures the client.
+parsing over every row, contract checks, aiohttp's server). Here each service answers only what the
+backfill asks, in the same shapes and status codes, from in-memory state indexed by row id, after
+sleeping its configured latency, on a minimal HTTP/1.1 keep-alive server (`asyncio.Protocol`, one
+request at a time per connection, bodies by Content-Length: what aiohttp and httpx clients send). On a
+2-core machine every microsecond the upstreams spend is taken from the client being measured; in
+production they run elsewhere.
 
 Run as its own process: `python -m bench.upstreams --port 0` prints `READY <base-url>` and serves:
 
@@ -24,10 +27,12 @@ import asyncio
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 import msgspec
-from aiohttp import web
 
 SERVER_ID = "f" * 32
 USER_ID = "b" * 32
@@ -73,9 +78,40 @@ class State:
         return self.rows[row_id] if 0 < row_id < len(self.rows) else None
 
 
-def _unauthorized_postgrest() -> web.Response:
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    422: "Unprocessable Entity",
+}
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(status, _encode(data))
+
+
+def _unauthorized_postgrest() -> Response:
     body = {"code": "PGRST301", "details": None, "hint": None, "message": "JWSError JWSInvalidSignature"}
-    return web.json_response(body, status=401)
+    return json_response(body, status=401)
 
 
 def _candidate(row: dict[str, Any]) -> bool:
@@ -87,23 +123,32 @@ def _content_range(shown: int, total: int | None) -> str:
     return f"0-{shown - 1}/{total_text}" if shown else f"*/{total_text}"
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 class Upstreams:
     def __init__(self, state: State) -> None:
         self.state = state
+        self.exact: dict[tuple[str, str], Handler] = {
+            ("GET", "/rest/studio_board"): self.select,
+            ("POST", "/rest/rpc/backfill_merge_meta"): self.merge,
+            ("POST", "/agent/events/publish"): self.publish,
+            ("POST", "/_bench/seed"): self.seed,
+            ("GET", "/_bench/stats"): self.stats,
+            ("POST", "/_bench/reset_stats"): self.reset_stats,
+        }
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
-        app.router.add_get("/rest/studio_board", self.select)
-        app.router.add_post("/rest/rpc/backfill_merge_meta", self.merge)
-        app.router.add_get("/jellyfin/Items/{item_id}", self.item)
-        app.router.add_post("/agent/events/publish", self.publish)
-        app.router.add_route("*", "/rest/{table}", self.no_table)
-        app.router.add_post("/_bench/seed", self.seed)
-        app.router.add_get("/_bench/stats", self.stats)
-        app.router.add_post("/_bench/reset_stats", self.reset_stats)
-        return app
+    async def route(self, request: Request) -> Response:
+        handler = self.exact.get((request.method, request.path))
+        if handler is not None:
+            return await handler(request)
+        if request.method == "GET" and request.path.startswith("/jellyfin/Items/"):
+            return await self.item(request)
+        if request.path.startswith("/rest/"):
+            return await self.no_table(request)
+        return Response(404, b"Not Found", "text/plain")
 
-    async def select(self, request: web.Request) -> web.Response:
+    async def select(self, request: Request) -> Response:
         state = self.state
         state.requests["catalog"] += 1
         await asyncio.sleep(state.latency["catalog"])
@@ -127,54 +172,54 @@ class Upstreams:
                     rows.append(row)
                     if len(rows) >= limit:
                         break
-        headers = {"Content-Type": "application/json; charset=utf-8"}
-        if "count=exact" in request.headers.get("Prefer", ""):
-            headers["Content-Range"] = _content_range(len(rows), state.candidates)
-        return web.Response(body=_encode(rows), headers=headers)
+        response = Response(200, _encode(rows))
+        if "count=exact" in request.headers.get("prefer", ""):
+            response.headers["Content-Range"] = _content_range(len(rows), state.candidates)
+        return response
 
-    async def no_table(self, request: web.Request) -> web.Response:
+    async def no_table(self, request: Request) -> Response:
         """Any other table (e.g. the optional `backfill_runs`): PostgREST's answer for a missing one."""
-        table = request.match_info["table"]
+        table = request.path.removeprefix("/rest/")
         body = {
             "code": "PGRST205",
             "details": None,
             "hint": None,
             "message": f"Could not find the table 'public.{table}' in the schema cache",
         }
-        return web.json_response(body, status=404)
+        return json_response(body, status=404)
 
-    async def merge(self, request: web.Request) -> web.Response:
+    async def merge(self, request: Request) -> Response:
         state = self.state
         state.requests["catalog"] += 1
         await asyncio.sleep(state.latency["catalog"])
         if request.headers.get("apikey") != SERVICE_KEY:
             return _unauthorized_postgrest()
-        body = _decode(await request.read())
+        body = _decode(request.body)
         row = state.row(int(body["p_id"]))
         if row is None:
-            return web.Response(body=b"[]", content_type="application/json")
+            return Response(200, b"[]")
         was_candidate = _candidate(row)
         row["meta"] = {**(body.get("p_defaults") or {}), **row["meta"], **(body.get("p_patch") or {})}
         if was_candidate and not _candidate(row):
             state.candidates -= 1
         state.merges.append((row["id"], time.monotonic()))
-        return web.Response(body=_encode([row]), content_type="application/json")
+        return Response(200, _encode([row]))
 
-    async def item(self, request: web.Request) -> web.Response:
+    async def item(self, request: Request) -> Response:
         state = self.state
         state.requests["jellyfin"] += 1
         await asyncio.sleep(state.latency["jellyfin"])
-        if 'Token="' not in request.headers.get("Authorization", ""):
-            return web.Response(status=401, text="Unauthorized")
+        if 'Token="' not in request.headers.get("authorization", ""):
+            return Response(401, b"Unauthorized", "text/plain")
         if "userId" not in request.query:
-            return web.Response(status=400, text="userId is required")
-        raw = request.match_info["item_id"]
+            return Response(400, b"userId is required", "text/plain")
+        raw = request.path.removeprefix("/jellyfin/Items/")
         try:
             row_id = int(raw, 16)
         except ValueError:
-            return web.json_response({"title": "One or more validation errors occurred."}, status=400)
+            return json_response({"title": "One or more validation errors occurred."}, status=400)
         if state.row(row_id) is None:
-            return web.Response(status=404)
+            return Response(404)
         item = {
             "Name": f"Bench title {row_id}",
             "ServerId": SERVER_ID,
@@ -186,36 +231,96 @@ class Upstreams:
             "ImageTags": {"Primary": "c0ffee"},
             "Tags": ["bench", "pmoves"],
         }
-        return web.Response(body=_encode(item), content_type="application/json")
+        return Response(200, _encode(item))
 
-    async def publish(self, request: web.Request) -> web.Response:
+    async def publish(self, request: Request) -> Response:
         state = self.state
         state.requests["agent_zero"] += 1
         await asyncio.sleep(state.latency["agent_zero"])
-        body = _decode(await request.read())
+        body = _decode(request.body)
         if not isinstance(body, dict) or "topic" not in body or "payload" not in body:
-            return web.json_response({"detail": "topic and payload are required"}, status=422)
+            return json_response({"detail": "topic and payload are required"}, status=422)
         envelope_id = f"{state.requests['agent_zero']:08x}-0000-4000-8000-000000000000"
-        return web.json_response({"published": body["topic"], "id": envelope_id})
+        return json_response({"published": body["topic"], "id": envelope_id})
 
-    async def seed(self, request: web.Request) -> web.Response:
-        body = _decode(await request.read())
-        self.state.seed(int(body["rows"]))
-        return web.json_response({"rows": len(self.state.rows) - 1})
+    async def seed(self, request: Request) -> Response:
+        self.state.seed(int(_decode(request.body)["rows"]))
+        return json_response({"rows": len(self.state.rows) - 1})
 
-    async def stats(self, _request: web.Request) -> web.Response:
+    async def stats(self, _request: Request) -> Response:
         state = self.state
-        return web.Response(
-            body=_encode(
-                {"requests": dict(state.requests), "candidates": state.candidates, "merges": state.merges}
-            ),
-            content_type="application/json",
+        return json_response(
+            {"requests": dict(state.requests), "candidates": state.candidates, "merges": state.merges}
         )
 
-    async def reset_stats(self, _request: web.Request) -> web.Response:
+    async def reset_stats(self, _request: Request) -> Response:
         self.state.requests.clear()
         self.state.merges.clear()
-        return web.json_response({"ok": True})
+        return json_response({"ok": True})
+
+
+class HttpProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive: parse a request, await its handler, write the answer, repeat."""
+
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None  # the request being answered
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._next()
+
+    def _next(self) -> None:
+        request = self._parse()
+        if request is not None:
+            self._busy = True
+            self._task = asyncio.ensure_future(self._answer(request))
+
+    def _parse(self) -> Request | None:
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        if len(self._buffer) < end + 4 + length:
+            return None
+        body = bytes(self._buffer[end + 4 : end + 4 + length])
+        del self._buffer[: end + 4 + length]
+        method, target, _version = lines[0].split(" ", 2)
+        path, _, query = target.partition("?")
+        return Request(method, unquote(path), dict(parse_qsl(query)), headers, body)
+
+    async def _answer(self, request: Request) -> None:
+        try:
+            response = await self._upstreams.route(request)
+        except Exception as exc:  # a benchmark bug must show as a 500, not a hang
+            response = Response(500, repr(exc).encode(), "text/plain")
+        if self._transport is None:
+            return
+        extra = "".join(f"{k}: {v}\r\n" for k, v in response.headers.items())
+        head = (
+            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}\r\n"
+            f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
+            f"{extra}\r\n"
+        )
+        self._transport.write(head.encode("latin-1") + response.body)
+        self._busy = False
+        self._next()
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -224,16 +329,13 @@ async def _main(args: argparse.Namespace) -> None:
         "jellyfin": args.jellyfin_ms / 1000,
         "agent_zero": args.agent_ms / 1000,
     }
-    runner = web.AppRunner(Upstreams(State(latency)).app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024)
-    await site.start()
-    port = runner.addresses[0][1]
+    upstreams = Upstreams(State(latency))
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpProtocol(upstreams), "127.0.0.1", args.port, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
     print(f"READY http://127.0.0.1:{port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    async with server:
+        await server.serve_forever()
 
 
 def main(argv: list[str] | None = None) -> None:
