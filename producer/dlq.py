@@ -2,7 +2,11 @@
 
 Reading uses an ephemeral consumer that acknowledges nothing, so listing never changes the stream.
 Replay re-enqueues on `<prefix>.request.<row_id>` and deletes a dead letter only after its enqueue
-was acknowledged; a failed or skipped replay leaves the dead letter where it is.
+was acknowledged; a failed or skipped replay leaves the dead letter where it is. When the selection is
+every dead letter of a subject filter (`--all`, `--reason`), the replayed prefix of the stream is
+removed with one purge per batch (`seq` = first not yet replayed, same filter): every message below it
+was read and replayed by this run, and later dead letters always get higher sequences. Past the first
+dead letter kept, and for `--seq` / `--ids`, each replayed one is deleted on its own.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from backfill.bus import AckPublisher, PubStatus, remove_message
+from backfill.bus import AckPublisher, PubResult, PubStatus, remove_message
 from backfill.errors import BusError
 from backfill.layout import Layout
 from backfill.wire import (
@@ -34,7 +39,8 @@ from backfill.wire import (
 )
 from backfill.wire import request_subject as work_subject
 
-FETCH_BATCH = 256
+FETCH_BATCH = 1000
+SETTLE_BATCH = 512  # publishes awaited behind the reader; also how often the replayed prefix is purged
 log = logging.getLogger("producer")
 
 
@@ -142,14 +148,31 @@ class ReplayCounts:
             self.notes.append(text)
 
 
+# A record and either its publish's future or, when it cannot be replayed, why.
+_Settling = tuple[DeadLetterRecord, "asyncio.Future[PubResult] | str"]
+
+
 class Replayer:
-    def __init__(self, js: JetStreamContext, publisher: AckPublisher, layout: Layout, run_id: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        publisher: AckPublisher,
+        layout: Layout,
+        run_id: str,
+        purge_filter: str | None = None,
+    ) -> None:
+        """`purge_filter`: the subject filter the records were read with, when every record read is
+        selected for replay; enables removing the replayed prefix with a purge."""
         self._js = js
         self._publisher = publisher
         self._layout = layout
         self._run_id = run_id
+        self._purge_filter = purge_filter
+        self._prefix_unbroken = purge_filter is not None
+        self._prefix_end: int | None = None  # highest seq of the unbroken replayed prefix
+        self._purged_below = 0
         self._deletes: set[asyncio.Task[None]] = set()
-        self._delete_slots = asyncio.Semaphore(64)
+        self._delete_slots = asyncio.Semaphore(256)
 
     def _request_for(self, record: DeadLetterRecord) -> tuple[str, bytes] | str:
         original = record.headers.get(Header.ORIGINAL_SUBJECT, "")
@@ -166,44 +189,77 @@ class Replayer:
         counts: ReplayCounts,
         dry_run: bool,
     ) -> None:
-        pending: list[tuple[DeadLetterRecord, asyncio.Future[Any]]] = []
-        async for record in _aiter(records):
-            built = self._request_for(record)
-            if isinstance(built, str):
-                counts.skipped += 1
-                counts.note(built)
-                continue
-            if dry_run:
-                counts.replayed += 1
-                continue
-            subject, body = built
-            row_id = int(subject.rsplit(".", 1)[-1])
-            headers = {Header.MSG_ID: msg_id(row_id, self._run_id), Header.RUN_ID: self._run_id}
-            pending.append((record, await self._publisher.submit(subject, body, headers)))
-            if len(pending) >= 512:
-                await self._settle(pending, counts)
-                pending = []
-        await self._settle(pending, counts)
+        """Reading and publishing go on while earlier publishes are settled (acks awaited in order)."""
+        queue: asyncio.Queue[_Settling | None] = asyncio.Queue(maxsize=SETTLE_BATCH)
+        settler = asyncio.create_task(self._settle_all(queue, counts))
+        try:
+            async for record in _aiter(records):
+                built = self._request_for(record)
+                if isinstance(built, str):
+                    await queue.put((record, built))  # not replayable: settled in order as a skip
+                    continue
+                if dry_run:
+                    counts.replayed += 1
+                    continue
+                subject, body = built
+                row_id = int(subject.rsplit(".", 1)[-1])
+                headers = {Header.MSG_ID: msg_id(row_id, self._run_id), Header.RUN_ID: self._run_id}
+                await queue.put((record, await self._publisher.submit(subject, body, headers)))
+        finally:
+            await queue.put(None)
+            await settler
         if self._deletes:
             await asyncio.gather(*self._deletes)
 
-    async def _settle(
-        self, pending: list[tuple[DeadLetterRecord, asyncio.Future[Any]]], counts: ReplayCounts
-    ) -> None:
-        for record, future in pending:
-            result = await future
-            if result.status is PubStatus.STORED:
-                counts.replayed += 1
+    async def _settle_all(self, queue: asyncio.Queue[_Settling | None], counts: ReplayCounts) -> None:
+        settled = 0
+        while (item := await queue.get()) is not None:
+            record, outcome = item
+            if isinstance(outcome, str):
+                self._prefix_unbroken = False
+                counts.skipped += 1
+                counts.note(outcome)
+            elif self._settle_one(record, await outcome, counts):
                 await self._delete_slots.acquire()
                 task = asyncio.create_task(self._delete(record.seq))
                 self._deletes.add(task)
                 task.add_done_callback(self._deletes.discard)
-            elif result.status in (PubStatus.ALREADY_PENDING, PubStatus.DUPLICATE):
-                counts.skipped += 1
-                counts.note(f"seq {record.seq}: row {record.row_id} already pending; dead letter kept")
-            else:
-                counts.failed += 1
-                counts.note(f"seq {record.seq}: enqueue failed ({result.error}); dead letter kept")
+            settled += 1
+            if settled % SETTLE_BATCH == 0:
+                await self._purge_prefix()
+        await self._purge_prefix()
+
+    def _settle_one(self, record: DeadLetterRecord, result: PubResult, counts: ReplayCounts) -> bool:
+        """Count one answered publish; True when its dead letter must be deleted on its own."""
+        if result.status is PubStatus.STORED:
+            counts.replayed += 1
+            if self._prefix_unbroken:
+                self._prefix_end = record.seq  # removed by the next prefix purge
+                return False
+            return True
+        self._prefix_unbroken = False
+        if result.status in (PubStatus.ALREADY_PENDING, PubStatus.DUPLICATE):
+            counts.skipped += 1
+            counts.note(f"seq {record.seq}: row {record.row_id} already pending; dead letter kept")
+        else:
+            counts.failed += 1
+            counts.note(f"seq {record.seq}: enqueue failed ({result.error}); dead letter kept")
+        return False
+
+    async def _purge_prefix(self) -> None:
+        """Remove every dead letter below the first one not replayed (all of them replayed here)."""
+        if self._purge_filter is None or self._prefix_end is None or self._prefix_end < self._purged_below:
+            return
+        below = self._prefix_end + 1
+        try:
+            await self._js.purge_stream(self._layout.dlq_stream, seq=below, subject=self._purge_filter)
+        except (NatsError, TimeoutError) as exc:
+            log.warning(
+                "replayed, but the dead letters could not be removed",
+                extra={"below_seq": below, "error": str(exc) or type(exc).__name__},
+            )
+            return
+        self._purged_below = below
 
     async def _delete(self, seq: int) -> None:
         try:

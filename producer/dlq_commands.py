@@ -14,6 +14,7 @@ from backfill.bus import AckPublisher, connect
 from backfill.errors import BusError
 from backfill.layout import Layout, ensure_layout
 from backfill.settings import NatsSettings, SettingsBundle
+from backfill.wire import dlq_filter, dlq_subject
 from producer.dlq import (
     DeadLetterRecord,
     ReplayCounts,
@@ -117,7 +118,12 @@ async def _replay(nc: NatsClient, layout: Layout, args: argparse.Namespace, run_
     reason = args.reason if args.reason else None
     records = _selected(read_dead_letters(js, layout, reason), selection, progress)
     started = time.perf_counter()
-    await Replayer(js, publisher, layout, run_id).replay(records, counts, args.dry_run)
+    # --all and --reason replay everything their filter reads: the replayed prefix can be purged at once
+    every = args.all or not (args.seq or args.ids)
+    purge_filter = (
+        (dlq_subject(layout.prefix, reason) if reason else dlq_filter(layout.prefix)) if every else None
+    )
+    await Replayer(js, publisher, layout, run_id, purge_filter).replay(records, counts, args.dry_run)
     elapsed = round(time.perf_counter() - started, 3)
     await publisher.close()
     progress.finish(replayed=counts.replayed, skipped=counts.skipped, failed=counts.failed)
