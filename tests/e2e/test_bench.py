@@ -1,0 +1,45 @@
+"""`python -m bench --quick` runs every section end to end, so the benchmark cannot rot unnoticed.
+
+Only that it works and reports consistent figures is checked here: no figure is compared with a target
+(timing belongs in `make bench`, not in a test on a shared machine).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(600)
+def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    enqueue = results["enqueue"]["sizes"]
+    assert [row["rows"] for row in enqueue] == [500, 2000]
+    assert all(row["producer_rows_per_s"] > 0 and row["producer_peak_rss_mib"] > 10 for row in enqueue)
+    for mode in ("metadata-only", "republish"):
+        entry = results["throughput"][mode]
+        assert entry["workers_1"]["rows_per_s"] > entry["naive_rows_per_s"] > 0
+        assert entry["workers_2"]["rows_per_s"] > 0 and entry["workers_1"]["cpu_s_per_1000_rows"] > 0
+        assert set(entry["http_ceiling_rows_per_s"]) == {"16"}
+        assert set(entry["one_worker_by_concurrency"]) == {"8"}
+    overhead = results["latency"]["overhead_ms"]
+    assert overhead["p50"] <= overhead["p95"] <= overhead["p99"] <= overhead["max"]
+    assert results["replay"]["messages"] == 500 and results["replay"]["messages_per_s"] > 0
+    assert "dlq replay" in done.stdout and "machine:" in done.stdout
