@@ -85,10 +85,18 @@ def build_storage(
     )
 
 
-def build_enricher(settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer) -> Enricher:
+def build_enricher(
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer, batch: int = 1
+) -> Enricher:
+    """`batch` > 1 shares one Jellyfin `ids=` lookup among the rows being enriched at the same time."""
     jellyfin = settings.get(JellyfinSettings)
     client = JellyfinClient(
-        http, jellyfin.url, jellyfin.api_key.get_secret_value(), jellyfin.user_id, observe=observe
+        http,
+        jellyfin.url,
+        jellyfin.api_key.get_secret_value(),
+        jellyfin.user_id,
+        observe=observe,
+        batch=batch,
     )
     return Enricher(
         client,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
+from backfill.batching import Batcher
 from backfill.errors import UpstreamUnavailable
 from backfill.matching import DateHint
 from backfill.model import JellyfinItem, SearchResult, normalize_item_id
 from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
 
 SERVICE = "jellyfin"
+MAX_IDS_PER_REQUEST = 40  # 33 bytes each in the query: well under Kestrel's 8 KB request line
 _SEARCH_FIELDS = "Path,Tags,Genres,ProviderIds,PremiereDate,ProductionYear"
 _item_decoder = msgspec.json.Decoder(JellyfinItem)
 _search_decoder = msgspec.json.Decoder(SearchResult)
@@ -33,17 +36,24 @@ class JellyfinClient:
         api_key: str,
         user_id: str,
         observe: Observer = no_observer,
+        batch: int = 1,
     ) -> None:
+        """`batch` > 1: lookups by id made in the same event-loop turn share one `ids=` request."""
         self._up = Upstream(http, SERVICE, observe)
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": auth_header(api_key), "Accept": "application/json"}
         self._user_id = user_id
+        self._batcher: Batcher[str, JellyfinItem] | None = (
+            Batcher(self.get_items, min(batch, MAX_IDS_PER_REQUEST)) if batch > 1 else None
+        )
 
     async def get_item(self, item_id: str) -> JellyfinItem | None:
         """The item, or None when Jellyfin does not have it (404, or 400 for an id it refuses)."""
         canonical = normalize_item_id(item_id)
         if canonical is None:
             return None
+        if self._batcher is not None:
+            return await self._batcher.load(canonical)
         response = await self._up.request(
             "GET",
             f"{self._base}/Items/{canonical}",
@@ -57,6 +67,22 @@ class JellyfinClient:
         self._up.check(response)
         item: JellyfinItem = self._decode(response, _item_decoder)
         return item
+
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, JellyfinItem]:
+        """Items by canonical id in one `GET /Items?ids=`; ids Jellyfin does not have are absent.
+
+        FACTS §2: invalid ids are silently dropped and a list of only invalid ids lists everything, so
+        only canonical ids are sent and only items that were asked for are returned.
+        """
+        wanted = {canonical for raw in item_ids if (canonical := normalize_item_id(raw)) is not None}
+        if not wanted:
+            return {}
+        params = {"userId": self._user_id, "ids": ",".join(sorted(wanted)), "fields": _SEARCH_FIELDS}
+        response = await self._up.request("GET", f"{self._base}/Items", params=params, headers=self._headers)
+        self._up.check(response)
+        result: SearchResult = self._decode(response, _search_decoder)
+        found = {normalize_item_id(item.id): item for item in result.items}
+        return {item_id: item for item_id, item in found.items() if item_id in wanted}
 
     async def search(self, term: str, hint: DateHint | None, limit: int) -> list[JellyfinItem]:
         """Title search across all libraries (`recursive=true`, or only libraries come back)."""

@@ -7,13 +7,14 @@ the adapters are classified here, in one place.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from backfill.agent_zero import AgentZeroClient
 from backfill.catalog import Catalog
 from backfill.enrich import Enricher, Plan
 from backfill.errors import BackfillError
+from backfill.model import Row
 from backfill.outcome import ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
 from backfill.pace import GlobalPace, NoPace
 from backfill.payload import LinkConfig, build_meta_patch, correlation_id
@@ -36,9 +37,12 @@ class RowProcessor:
         policy: RetryPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         pace: Pace | None = None,
+        read_row: Callable[[int], Awaitable[Row | None]] | None = None,
     ) -> None:
+        """`read_row`: how the current row is read (default `catalog.get_row`; the worker batches it)."""
         self._pace: Pace = pace or NoPace()
         self._catalog = catalog
+        self._read_row = read_row or catalog.get_row
         self._enricher = enricher
         self._agent_zero = agent_zero
         self._links = links
@@ -52,7 +56,7 @@ class RowProcessor:
             return classify_error(exc, attempt, self._policy)
 
     async def _run(self, request: BackfillRequest) -> Outcome:
-        row = await self._catalog.get_row(request.row_id)
+        row = await self._read_row(request.row_id)
         planned = await self._enricher.plan(row)
         if not isinstance(planned, Plan):
             return planned

@@ -29,7 +29,7 @@ from backfill.layout import build_layout, ensure_layout
 from backfill.settings import NatsSettings, load_settings
 from backfill.wire import Header, Mode, dlq_subject, encode_request, msg_id, new_request, request_subject
 from backfill_doubles.natsserver import NatsServerProcess
-from bench.baselines import http_ceiling, naive_loop, raw_publish
+from bench.baselines import http_ceiling, http_ceiling_batched, naive_loop, raw_publish
 from bench.harness import (
     BIN,
     UpstreamsProcess,
@@ -49,6 +49,7 @@ class Sizes:
     naive_rows: int = 60
     ceiling_concurrency: tuple[int, ...] = (16, 64, 128)
     worker_concurrency: tuple[int, ...] = (16, 32, 64, 128)  # one worker, to choose the default
+    fetch_batch: int = 16  # the worker's default: rows per batched read/lookup in the batched ceiling
     latency_rows: int = 400
     latency_rate: float = 40.0  # rows per second fed while measuring overhead (well below saturation)
     replay: int = 10_000
@@ -176,6 +177,11 @@ class Bench:
                 await self.up.seed(count)
                 rate, cpu = await http_ceiling(self.up.url, range(1, count + 1), mode, concurrency)
                 ceilings[str(concurrency)], ceiling_cpu[str(concurrency)] = rate, cpu
+                await self.up.seed(count)
+                rate, cpu = await http_ceiling_batched(
+                    self.up.url, range(1, count + 1), mode, concurrency, self.sizes.fetch_batch
+                )
+                ceilings[f"{concurrency}-batched"], ceiling_cpu[f"{concurrency}-batched"] = rate, cpu
             entry["http_ceiling_rows_per_s"] = ceilings
             entry["http_ceiling_cpu_s_per_1000_rows"] = ceiling_cpu
             best = max(ceilings.values())

@@ -133,6 +133,7 @@ class Upstreams:
             ("GET", "/rest/studio_board"): self.select,
             ("POST", "/rest/rpc/backfill_merge_meta"): self.merge,
             ("POST", "/agent/events/publish"): self.publish,
+            ("GET", "/jellyfin/Items"): self.items,
             ("POST", "/_bench/seed"): self.seed,
             ("GET", "/_bench/stats"): self.stats,
             ("POST", "/_bench/reset_stats"): self.reset_stats,
@@ -205,22 +206,21 @@ class Upstreams:
         state.merges.append((row["id"], time.monotonic()))
         return Response(200, _encode([row]))
 
-    async def item(self, request: Request) -> Response:
-        state = self.state
-        state.requests["jellyfin"] += 1
-        await asyncio.sleep(state.latency["jellyfin"])
+    def _jellyfin_refusal(self, request: Request) -> Response | None:
         if 'Token="' not in request.headers.get("authorization", ""):
             return Response(401, b"Unauthorized", "text/plain")
         if "userId" not in request.query:
             return Response(400, b"userId is required", "text/plain")
-        raw = request.path.removeprefix("/jellyfin/Items/")
+        return None
+
+    def _item(self, raw: str) -> dict[str, Any] | None:
         try:
             row_id = int(raw, 16)
         except ValueError:
-            return json_response({"title": "One or more validation errors occurred."}, status=400)
-        if state.row(row_id) is None:
-            return Response(404)
-        item = {
+            return None
+        if self.state.row(row_id) is None:
+            return None
+        return {
             "Name": f"Bench title {row_id}",
             "ServerId": SERVER_ID,
             "Id": raw,
@@ -231,7 +231,39 @@ class Upstreams:
             "ImageTags": {"Primary": "c0ffee"},
             "Tags": ["bench", "pmoves"],
         }
+
+    async def item(self, request: Request) -> Response:
+        """`GET /Items/{id}`: 404 when missing, 400 problem+json for a malformed id."""
+        state = self.state
+        state.requests["jellyfin"] += 1
+        await asyncio.sleep(state.latency["jellyfin"])
+        refusal = self._jellyfin_refusal(request)
+        if refusal is not None:
+            return refusal
+        raw = request.path.removeprefix("/jellyfin/Items/")
+        item = self._item(raw)
+        if item is None:
+            try:
+                int(raw, 16)
+            except ValueError:
+                body = _encode({"title": "One or more validation errors occurred."})
+                return Response(400, body, "application/problem+json")
+            return Response(404, b"", "application/problem+json")
         return Response(200, _encode(item))
+
+    async def items(self, request: Request) -> Response:
+        """`GET /Items?ids=a,b`: the ids it has, in any order (only id lookups are served here)."""
+        state = self.state
+        state.requests["jellyfin"] += 1
+        await asyncio.sleep(state.latency["jellyfin"])
+        refusal = self._jellyfin_refusal(request)
+        if refusal is not None:
+            return refusal
+        ids = [part for part in request.query.get("ids", "").split(",") if part]
+        if not ids:
+            return Response(400, b"bench upstream serves only ids= lookups", "text/plain")
+        found = [item for item in (self._item(raw) for raw in ids) if item is not None]
+        return json_response({"Items": found, "TotalRecordCount": len(found), "StartIndex": 0})
 
     async def publish(self, request: Request) -> Response:
         state = self.state

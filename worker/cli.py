@@ -10,18 +10,21 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from backfill.adapters import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
+from backfill.batching import Batcher
 from backfill.bus import AckPublisher, connect
 from backfill.catalog import Catalog
 from backfill.errors import BackfillError, BusError, ConfigError
 from backfill.layout import Layout, ensure_layout
 from backfill.logs import setup_logging
 from backfill.metrics import Metrics
+from backfill.model import Row
 from backfill.outcome import RetryPolicy
 from backfill.pace import GlobalPace, NoPace, PaceConfig
 from backfill.pipeline import Pace, RowProcessor
@@ -114,6 +117,17 @@ async def ensure_layout_patiently(js: JetStreamContext, layout: Layout, stop: as
     return False
 
 
+def row_reader(catalog: Catalog, batch: int) -> Callable[[int], Awaitable[Row | None]]:
+    """Rows read in the same event-loop turn share one `fetch_rows` (`id=in.(...)`); 1 = one by one."""
+    if batch <= 1:
+        return catalog.get_row
+
+    async def rows_by_id(ids: Sequence[int]) -> dict[int, Row]:
+        return {row.id: row for row in await catalog.fetch_rows(ids)}
+
+    return Batcher(rows_by_id, batch).load
+
+
 async def build_consumer(
     settings: SettingsBundle,
     args: argparse.Namespace,
@@ -132,13 +146,15 @@ async def build_consumer(
         pace = await GlobalPace.open(
             js, worker_cfg.pace_bucket, PaceConfig(worker_cfg.pace_per_minute, worker_cfg.pace_burst)
         )
+    batch = worker_cfg.lookup_batch
     processor = RowProcessor(
         catalog,
-        build_enricher(settings, http, observe),
+        build_enricher(settings, http, observe, batch=batch),
         build_agent_zero(settings, http, observe),
         links_from(settings.get(JellyfinSettings)),
         policy_from(settings),
         pace=pace,
+        read_row=row_reader(catalog, batch),
     )
     version = settings.get(BackfillSettings).version
     settler = Settler(publisher, layout.prefix, layout.stream, worker_id, version, metrics)

@@ -1,5 +1,8 @@
 """The worker's pull loop: fetch only as many messages as there are free slots, handle each in a task.
 
+Slots are refilled a fetch batch at a time (or at once when nothing is in flight), so the messages of
+one fetch run side by side and share their batched lookups.
+
 Nothing here assumes the worker is alone: replicas share the durable consumer and JetStream hands each
 message to one of them. Stopping: no new fetches, in-flight work gets a grace period, what cannot
 finish is nak'd at once so another replica takes it without waiting for ack_wait.
@@ -55,6 +58,9 @@ class Consumer:
         self._concurrency = concurrency
         self._fetch_batch = fetch_batch
         self._fetch_timeout = fetch_timeout
+        # Refill in whole fetch batches: the messages of one fetch start together, so their row reads
+        # and Jellyfin lookups are batched (backfill.batching); one-by-one refills would defeat that.
+        self._refill_at = min(fetch_batch, concurrency)
         self._heartbeat_every = max(ack_wait / 3, 0.5)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
@@ -65,8 +71,9 @@ class Consumer:
         self.bound = True
         try:
             while not stop.is_set():
-                free = min(self._concurrency - len(self._tasks), self._pace.headroom())
-                if free <= 0:
+                slots = self._concurrency - len(self._tasks)
+                free = min(slots, self._pace.headroom())
+                if free <= 0 or (self._tasks and slots < self._refill_at):
                     await self._wait_for_slot(stop)
                     continue
                 for msg in await self._fetch(psub, min(free, self._fetch_batch), stop):

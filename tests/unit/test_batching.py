@@ -1,0 +1,66 @@
+"""Batcher: loads asked for in the same event-loop turn become one call; errors reach every waiter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from backfill.batching import Batcher
+
+
+class Source:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.calls: list[list[int]] = []
+        self.fail = fail
+
+    async def load_many(self, keys: Sequence[int]) -> dict[int, str]:
+        self.calls.append(list(keys))
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        return {k: f"v{k}" for k in keys if k % 10 != 0}  # multiples of 10 do not exist
+
+
+async def test_concurrent_loads_share_one_call_and_missing_keys_are_none() -> None:
+    source = Source()
+    batcher = Batcher(source.load_many, max_batch=40)
+    results = await asyncio.gather(*(batcher.load(k) for k in [1, 2, 10, 2, 3]))
+    assert results == ["v1", "v2", None, "v2", "v3"]
+    assert source.calls == [[1, 2, 10, 3]]  # one call, each key once
+
+
+async def test_batches_are_split_at_max_batch_and_later_turns_get_their_own_call() -> None:
+    source = Source()
+    batcher = Batcher(source.load_many, max_batch=2)
+    await asyncio.gather(*(batcher.load(k) for k in [1, 2, 3, 4, 5]))
+    assert source.calls == [[1, 2], [3, 4], [5]]
+    assert await batcher.load(7) == "v7"
+    assert source.calls[-1] == [7]
+    assert batcher.batches == 4
+
+
+async def test_a_failed_call_fails_every_waiter_with_its_error() -> None:
+    source = Source(fail=RuntimeError("upstream down"))
+    batcher = Batcher(source.load_many, max_batch=40)
+    results = await asyncio.gather(*(batcher.load(k) for k in [1, 2]), return_exceptions=True)
+    assert [str(r) for r in results] == ["upstream down", "upstream down"]
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_a_cancelled_waiter_does_not_break_the_others() -> None:
+    source = Source()
+    batcher = Batcher(source.load_many, max_batch=40)
+    doomed = asyncio.ensure_future(batcher.load(1))
+    survivor = asyncio.ensure_future(batcher.load(2))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    assert await survivor == "v2"
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        Batcher(Source().load_many, max_batch=0)
