@@ -50,6 +50,10 @@ class Catalog(Protocol):
     async def count_candidates(self, since_id: int = 0) -> int | None:
         """How many candidate rows lie above `since_id`; None when the backend cannot tell cheaply."""
 
+    async def count_enriched(self) -> int | None:
+        """How many published rows carry a Jellyfin public URL (any value): the published rows that
+        are not candidates. None when the backend cannot tell cheaply."""
+
     def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
         """Candidate rows in id order, page by page, memory flat in the size of the catalog."""
 

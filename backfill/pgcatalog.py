@@ -4,7 +4,8 @@ Same semantics as `postgrest.PostgrestCatalog`, in SQL instead of PostgREST's gr
 
 - candidates: `status = 'published' and meta->>'jellyfin_public_url' is null` (a missing key and JSON
   null both count), in id order, streamed by keyset pages (`id > $last order by id limit $n`): memory
-  stays flat in the size of the catalog and no transaction stays open between pages;
+  stays flat in the size of the catalog and no transaction stays open between pages; the enriched
+  rows are the other published ones (`is not null`);
 - `merge_meta` is one statement, `meta = $defaults || coalesce(meta, '{}') || $patch`, evaluated under
   the row lock, so concurrent merges of different keys never lose one.
 
@@ -63,7 +64,7 @@ def catalog_error(exc: BaseException) -> UpstreamError:
 
 
 # What a pool call can raise besides a PostgresError: a closed or refused connection, a timeout.
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def _encode_json(value: Any) -> str:
@@ -128,7 +129,7 @@ class PostgresCatalog:
                 command_timeout=command_timeout,
                 init=_init_connection,
             )
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise catalog_error(exc) from exc
         return cls(pool, table=table, page_size=page_size, observe=observe, close_timeout=command_timeout)
 
@@ -137,7 +138,7 @@ class PostgresCatalog:
         started = time.perf_counter()
         try:
             records: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             self._observe(SERVICE, None, time.perf_counter() - started)
             raise catalog_error(exc) from exc
         self._observe(SERVICE, 200, time.perf_counter() - started)
@@ -148,6 +149,10 @@ class PostgresCatalog:
 
     async def count_candidates(self, since_id: int = 0) -> int | None:
         records = await self._fetch(self._sql.count, since_id)
+        return int(records[0][0])
+
+    async def count_enriched(self) -> int | None:
+        records = await self._fetch(self._sql.count_enriched)
         return int(records[0][0])
 
     def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
@@ -180,7 +185,9 @@ class PostgresCatalog:
 # Templates, filled once per catalog with the table name `quote_identifier` checked and quoted; every
 # value reaches the server as a bind parameter.
 _CANDIDATE = f"status = '{PUBLISHED}' and (meta ->> 'jellyfin_public_url') is null"
+_ENRICHED = f"status = '{PUBLISHED}' and (meta ->> 'jellyfin_public_url') is not null"
 _COUNT = "select count(*) from {table} where {candidate} and id > $1"
+_COUNT_ENRICHED = "select count(*) from {table} where {enriched}"
 _PAGE = "select {columns} from {table} where {candidate} and id > $1 order by id limit $2"
 _BY_IDS = "select {columns} from {table} where id = any($1::bigint[])"
 _BY_ID = "select {columns} from {table} where id = $1"
@@ -191,13 +198,16 @@ _MERGE = (
 
 
 class _Statements:
-    """The five statements for one quoted table name."""
+    """The six statements for one quoted table name."""
 
     def __init__(self, table: str) -> None:
         def fill(template: str) -> str:
-            return template.format(table=table, columns=", ".join(ROW_COLUMNS), candidate=_CANDIDATE)
+            return template.format(
+                table=table, columns=", ".join(ROW_COLUMNS), candidate=_CANDIDATE, enriched=_ENRICHED
+            )
 
         self.count = fill(_COUNT)
+        self.count_enriched = fill(_COUNT_ENRICHED)
         self.page = fill(_PAGE)
         self.by_ids = fill(_BY_IDS)
         self.by_id = fill(_BY_ID)

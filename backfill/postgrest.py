@@ -5,20 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpx
 import msgspec
 
 from backfill.catalog import ROW_COLUMNS, keyset_pages, merged_meta
 from backfill.errors import CatalogConflict, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
-from backfill.transport import Observer, Upstream, no_observer
+from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
 
 SERVICE = "catalog"
 OPTIMISTIC_ATTEMPTS = 5
 _rows_decoder = msgspec.json.Decoder(list[Row])
 _encoder = msgspec.json.Encoder()
 _CANDIDATE_FILTER = {"status": "eq.published", "meta->>jellyfin_public_url": "is.null"}
+_ENRICHED_FILTER = {"status": "eq.published", "meta->>jellyfin_public_url": "not.is.null"}
 
 
 def auth_headers(key: str) -> dict[str, str]:
@@ -32,7 +32,7 @@ def auth_headers(key: str) -> dict[str, str]:
 class PostgrestCatalog:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         rest_url: str,
         service_key: str,
         table: str = "studio_board",
@@ -49,7 +49,7 @@ class PostgrestCatalog:
 
     async def _get_rows(
         self, params: dict[str, Any], prefer: str | None = None
-    ) -> tuple[list[Row], httpx.Response]:
+    ) -> tuple[list[Row], HttpResponse]:
         headers = {**self._headers, "Prefer": prefer} if prefer else self._headers
         response = await self._up.request("GET", self._table_url, params=params, headers=headers)
         self._up.check(response)
@@ -59,7 +59,14 @@ class PostgrestCatalog:
             raise UpstreamUnavailable(SERVICE, f"unreadable rows: {exc}") from exc
 
     async def count_candidates(self, since_id: int = 0) -> int | None:
-        params = {**_CANDIDATE_FILTER, "id": f"gt.{since_id}", "select": "id", "limit": 1}
+        return await self._count({**_CANDIDATE_FILTER, "id": f"gt.{since_id}"})
+
+    async def count_enriched(self) -> int | None:
+        return await self._count(_ENRICHED_FILTER)
+
+    async def _count(self, filters: dict[str, str]) -> int | None:
+        """The exact number of rows matching `filters`, from `Content-Range: 0-0/<total>`."""
+        params = {**filters, "select": "id", "limit": 1}
         _, response = await self._get_rows(params, prefer="count=exact")
         total = response.headers.get("content-range", "").rpartition("/")[2]
         return int(total) if total.isdigit() else None
@@ -142,7 +149,7 @@ class PostgrestCatalog:
         """The HTTP client is shared and owned by the caller."""
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error_code(response: HttpResponse) -> str | None:
     try:
         body = response.json()
     except ValueError:

@@ -50,8 +50,10 @@ class NatsServerProcess:
         extra: list[str] | None = None,
         *,
         jetstream: bool = True,
+        binary: str | None = None,
     ) -> None:
         self.jetstream = jetstream
+        self.binary = binary  # another nats-server build (e.g. an older release); default: PATH
         self.port = port or free_port()
         self._own_store = store is None
         self.store = store or Path(tempfile.mkdtemp(prefix="nats-js-"))
@@ -65,7 +67,7 @@ class NatsServerProcess:
 
     def start(self) -> None:
         args = [
-            nats_server_binary(),
+            self.binary or nats_server_binary(),
             *(["-js"] if self.jetstream else []),
             "-a",
             "127.0.0.1",

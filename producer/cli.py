@@ -11,8 +11,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from backfill.adapters import build_enricher, layout_from, open_catalog
 from backfill.bus import AckPublisher, connect
 from backfill.errors import BackfillError, ConfigError
@@ -36,7 +34,7 @@ from producer.evidence_commands import add_evidence_parsers, run_diff, run_liste
 from producer.preview import preview
 from producer.progress import Progress
 from producer.pushgateway import DEFAULT_JOB, push_counts
-from producer.runs import RunLog
+from producer.runs import run_log_for
 
 log = logging.getLogger("producer")
 
@@ -160,24 +158,8 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
     return 1 if counts.failed else 0
 
 
-def run_log_for(settings: SettingsBundle, http: httpx.AsyncClient) -> RunLog | NoRunLog:
-    """The optional backfill_runs table, through PostgREST (the direct-PostgreSQL backend has none yet)."""
-    catalog = settings.get(CatalogSettings)
-    if catalog.dsn is not None or catalog.rest_url is None or catalog.service_key is None:
-        return NoRunLog()
-    return RunLog(http, catalog.rest_url, catalog.service_key.get_secret_value())
-
-
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"ids": args.ids, "limit": args.limit, "since_id": args.since_id, "mode": args.mode}
-
-
-class NoRunLog:
-    async def start(self, run_id: str, mode: str, options: dict[str, Any]) -> None:
-        return None
-
-    async def finish(self, run_id: str, counts: dict[str, int]) -> None:
-        return None
 
 
 def print_summary(run_id: str, args: argparse.Namespace, counts: EnqueueCounts) -> None:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from nats.aio.client import ServerVersion
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
@@ -21,12 +22,17 @@ from backfill.transport import make_client
 from backfill.wire import dlq_filter
 
 PAUSE_YEARS = 100  # "until resumed": JetStream pauses until a timestamp
+PAUSE_SINCE = (2, 11)  # consumer pause came with nats-server 2.11; 2.10 leaves the request unanswered
+CONSUMER_NOT_FOUND = 10014  # JetStream API error codes
+STREAM_NOT_FOUND = 10059
 
 
 def add_control_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     commands.add_parser("pause", help="stop every worker from receiving messages (nats-server 2.11+)")
     commands.add_parser("resume", help="let the workers receive messages again")
-    status = commands.add_parser("status", help="backlog, in flight, redeliveries, dead letters, rate, ETA")
+    status = commands.add_parser(
+        "status", help="backlog, in flight, redeliveries, dead letters, rows enriched/missing, rate, ETA"
+    )
     status.add_argument("--json", action="store_true")
     status.add_argument("--sample", type=float, default=2.0, help="seconds to measure the current rate over")
 
@@ -38,7 +44,8 @@ class Status:
     redelivered: int
     paused: bool
     dead_letters: dict[str, int] = field(default_factory=dict)
-    rows_missing: int | None = None
+    rows_enriched: int | None = None  # published rows that carry a Jellyfin public URL
+    rows_missing: int | None = None  # published rows still without one (the candidates)
     rate_per_second: float | None = None
     eta_seconds: float | None = None
 
@@ -73,21 +80,25 @@ async def measure(js: JetStreamContext, layout: Layout, sample: float) -> Status
     )
 
 
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def render(status: Status) -> str:
     eta = str(timedelta(seconds=round(status.eta_seconds))) if status.eta_seconds is not None else "-"
     rate = f"{status.rate_per_second:.1f}/s" if status.rate_per_second is not None else "-"
+    dead = ", ".join(f"{k}={v}" for k, v in status.dead_letters.items()) or "0"
+    rows = f"{_count(status.rows_enriched)} / {_count(status.rows_missing)}"
     lines = [
-        f"{'paused' if status.paused else 'running'}",
-        f"backlog (not yet delivered)  {status.backlog}",
-        f"in flight (ack pending)      {status.in_flight}",
-        f"redelivered, unacknowledged  {status.redelivered}",
-        f"rows still missing Jellyfin  {status.rows_missing if status.rows_missing is not None else '-'}",
-        f"current rate                 {rate}",
-        f"ETA                          {eta}",
-        "dead letters                 "
-        + (", ".join(f"{k}={v}" for k, v in status.dead_letters.items()) or "0"),
+        ("backlog (not yet delivered)", str(status.backlog)),
+        ("in flight (ack pending)", str(status.in_flight)),
+        ("redelivered, unacknowledged", str(status.redelivered)),
+        ("rows enriched / still missing", rows),
+        ("current rate", rate),
+        ("ETA", eta),
+        ("dead letters", dead),
     ]
-    return "\n".join(lines)
+    return "\n".join(["paused" if status.paused else "running"] + [f"{k:<31}{v}" for k, v in lines])
 
 
 async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int:
@@ -97,17 +108,54 @@ async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int
     )
     try:
         js = nc.jetstream(timeout=10)
+        if args.command != "status":
+            unsupported = pause_unsupported(args.command, nc.connected_server_version)
+            if unsupported is not None:
+                print(unsupported)
+                return 1
         await ensure_layout(js, layout)
         if args.command == "status":
             return await _status(settings, js, layout, args)
-        return await _pause_or_resume(js, layout, args.command)
+        return await pause_or_resume(js, layout, args.command)
     except TimeoutError as exc:
         raise BusError(f"JetStream did not answer: {exc}") from exc
     finally:
         await nc.drain()
 
 
-async def _pause_or_resume(js: JetStreamContext, layout: Layout, command: str) -> int:
+def pause_unsupported(command: str, server: ServerVersion) -> str | None:
+    """The message for a server too old to pause consumers (it ignores the request: no answer at all);
+    None when it can, or when its version is unknown."""
+    if server.major == 0 or (server.major, server.minor) >= PAUSE_SINCE:
+        return None
+    version = f"{server.major}.{server.minor}.{server.patch}"
+    instead = (
+        "scale the workers to zero instead, and back up to resume"
+        if command == "pause"
+        else "nothing can be paused there; if the workers were scaled to zero, scale them back up"
+    )
+    return (
+        f"{command} failed: nats-server {version} cannot pause consumers "
+        f"(needs {PAUSE_SINCE[0]}.{PAUSE_SINCE[1]} or later); {instead}."
+    )
+
+
+def pause_refused(command: str, layout: Layout, exc: APIError) -> str:
+    """What JetStream's refusal of a pause or resume means, in the operator's terms."""
+    code = f"JetStream error {exc.err_code}: {exc.description}"
+    if exc.err_code == CONSUMER_NOT_FOUND:
+        missing = f"consumer {layout.durable!r} not found on stream {layout.stream!r}"
+    elif exc.err_code == STREAM_NOT_FOUND:
+        missing = f"stream {layout.stream!r} not found"
+    else:
+        return f"{command} failed: {code}."
+    return (
+        f"{command} failed: {missing} ({code}). Check BACKFILL_STREAM and BACKFILL_CONSUMER: "
+        "they must name the stream and consumer the workers use."
+    )
+
+
+async def pause_or_resume(js: JetStreamContext, layout: Layout, command: str) -> int:
     try:
         if command == "pause":
             until = (datetime.now(UTC) + timedelta(days=365 * PAUSE_YEARS)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -115,10 +163,7 @@ async def _pause_or_resume(js: JetStreamContext, layout: Layout, command: str) -
         else:
             await js.resume_consumer(layout.stream, layout.durable)
     except APIError as exc:
-        print(
-            f"{command} failed: {exc.description or exc}. Pausing a consumer needs nats-server 2.11 "
-            "or later; on older servers scale the workers to zero instead."
-        )
+        print(pause_refused(command, layout, exc))
         return 1
     state = "paused: workers receive nothing until resume" if command == "pause" else "resumed"
     print(f"{layout.durable} {state}")
@@ -132,6 +177,7 @@ async def _status(
     http = make_client(settings.get(BackfillSettings).http_timeout)
     try:
         async with open_catalog(settings, http) as catalog:
+            status.rows_enriched = await catalog.count_enriched()
             status.rows_missing = await catalog.count_candidates()
     finally:
         await http.aclose()

@@ -15,13 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-import httpx
 import pytest
 
 from backfill.catalog import Catalog
 from backfill.pgcatalog import PostgresCatalog
 from backfill.postgrest import PostgrestCatalog
-from backfill.transport import Observer, make_client, no_observer
+from backfill.transport import HttpClient, Observer, make_client, no_observer
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.postgres import (
     EmbeddedPostgres,
@@ -59,7 +58,7 @@ class Backend(Protocol):
 class PostgrestBackend:
     name = "postgrest"
 
-    def __init__(self, double: PostgrestDouble, url: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, double: PostgrestDouble, url: str, http: HttpClient) -> None:
         self.double, self.url, self.http = double, url, http
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
@@ -191,6 +190,15 @@ def mixed_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
         rows.append(row)
     random.Random(seed).shuffle(rows)
     return rows
+
+
+def enriched_ids(rows: list[dict[str, Any]]) -> list[int]:
+    """Published rows that carry a `jellyfin_public_url` value (any value, even an empty string)."""
+    return sorted(
+        row["id"]
+        for row in rows
+        if row.get("status") == "published" and (row.get("meta") or {}).get("jellyfin_public_url") is not None
+    )
 
 
 def candidate_ids(rows: list[dict[str, Any]], since_id: int = 0) -> list[int]:

@@ -14,7 +14,7 @@ from backfill.catalog import Catalog
 from backfill.errors import UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
-from tests.contract.conftest import MISSING_TABLE, Backend, candidate_ids, mixed_rows
+from tests.contract.conftest import MISSING_TABLE, Backend, candidate_ids, enriched_ids, mixed_rows
 
 ROWS = 230
 PAGE = 50
@@ -48,6 +48,7 @@ async def test_candidates_are_published_rows_without_a_jellyfin_public_url(backe
     catalog = await backend.catalog()
     assert ids_of(await streamed(catalog)) == [1, 2, 3, 9, 11]
     assert await catalog.count_candidates() == 5
+    assert await catalog.count_enriched() == 2  # 6 and 8: published with a value, even an empty one
 
 
 async def test_candidates_stream_in_id_order_one_bounded_query_per_page(backend: Backend) -> None:
@@ -73,6 +74,17 @@ async def test_count_candidates_is_exact_beyond_one_page_and_honours_since_id(ba
     assert await catalog.count_candidates() == len(candidate_ids(rows))
     assert await catalog.count_candidates(since_id=100) == len(candidate_ids(rows, since_id=100))
     assert await catalog.count_candidates(since_id=ROWS) == 0
+
+
+async def test_enriched_and_missing_split_the_published_rows_exactly(backend: Backend) -> None:
+    """Every published row is either enriched or still missing; drafts and others are neither."""
+    rows = mixed_rows(ROWS)
+    await backend.insert(rows)
+    catalog = await backend.catalog(page_size=PAGE)
+    enriched = await catalog.count_enriched()
+    missing = await catalog.count_candidates()
+    assert enriched == len(enriched_ids(rows)) > 0
+    assert missing is not None and enriched + missing == sum(r["status"] == "published" for r in rows)
 
 
 async def test_since_id_streams_only_rows_above_it(backend: Backend) -> None:
@@ -188,12 +200,13 @@ async def test_merge_of_a_missing_row_returns_none_and_creates_nothing(backend: 
 
 
 async def test_a_merged_public_url_takes_the_row_out_of_the_candidates(backend: Backend) -> None:
-    """Once enriched, a row is neither streamed nor counted."""
+    """Once enriched, a row is neither streamed nor counted as missing, and is counted as enriched."""
     await backend.insert([{"status": "published"}, {"status": "published"}])
     catalog = await backend.catalog()
+    assert (await catalog.count_enriched(), await catalog.count_candidates()) == (0, 2)
     await catalog.merge_meta(1, MetaPatch(patch={"jellyfin_public_url": "https://w/1"}, defaults={}))
     assert ids_of(await streamed(catalog)) == [2]
-    assert await catalog.count_candidates() == 1
+    assert (await catalog.count_enriched(), await catalog.count_candidates()) == (1, 1)
 
 
 async def test_concurrent_merges_on_one_row_lose_no_key(backend: Backend) -> None:
@@ -240,6 +253,8 @@ async def test_a_missing_table_is_rejected_not_retried(backend: Backend) -> None
         await streamed(catalog)
     with pytest.raises(UpstreamRejected):
         await catalog.count_candidates()
+    with pytest.raises(UpstreamRejected):
+        await catalog.count_enriched()
 
 
 async def test_every_call_is_observed_under_catalog_with_its_outcome(backend: Backend) -> None:
@@ -249,8 +264,9 @@ async def test_every_call_is_observed_under_catalog_with_its_outcome(backend: Ba
     catalog = await backend.catalog(observe=lambda *observed: seen.append(observed))
     await catalog.get_row(1)
     await catalog.count_candidates()
+    await catalog.count_enriched()
     await catalog.merge_meta(1, MetaPatch(patch={"a": 1}, defaults={}))
-    assert [(service, status) for service, status, _ in seen] == [("catalog", 200)] * 3
+    assert [(service, status) for service, status, _ in seen] == [("catalog", 200)] * 4
     assert all(seconds >= 0 for _, _, seconds in seen)
     seen.clear()
     with pytest.raises(UpstreamUnavailable):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 import nats
 import pytest
@@ -110,15 +112,31 @@ async def test_listen_snapshot_and_diff_give_the_runbook_evidence(
     assert data["totals"]["keys_added"]["jellyfin_public_url"] == data["totals"]["rows_changed"]
 
 
+def enriched(rows: Iterable[dict[str, Any]], run_id: str | None = None) -> int:
+    """Published rows carrying a Jellyfin public URL (only those the run `run_id` wrote, when given)."""
+    return sum(
+        1
+        for row in rows
+        if row["status"] == "published"
+        and (row["meta"] or {}).get("jellyfin_public_url") is not None
+        and (run_id is None or (row["meta"] or {}).get("backfill_run_id") == run_id)
+    )
+
+
 async def test_pause_holds_every_worker_and_resume_lets_them_finish(
     stack: EmbeddedStack, layout_env: dict
 ) -> None:
-    """Paused: a running worker receives nothing and status says so; resumed: the backlog drains."""
+    """Paused: a running worker receives nothing and status says so; resumed: the backlog drains, and
+    status counts the rows the run enriched against the rows still missing."""
     from tests.e2e.processes import WorkerProcess, eventually
 
     env = stack.env(**layout_env)
+    published = sum(1 for row in stack.originals.values() if row["status"] == "published")
+    enriched_before = enriched(stack.originals.values())
     enq = await run_cli(
-        "producer", ["enqueue", "--all-missing", "--mode", "metadata-only", "--limit", "30"], env
+        "producer",
+        ["enqueue", "--all-missing", "--mode", "metadata-only", "--limit", "30", "--run-id", "run-status"],
+        env,
     )
     assert enq.code == 0, enq.stderr
     paused = await run_cli("producer", ["pause"], env)
@@ -129,11 +147,20 @@ async def test_pause_holds_every_worker_and_resume_lets_them_finish(
     assert data["paused"] is True
     assert data["backlog"] == 30
     assert data["in_flight"] == 0
+    assert (data["rows_enriched"], data["rows_missing"]) == (enriched_before, published - enriched_before)
     assert stack.catalog.calls["rpc"] == 0  # nothing was processed while paused
     assert (await run_cli("producer", ["resume"], env)).code == 0
     await eventually(lambda: stack.catalog.calls["rpc"] >= 20, what="work resumed", timeout=30)
     worker.terminate()
     assert await worker.wait() == 0
+    by_run = enriched(stack.catalog.rows.values(), "run-status")
+    assert by_run >= 10
+    after = json.loads((await run_cli("producer", ["status", "--json", "--sample", "0.5"], env)).stdout)
+    assert after["rows_enriched"] == enriched_before + by_run == enriched(stack.catalog.rows.values())
+    assert after["rows_missing"] == published - after["rows_enriched"]
     table = await run_cli("producer", ["status", "--sample", "0.5"], env)
+    assert (
+        f"rows enriched / still missing  {after['rows_enriched']} / {after['rows_missing']}" in table.stdout
+    )
     assert "dead letters" in table.stdout
     assert "running" in table.stdout

@@ -1,41 +1,24 @@
-"""Runbook evidence: the realtime listener on a real nats-server, snapshot and diff on files, the run log
-over HTTP (a table-generic PostgREST stand-in and the project's PostgREST double) and its SQL on a real
-PostgreSQL."""
+"""Runbook evidence: the realtime listener on a real nats-server, snapshot and diff on files (the run
+log has its own module, `test_run_log`)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
-import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import pytest
-from aiohttp import web
 from nats.aio.client import Client as NatsClient
 
 from backfill.bus import connect
 from backfill.model import Row
 from backfill_doubles.agent_zero import build_envelope
-from backfill_doubles.natsserver import free_port
-from backfill_doubles.postgres import EmbeddedPostgres, execute
-from backfill_doubles.postgrest import PostgrestDouble
-from backfill_doubles.serve import serve
 from producer.evidence import SnapshotFileError, diff, format_diff, listen, snapshot
 from producer.progress import Progress
-from producer.runs import NOT_INSTALLED, RunLog
-
-REPO = Path(__file__).resolve().parents[2]
-RUNS_SQL = REPO / "sql" / "002_backfill_runs.sql"
-KEY = "service-role-key"
-NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-
 
 # --- listen ---------------------------------------------------------------------------------------
 
@@ -234,166 +217,3 @@ def test_diff_names_the_file_and_line_of_a_malformed_snapshot(tmp_path: Path) ->
     bad.write_text('{"id": 1, "meta": {}}\n{"meta": {}}\n')
     with pytest.raises(SnapshotFileError, match=r"b\.jsonl:2"):
         diff(bad, good)
-
-
-# --- run log --------------------------------------------------------------------------------------
-
-
-class RunsTable:
-    """A PostgREST stand-in for one generic table: upsert by POST, update by PATCH `?id=eq.`."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.requests: list[tuple[str, dict[str, str], dict[str, str], Any]] = []
-        self.missing_code: str | None = None  # answer 404 with this code, as for a missing table
-        self.fail_status: int | None = None
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/backfill_runs", self._handle)
-        app.router.add_patch("/backfill_runs", self._handle)
-        return app
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append((request.method, dict(request.query), dict(request.headers), body))
-        if self.missing_code:
-            return web.json_response({"code": self.missing_code, "message": "no table"}, status=404)
-        if self.fail_status:
-            return web.json_response({"code": "XX000", "message": "boom"}, status=self.fail_status)
-        if request.method == "POST":
-            self.rows[body["id"]] = body
-        else:
-            run_id = request.query["id"].removeprefix("eq.")
-            if run_id in self.rows:
-                self.rows[run_id].update(body)
-        return web.Response(status=201 if request.method == "POST" else 204)
-
-
-@pytest.fixture
-async def runs_table() -> AsyncIterator[tuple[RunsTable, str]]:
-    table = RunsTable()
-    async with serve(table.app()) as url:
-        yield table, url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
-
-
-async def test_run_log_upserts_the_start_and_patches_the_finish(
-    runs_table: tuple[RunsTable, str], http: httpx.AsyncClient
-) -> None:
-    """start() upserts the run row with merge-duplicates; finish() patches ?id=eq.<run>."""
-    table, url = runs_table
-    runs = RunLog(http, url, KEY, clock=lambda: NOW)
-    await runs.start("run-1", "republish", {"limit": 25})
-    await runs.finish("run-1", {"enqueued": 3})
-    (post, patch) = table.requests
-    assert "resolution=merge-duplicates" in post[2]["Prefer"]
-    assert post[2]["apikey"] == KEY
-    assert patch[:2] == ("PATCH", {"id": "eq.run-1"})
-    assert table.rows["run-1"] == {
-        "id": "run-1",
-        "started_at": NOW.isoformat(),
-        "finished_at": NOW.isoformat(),
-        "mode": "republish",
-        "options": {"limit": 25},
-        "counts": {"enqueued": 3},
-    }
-
-
-@pytest.mark.parametrize("code", ["PGRST205", "42P01"])
-async def test_run_log_gives_one_notice_and_stops_when_the_table_is_missing(
-    runs_table: tuple[RunsTable, str], http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, code: str
-) -> None:
-    """A missing table logs the notice once and no later call reaches the server."""
-    table, url = runs_table
-    table.missing_code = code
-    runs = RunLog(http, url, KEY)
-    with caplog.at_level(logging.INFO, logger="producer"):
-        await runs.start("run-1", "republish", {})
-        await runs.finish("run-1", {"enqueued": 1})
-    assert [r.getMessage() for r in caplog.records] == [NOT_INSTALLED]
-    assert len(table.requests) == 1
-    assert runs.enabled is False
-
-
-async def test_run_log_recognises_the_postgrest_doubles_missing_table_answer(
-    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The PostgREST double (studio_board only) answers backfill_runs as missing: one notice."""
-    double = PostgrestDouble(KEY)
-    async with serve(double.app()) as url:
-        runs = RunLog(http, url, KEY)
-        with caplog.at_level(logging.INFO, logger="producer"):
-            await runs.finish("run-1", {"enqueued": 1})
-            await runs.finish("run-1", {"enqueued": 1})
-    assert [r.getMessage() for r in caplog.records] == [NOT_INSTALLED]
-    assert runs.enabled is False
-
-
-async def test_run_log_warns_on_other_errors_and_keeps_trying(
-    runs_table: tuple[RunsTable, str], http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A 500 is a warning, not an exception, and the next call is still sent."""
-    table, url = runs_table
-    table.fail_status = 500
-    runs = RunLog(http, url, KEY)
-    with caplog.at_level(logging.INFO, logger="producer"):
-        await runs.start("run-1", "republish", {})
-        await runs.finish("run-1", {})
-    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
-    assert len(table.requests) == 2
-    assert runs.enabled is True
-
-
-async def test_run_log_warns_when_postgrest_is_unreachable(
-    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A connection failure is a warning, never an exception."""
-    runs = RunLog(http, f"http://127.0.0.1:{free_port()}", KEY)
-    with caplog.at_level(logging.INFO, logger="producer"):
-        await runs.start("run-1", "republish", {})
-    assert [r.levelname for r in caplog.records] == ["WARNING"]
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    with EmbeddedPostgres() as server:
-        yield server.dsn
-
-
-async def test_runs_sql_installs_and_stores_what_the_run_log_sends(
-    postgres_dsn: str, runs_table: tuple[RunsTable, str], http: httpx.AsyncClient
-) -> None:
-    """The shipped SQL installs twice, and takes RunLog's POST and PATCH bodies as PostgREST would."""
-    await execute(postgres_dsn, RUNS_SQL.read_text())
-    await execute(postgres_dsn, RUNS_SQL.read_text())
-    table, url = runs_table
-    runs = RunLog(http, url, KEY, clock=lambda: NOW)
-    await runs.start("run-9", "metadata-only", {"ids": [1, 2]})
-    await runs.finish("run-9", {"enqueued": 2})
-    (_, _, _, start), (_, _, _, finish) = table.requests
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        await conn.execute(
-            "insert into public.backfill_runs"
-            " select * from jsonb_populate_record(null::public.backfill_runs, $1::jsonb)",
-            json.dumps(start),
-        )
-        await conn.execute(
-            "update public.backfill_runs set (finished_at, counts) ="
-            " (select finished_at, counts from jsonb_populate_record(null::public.backfill_runs, $2::jsonb))"
-            " where id = $1",
-            "run-9",
-            json.dumps(finish),
-        )
-        row = await conn.fetchrow("select * from public.backfill_runs where id = 'run-9'")
-    finally:
-        await conn.close()
-    assert row is not None
-    assert (row["started_at"], row["finished_at"], row["mode"]) == (NOW, NOW, "metadata-only")
-    assert (json.loads(row["options"]), json.loads(row["counts"])) == ({"ids": [1, 2]}, {"enqueued": 2})
