@@ -6,6 +6,7 @@ with a reachable database, a direct PostgreSQL one. Both apply the same candidat
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -32,18 +33,37 @@ PageFetcher = Callable[[int, int], Awaitable[list[Row]]]  # (after id, at most n
 async def keyset_pages(
     fetch: PageFetcher, since_id: int, limit: int | None, page_size: int
 ) -> AsyncIterator[list[Row]]:
-    """Keyset paging shared by every backend: `id > last order by id`, until a short page or `limit`."""
-    last, remaining = since_id, limit
-    while remaining is None or remaining > 0:
-        size = page_size if remaining is None else min(page_size, remaining)
-        page = await fetch(last, size)
-        if not page:
-            return
-        yield page
-        last = page[-1].id
-        remaining = None if remaining is None else remaining - len(page)
-        if len(page) < size:
-            return
+    """Keyset paging shared by every backend: `id > last order by id`, until a short page or `limit`.
+
+    The next page is requested as soon as the current one arrives, so the catalog's latency overlaps
+    the caller's work on the current page; at most two pages are held at a time.
+    """
+    remaining = limit
+    if remaining is not None and remaining <= 0:
+        return
+    size = page_size if remaining is None else min(page_size, remaining)
+    pending: asyncio.Future[list[Row]] | None = asyncio.ensure_future(fetch(since_id, size))
+    try:
+        while pending is not None:
+            page = await pending
+            pending = None
+            if not page:
+                return
+            remaining = None if remaining is None else remaining - len(page)
+            if len(page) >= size and (remaining is None or remaining > 0):
+                size = page_size if remaining is None else min(page_size, remaining)
+                pending = asyncio.ensure_future(fetch(page[-1].id, size))
+            yield page
+    finally:
+        if pending is not None:  # the caller stopped early: the read ahead is not wanted any more
+            pending.cancel()
+            pending.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[list[Row]]) -> None:
+    """Collect the outcome of an abandoned read ahead, so asyncio does not report it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Catalog(Protocol):
