@@ -145,7 +145,7 @@ def parse_ack(msg: Msg) -> PubResult:
 class AckPublisher:
     """Many publishes in flight (bounded by `window`), each resolved by its own acknowledgement."""
 
-    def __init__(self, nc: NatsClient, window: int = 512, timeout: float = 10.0) -> None:
+    def __init__(self, nc: NatsClient, window: int = 2048, timeout: float = 10.0) -> None:
         self._nc = nc
         self._window = asyncio.Semaphore(window)
         self._timeout = timeout

@@ -117,6 +117,7 @@ class PostgrestDouble(FaultInjector):
         app.router.add_post(f"{self.base_path}/rpc/{{function}}", self._rpc, name="rpc")
         app.router.add_get(f"{self.base_path}/{{table}}", self._select, name="select")
         app.router.add_patch(f"{self.base_path}/{{table}}", self._patch, name="patch")
+        app.router.add_post(f"{self.base_path}/{{table}}", self._insert, name="insert")
         return app
 
     @web.middleware
@@ -173,6 +174,13 @@ class PostgrestDouble(FaultInjector):
         status = 206 if total is not None and len(page) < total else 200
         headers = {"Content-Range": _content_range(offset, len(page), total)}
         return web.json_response([project(row, columns) for row in page], status=status, headers=headers)
+
+    async def _insert(self, request: web.Request) -> web.Response:
+        """Only the missing-table answer is real: inserting into `studio_board` is not modelled."""
+        self._check_table(request)
+        raise PostgrestError(
+            501, "PGRST501", "the PostgREST double does not implement inserts into studio_board"
+        )
 
     async def _patch(self, request: web.Request) -> web.Response:
         self._check_table(request)

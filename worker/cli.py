@@ -61,7 +61,7 @@ GROUPS = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="worker", description=__doc__)
     parser.add_argument(
-        "--concurrency", type=int, help="messages handled at once (env WORKER_CONCURRENCY, 16)"
+        "--concurrency", type=int, help="messages handled at once (env WORKER_CONCURRENCY, 64)"
     )
     parser.add_argument("--fetch-batch", type=int, help="most messages per fetch (env WORKER_FETCH_BATCH)")
     parser.add_argument("--metrics-port", type=int, help="port for /metrics, /healthz, /readyz (0 = any)")

@@ -60,7 +60,9 @@ class Consumer:
         self._fetch_timeout = fetch_timeout
         # Refill in whole fetch batches: the messages of one fetch start together, so their row reads
         # and Jellyfin lookups are batched (backfill.batching); one-by-one refills would defeat that.
-        self._refill_at = min(fetch_batch, concurrency)
+        # Half a batch: one message arriving at an idle-ish worker is fetched at once (latency), a busy
+        # worker refills in groups of at least this many.
+        self._refill_at = max(min(fetch_batch, concurrency) // 2, 1)
         self._heartbeat_every = max(ack_wait / 3, 0.5)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()

@@ -119,15 +119,18 @@ async def test_run_log_gives_one_notice_and_stops_when_the_table_is_missing(
 async def test_run_log_recognises_the_postgrest_doubles_missing_table_answer(
     http: HttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The PostgREST double (studio_board only) answers backfill_runs as missing: one notice."""
+    """The PostgREST double (studio_board only) answers backfill_runs as missing, POST and PATCH alike
+    (404 PGRST205, as PostgREST does): one notice, no warning."""
     double = PostgrestDouble(KEY)
     async with serve(double.app()) as url:
         runs = RunLog(PostgrestRunTable(http, url, KEY))
+        patch_only = RunLog(PostgrestRunTable(http, url, KEY))
         with caplog.at_level(logging.INFO, logger="producer"):
+            await runs.start("run-1", "republish", {})
             await runs.finish("run-1", {"enqueued": 1})
-            await runs.finish("run-1", {"enqueued": 1})
-    assert [r.getMessage() for r in caplog.records] == [NOT_INSTALLED]
-    assert runs.enabled is False
+            await patch_only.finish("run-2", {"enqueued": 1})
+    assert [r.getMessage() for r in caplog.records] == [NOT_INSTALLED, NOT_INSTALLED]
+    assert runs.enabled is False and patch_only.enabled is False
 
 
 async def test_run_log_warns_on_other_errors_and_keeps_trying(
