@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -111,3 +112,24 @@ async def test_remove_message_deletes_once_then_reports_it_gone(nc: NatsClient, 
     assert await remove_message(js, layout.dlq_stream, stored.seq + 1000) is False
     with pytest.raises(BusError, match="stream not found"):
         await remove_message(js, "NO_SUCH_STREAM", 1)
+
+
+async def test_unanswered_publishes_expire_while_answered_ones_resolve(
+    nc: NatsClient, layout_env: dict
+) -> None:
+    """One expiry timer for all: a publish nobody acknowledges fails after `timeout`, every time."""
+    js = nc.jetstream()
+    layout = build_layout(settings(layout_env))
+    await ensure_layout(js, layout)
+    silent = await nc.subscribe(f"{layout.prefix}.silent.>")  # listens, never answers: no 503 either
+    publisher = AckPublisher(nc, timeout=0.3)
+    first = await publisher.submit(f"{layout.prefix}.request.1", b"{}")
+    lost = await publisher.submit(f"{layout.prefix}.silent.a", b"x")
+    second = await publisher.submit(f"{layout.prefix}.request.2", b"{}")
+    assert (await first).status is PubStatus.STORED and (await second).status is PubStatus.STORED
+    result = await asyncio.wait_for(lost, timeout=3)
+    assert result.status is PubStatus.FAILED and result.error == "no acknowledgement within 0.3s"
+    again = await asyncio.wait_for(await publisher.submit(f"{layout.prefix}.silent.b", b"y"), timeout=3)
+    assert again.status is PubStatus.FAILED  # the timer re-arms after the queue drained
+    await publisher.close()
+    await silent.unsubscribe()
