@@ -85,6 +85,8 @@ class Metrics:
         )
         self.build = Info("backfill_build", "Build of the running worker.", registry=registry)
         self.build.info({"version": package_version(), "backfill_version": backfill_version})
+        self._upstream_counters: dict[tuple[str, str], Counter] = {}
+        self._upstream_histograms: dict[str, Histogram] = {}
         self._prime()
 
     def _prime(self) -> None:
@@ -97,5 +99,13 @@ class Metrics:
             self.upstream_duration.labels(service)
 
     def observe_upstream(self, service: str, status: int | None, seconds: float) -> None:
-        self.upstream_requests.labels(service, status_class(status)).inc()
-        self.upstream_duration.labels(service).observe(seconds)
+        """Called for every HTTP request: label children are looked up once and kept."""
+        key = (service, status_class(status))
+        counter = self._upstream_counters.get(key)
+        if counter is None:
+            counter = self._upstream_counters[key] = self.upstream_requests.labels(*key)
+        counter.inc()
+        histogram = self._upstream_histograms.get(service)
+        if histogram is None:
+            histogram = self._upstream_histograms[service] = self.upstream_duration.labels(service)
+        histogram.observe(seconds)

@@ -233,7 +233,7 @@ class Bench:
         self.profile.mkdir(parents=True, exist_ok=True)
         out = self.profile / f"{name}.txt"
         args = ["py-spy", "record", "--pid", str(workers.procs[0].pid), "--format", "raw", "-o", str(out)]
-        return subprocess.Popen([*args, "--nonblocking", "--rate", "200"], stdout=subprocess.DEVNULL)
+        return subprocess.Popen([*args, "--rate", "250"], stdout=subprocess.DEVNULL)
 
     async def _publish_requests(
         self, layout: Any, rows: range, mode: Mode, rate: float | None = None

@@ -65,12 +65,16 @@ class Consumer:
         self._refill_at = max(min(fetch_batch, concurrency) // 2, 1)
         self._heartbeat_every = max(ack_wait / 3, 0.5)
         self._tasks: set[asyncio.Task[None]] = set()
+        # id(message) -> [message, when it started or was last reported in progress]
+        self._working: dict[int, tuple[Msg, float]] = {}
+        metrics.in_flight.set_function(lambda: len(self._tasks))  # read on scrape, not per message
         self._slot_freed = asyncio.Event()
         self.bound = False
 
     async def run(self, stop: asyncio.Event, grace: float) -> None:
         psub = await self._js.pull_subscribe_bind(self._layout.durable, stream=self._layout.stream)
         self.bound = True
+        heartbeats = asyncio.create_task(self._heartbeats())
         try:
             while not stop.is_set():
                 slots = self._concurrency - len(self._tasks)
@@ -83,6 +87,7 @@ class Consumer:
         finally:
             self.bound = False
             await self._finish(grace)
+            heartbeats.cancel()
             await self._nak_buffered(psub)
             with contextlib.suppress(NatsError):
                 await psub.unsubscribe()
@@ -109,18 +114,15 @@ class Consumer:
     def _spawn(self, msg: Msg) -> None:
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
-        self._metrics.in_flight.set(len(self._tasks))
+        task.add_done_callback(self._done)
 
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            self._metrics.in_flight.set(len(self._tasks))
-            self._slot_freed.set()
-
-        task.add_done_callback(done)
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        self._working[id(msg)] = (msg, time.monotonic())
         try:
             outcome = await self._decide(msg)
             label = await self._settler.settle(msg, outcome)
@@ -132,7 +134,7 @@ class Consumer:
                 await asyncio.shield(msg.nak())  # shutting down: hand it to another replica now
             raise
         finally:
-            heartbeat.cancel()
+            self._working.pop(id(msg), None)
         self._metrics.messages.labels(label).inc()
         self._metrics.processing.labels(label).observe(time.perf_counter() - started)
 
@@ -145,12 +147,23 @@ class Consumer:
         outcome = await self._processor.handle(request, attempt)
         return settle_retry(outcome, attempt, elapsed_since(request.enqueued_at), self._policy)
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        """`in_progress` keeps a slow message from being redelivered while it is still being worked on."""
+    async def _heartbeats(self) -> None:
+        """`in_progress` keeps a slow message from being redelivered while it is still being worked on.
+
+        One loop for all messages in flight (a task per message cost measurable CPU): every message
+        worked on for longer than a third of ack_wait since its last report is reported again.
+        """
+        every = self._heartbeat_every
         while True:
-            await asyncio.sleep(self._heartbeat_every)
-            with contextlib.suppress(NatsError):
-                await msg.in_progress()
+            await asyncio.sleep(min(every / 4, 1.0))
+            now = time.monotonic()
+            due = [key for key, (_, since) in self._working.items() if now - since >= every]
+            for key in due:
+                entry = self._working.get(key)
+                if entry is not None:  # still being worked on
+                    self._working[key] = (entry[0], now)
+                    with contextlib.suppress(NatsError):
+                        await entry[0].in_progress()
 
     async def _finish(self, grace: float) -> None:
         if not self._tasks:
