@@ -43,3 +43,8 @@ def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
     assert overhead["p50"] <= overhead["p95"] <= overhead["p99"] <= overhead["max"]
     assert results["replay"]["messages"] == 500 and results["replay"]["messages_per_s"] > 0
     assert "dlq replay" in done.stdout and "machine:" in done.stdout
+    report = subprocess.run(
+        [sys.executable, "-m", "bench.report", str(out)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert report.stdout.count("\n| ") == 14  # header rule + 13 figures, one per line
+    assert "| enqueue 2,000 rows: producer vs raw `publish_async` |" in report.stdout
