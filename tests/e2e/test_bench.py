@@ -46,5 +46,5 @@ def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
     report = subprocess.run(
         [sys.executable, "-m", "bench.report", str(out)], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert report.stdout.count("\n| ") == 14  # header rule + 13 figures, one per line
+    assert report.stdout.count("\n| ") == 15  # header, rule and 13 figures, one line each
     assert "| enqueue 2,000 rows: producer vs raw `publish_async` |" in report.stdout
