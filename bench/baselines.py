@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -106,54 +107,55 @@ async def naive_loop(base_url: str, count: int, mode: Mode) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
+_PUBLISH_BODY = _encode({"topic": TOPIC, "payload": _PAYLOAD, "source": "backfill"})
+_JSON = {"Content-Type": "application/json"}
+Lane = Callable[[aiohttp.ClientSession], Awaitable[int]]
+
+
+async def _request(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> None:
+    async with session.request(method, url, **kwargs) as response:
+        response.raise_for_status()
+        await response.read()
+
+
+async def _publish_and_merge(session: aiohttp.ClientSession, base_url: str, row_id: int, mode: Mode) -> None:
+    """What every row costs after its lookups: the event (republish mode), then the meta merge."""
+    if mode is Mode.REPUBLISH:
+        await _request(session, "POST", f"{base_url}/agent/events/publish", data=_PUBLISH_BODY, headers=_JSON)
+    merge = _encode({"p_id": row_id, "p_patch": {"jellyfin_public_url": "https://x"}})
+    headers = {**_CATALOG_HEADERS, **_JSON}
+    await _request(session, "POST", f"{base_url}/rest/rpc/backfill_merge_meta", data=merge, headers=headers)
+
+
+async def _timed(lane: Lane, lanes: int, concurrency: int) -> tuple[float, float]:
+    """(rows per second, CPU seconds per 1000 rows) of `lanes` copies of `lane` on one session."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started, cpu = time.perf_counter(), time.process_time()
+        done = sum(await asyncio.gather(*(lane(session) for _ in range(lanes))))
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return done / seconds, cpu / done * 1000
+
+
 async def http_ceiling(base_url: str, row_ids: range, mode: Mode, concurrency: int) -> tuple[float, float]:
     """(rows per second, CPU seconds per 1000 rows) when one aiohttp session issues each row's requests,
     `concurrency` rows at once."""
     ids: Iterator[int] = iter(row_ids)
-    publish_body = _encode({"topic": TOPIC, "payload": _PAYLOAD, "source": "backfill"})
-    json_headers = {"Content-Type": "application/json"}
-
-    async def one_row(session: aiohttp.ClientSession, row_id: int) -> None:
-        async with session.get(
-            f"{base_url}/rest/studio_board", params={"id": f"eq.{row_id}"}, headers=_CATALOG_HEADERS
-        ) as response:
-            response.raise_for_status()
-            await response.read()
-        async with session.get(
-            f"{base_url}/jellyfin/Items/{item_id(row_id)}",
-            params={"userId": USER_ID},
-            headers=_JELLYFIN_HEADERS,
-        ) as response:
-            response.raise_for_status()
-            await response.read()
-        if mode is Mode.REPUBLISH:
-            async with session.post(
-                f"{base_url}/agent/events/publish", data=publish_body, headers=json_headers
-            ) as response:
-                response.raise_for_status()
-                await response.read()
-        merge = _encode({"p_id": row_id, "p_patch": {"jellyfin_public_url": "https://x"}})
-        async with session.post(
-            f"{base_url}/rest/rpc/backfill_merge_meta",
-            data=merge,
-            headers={**_CATALOG_HEADERS, **json_headers},
-        ) as response:
-            response.raise_for_status()
-            await response.read()
 
     async def lane(session: aiohttp.ClientSession) -> int:
         done = 0
         for row_id in ids:
-            await one_row(session, row_id)
+            params = {"id": f"eq.{row_id}"}
+            await _request(
+                session, "GET", f"{base_url}/rest/studio_board", params=params, headers=_CATALOG_HEADERS
+            )
+            item_url = f"{base_url}/jellyfin/Items/{item_id(row_id)}"
+            await _request(session, "GET", item_url, params={"userId": USER_ID}, headers=_JELLYFIN_HEADERS)
+            await _publish_and_merge(session, base_url, row_id, mode)
             done += 1
         return done
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started, cpu = time.perf_counter(), time.process_time()
-        done = sum(await asyncio.gather(*(lane(session) for _ in range(concurrency))))
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        return done / seconds, cpu / done * 1000
+    return await _timed(lane, concurrency, concurrency)
 
 
 async def http_ceiling_batched(
@@ -163,49 +165,20 @@ async def http_ceiling_batched(
     in flight in groups of `batch`."""
     ids = list(row_ids)
     chunks: Iterator[list[int]] = iter([ids[i : i + batch] for i in range(0, len(ids), batch)])
-    publish_body = _encode({"topic": TOPIC, "payload": _PAYLOAD, "source": "backfill"})
-    json_headers = {"Content-Type": "application/json"}
-
-    async def finish_row(session: aiohttp.ClientSession, row_id: int) -> None:
-        if mode is Mode.REPUBLISH:
-            async with session.post(
-                f"{base_url}/agent/events/publish", data=publish_body, headers=json_headers
-            ) as response:
-                response.raise_for_status()
-                await response.read()
-        merge = _encode({"p_id": row_id, "p_patch": {"jellyfin_public_url": "https://x"}})
-        async with session.post(
-            f"{base_url}/rest/rpc/backfill_merge_meta",
-            data=merge,
-            headers={**_CATALOG_HEADERS, **json_headers},
-        ) as response:
-            response.raise_for_status()
-            await response.read()
 
     async def lane(session: aiohttp.ClientSession) -> int:
         done = 0
         for chunk in chunks:
-            in_list = f"in.({','.join(map(str, chunk))})"
-            async with session.get(
-                f"{base_url}/rest/studio_board", params={"id": in_list}, headers=_CATALOG_HEADERS
-            ) as response:
-                response.raise_for_status()
-                await response.read()
-            item_ids = ",".join(item_id(r) for r in chunk)
-            async with session.get(
-                f"{base_url}/jellyfin/Items",
-                params={"userId": USER_ID, "ids": item_ids},
-                headers=_JELLYFIN_HEADERS,
-            ) as response:
-                response.raise_for_status()
-                await response.read()
-            await asyncio.gather(*(finish_row(session, r) for r in chunk))
+            params = {"id": f"in.({','.join(map(str, chunk))})"}
+            await _request(
+                session, "GET", f"{base_url}/rest/studio_board", params=params, headers=_CATALOG_HEADERS
+            )
+            lookup = {"userId": USER_ID, "ids": ",".join(item_id(r) for r in chunk)}
+            await _request(
+                session, "GET", f"{base_url}/jellyfin/Items", params=lookup, headers=_JELLYFIN_HEADERS
+            )
+            await asyncio.gather(*(_publish_and_merge(session, base_url, r, mode) for r in chunk))
             done += len(chunk)
         return done
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started, cpu = time.perf_counter(), time.process_time()
-        done = sum(await asyncio.gather(*(lane(session) for _ in range(max(concurrency // batch, 1)))))
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        return done / seconds, cpu / done * 1000
+    return await _timed(lane, max(concurrency // batch, 1), concurrency)
