@@ -206,7 +206,10 @@ class Upstreams:
         state.merges.append((row["id"], time.monotonic()))
         return Response(200, _encode([row]))
 
-    def _jellyfin_refusal(self, request: Request) -> Response | None:
+    async def _jellyfin_answer(self, request: Request) -> Response | None:
+        """Count, wait Jellyfin's latency, then the refusal for a request without auth or userId."""
+        self.state.requests["jellyfin"] += 1
+        await asyncio.sleep(self.state.latency["jellyfin"])
         if 'Token="' not in request.headers.get("authorization", ""):
             return Response(401, b"Unauthorized", "text/plain")
         if "userId" not in request.query:
@@ -234,10 +237,7 @@ class Upstreams:
 
     async def item(self, request: Request) -> Response:
         """`GET /Items/{id}`: 404 when missing, 400 problem+json for a malformed id."""
-        state = self.state
-        state.requests["jellyfin"] += 1
-        await asyncio.sleep(state.latency["jellyfin"])
-        refusal = self._jellyfin_refusal(request)
+        refusal = await self._jellyfin_answer(request)
         if refusal is not None:
             return refusal
         raw = request.path.removeprefix("/jellyfin/Items/")
@@ -253,10 +253,7 @@ class Upstreams:
 
     async def items(self, request: Request) -> Response:
         """`GET /Items?ids=a,b`: the ids it has, in any order (only id lookups are served here)."""
-        state = self.state
-        state.requests["jellyfin"] += 1
-        await asyncio.sleep(state.latency["jellyfin"])
-        refusal = self._jellyfin_refusal(request)
+        refusal = await self._jellyfin_answer(request)
         if refusal is not None:
             return refusal
         ids = [part for part in request.query.get("ids", "").split(",") if part]

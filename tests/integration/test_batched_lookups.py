@@ -9,57 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from backfill.agent_zero import AgentZeroClient
-from backfill.enrich import Enricher
-from backfill.jellyfin import JellyfinClient
-from backfill.outcome import Ack, Retry, RetryPolicy
-from backfill.payload import LinkConfig
-from backfill.pipeline import RowProcessor
-from backfill.postgrest import PostgrestCatalog
-from backfill.transport import make_client
+from backfill.outcome import Ack, Retry
 from backfill.wire import Mode, new_request
-from backfill_doubles.agent_zero import AgentZeroDouble
-from backfill_doubles.jellyfin import JellyfinDouble
-from backfill_doubles.postgrest import PostgrestDouble
-from backfill_doubles.serve import serve
-from worker.cli import row_reader
-
-KEY, USER, SERVER, TOKEN = "jf-key", "ab" * 16, "cd" * 16, "agent-token"
-LINKS = LinkConfig(public_base="https://watch.example.org")
-
-
-@dataclass
-class Rig:
-    jellyfin: JellyfinDouble
-    agent: AgentZeroDouble
-    db: PostgrestDouble
-    processor: RowProcessor
+from tests.support.pipeline import SERVER, Rig, pipeline_rig
 
 
 @pytest.fixture
 async def rig(nats_url: str, contracts_dir: Path) -> AsyncIterator[Rig]:
-    jellyfin = JellyfinDouble(KEY, USER, SERVER)
-    agent = AgentZeroDouble(nats_url, contracts_dir, token=TOKEN)
-    db = PostgrestDouble("svc")
-    http = make_client(5.0)
-    async with serve(jellyfin.app()) as jf_url, serve(agent.app()) as a0_url, serve(db.app()) as db_url:
-        catalog = PostgrestCatalog(http, db_url, "svc")
-        enricher = Enricher(JellyfinClient(http, jf_url, KEY, USER, batch=40), None, LINKS, "pmoves")
-        processor = RowProcessor(
-            catalog,
-            enricher,
-            AgentZeroClient(http, a0_url, TOKEN),
-            LINKS,
-            RetryPolicy(),
-            read_row=row_reader(catalog, 40),
-        )
-        yield Rig(jellyfin, agent, db, processor)
-    await http.aclose()
+    async with pipeline_rig(nats_url, contracts_dir, timeout=5.0, batch=40) as built:
+        yield built
 
 
 def add(rig: Rig, name: str) -> tuple[int, str]:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
 from backfill.payload import MetaPatch
 from backfill.postgrest import PostgrestCatalog
-from backfill.transport import HttpClient, make_client
+from backfill.transport import HttpClient
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 
 KEY = "service-key"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    client = make_client(5.0)
-    yield client
-    await client.aclose()
 
 
 def seeded(n: int, rpc: bool = True, base_path: str = "") -> PostgrestDouble:

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from backfill.transport import HttpClient, make_client
+from backfill.transport import HttpClient
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.postgres import EmbeddedPostgres, execute
 from backfill_doubles.postgrest import PostgrestDouble
@@ -69,13 +69,6 @@ async def runs_table() -> AsyncIterator[tuple[RunsTable, str]]:
     table = RunsTable()
     async with serve(table.app()) as url:
         yield table, url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    client = make_client(5.0)
-    yield client
-    await client.aclose()
 
 
 async def test_run_log_upserts_the_start_and_patches_the_finish(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -10,7 +10,7 @@ import pytest
 
 from backfill.sigv4 import Credentials
 from backfill.storage import ObjectStorage, thumbnail_candidates
-from backfill.transport import HttpClient, make_client
+from backfill.transport import HttpClient
 from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, moto_s3, s3_client
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY, REGION)
@@ -26,13 +26,6 @@ def s3() -> Iterator[tuple[str, Any]]:
         client.put_object(Bucket="outputs", Key="clips/night.jpg", Body=b"jpg")
         client.put_object(Bucket="outputs", Key="clips/lonely.mp4", Body=b"mp4")
         yield endpoint, client
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    client = make_client(5.0)
-    yield client
-    await client.aclose()
 
 
 def test_thumbnail_candidates_image_itself_else_same_stem_images() -> None:

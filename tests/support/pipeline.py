@@ -1,0 +1,58 @@
+"""A RowProcessor wired as the worker wires it, against the doubles over loopback (pipeline tests)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from backfill.agent_zero import AgentZeroClient
+from backfill.enrich import Enricher
+from backfill.jellyfin import JellyfinClient
+from backfill.outcome import RetryPolicy
+from backfill.payload import LinkConfig
+from backfill.pipeline import RowProcessor
+from backfill.postgrest import PostgrestCatalog
+from backfill.transport import make_client
+from backfill_doubles.agent_zero import AgentZeroDouble
+from backfill_doubles.jellyfin import JellyfinDouble
+from backfill_doubles.postgrest import PostgrestDouble
+from backfill_doubles.serve import serve
+from worker.cli import row_reader
+
+KEY, USER, SERVER, TOKEN = "jf-key", "ab" * 16, "cd" * 16, "agent-token"
+LINKS = LinkConfig(public_base="https://watch.example.org")
+
+
+@dataclass
+class Rig:
+    jellyfin: JellyfinDouble
+    agent: AgentZeroDouble
+    db: PostgrestDouble
+    processor: RowProcessor
+
+
+@asynccontextmanager
+async def pipeline_rig(
+    nats_url: str, contracts_dir: Path, timeout: float, batch: int = 1
+) -> AsyncIterator[Rig]:
+    """The doubles over loopback and a RowProcessor wired as the worker wires it (`batch` > 1: the
+    row reads and Jellyfin lookups of rows handled together are batched)."""
+    jellyfin = JellyfinDouble(KEY, USER, SERVER)
+    agent = AgentZeroDouble(nats_url, contracts_dir, token=TOKEN)
+    db = PostgrestDouble("svc")
+    http = make_client(timeout)
+    async with serve(jellyfin.app()) as jf_url, serve(agent.app()) as a0_url, serve(db.app()) as db_url:
+        catalog = PostgrestCatalog(http, db_url, "svc")
+        enricher = Enricher(JellyfinClient(http, jf_url, KEY, USER, batch=batch), None, LINKS, "pmoves")
+        processor = RowProcessor(
+            catalog,
+            enricher,
+            AgentZeroClient(http, a0_url, TOKEN),
+            LINKS,
+            RetryPolicy(),
+            read_row=row_reader(catalog, batch),
+        )
+        yield Rig(jellyfin, agent, db, processor)
+    await http.aclose()
