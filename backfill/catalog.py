@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
+from backfill.errors import CatalogConflict
 from backfill.model import Row
 from backfill.payload import MetaPatch
 
@@ -22,8 +23,14 @@ def is_candidate(row: Row) -> bool:
     return row.status == PUBLISHED and row.meta_dict.get("jellyfin_public_url") is None
 
 
-def merged_meta(old: dict[str, object] | None, patch: MetaPatch) -> dict[str, object]:
-    """`defaults || coalesce(meta, '{}') || patch`: what the RPC and the optimistic fallback both write."""
+def merged_meta(old: object, patch: MetaPatch) -> dict[str, object]:
+    """`defaults || coalesce(meta, '{}') || patch`: what the RPC and the optimistic fallback both write.
+
+    A meta that is not an object (changed under us since the row was checked) is a conflict: the
+    retry reads the row again and dead-letters it rather than replacing what an operator must fix.
+    """
+    if old is not None and not isinstance(old, dict):
+        raise CatalogConflict(f"meta became {type(old).__name__} under us, not a JSON object")
     return {**patch.defaults, **(old or {}), **patch.patch}
 
 

@@ -93,6 +93,8 @@ class Enricher:
         reason = skip_reason(row)
         if reason is not None or row is None:
             return Ack("skipped", reason or ROW_MISSING)
+        if (problem := row.meta_object_problem) is not None:
+            return DeadLetter(INVALID_PAYLOAD, problem)  # merging into it would corrupt it
         found = await self.find_item(row)
         if isinstance(found, Unmatched):
             return DeadLetter(found.reason, found.detail)

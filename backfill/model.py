@@ -16,19 +16,30 @@ _ZERO_ID = "0" * 32
 
 
 class Row(msgspec.Struct, frozen=True):
-    """One `studio_board` row (FACTS §1). `meta` may be SQL null upstream; read it via `meta_dict`."""
+    """One `studio_board` row (FACTS §1). `meta` may be SQL null upstream; read it via `meta_dict`.
+
+    `meta` is whatever JSON the column holds: a row whose meta is an array or a string must not make
+    its whole page unreadable (the worker dead-letters that one row; `meta_object_problem`)."""
 
     id: int
     title: str | None = None
     namespace: str | None = None
     content_url: str | None = None
     status: str | None = None
-    meta: dict[str, Any] | None = None
+    meta: Any = None
     created_at: str | None = None
 
     @property
     def meta_dict(self) -> dict[str, Any]:
         return self.meta if isinstance(self.meta, dict) else {}
+
+    @property
+    def meta_object_problem(self) -> str | None:
+        """Why `meta` cannot be merged into (it is JSON but not an object), or None when it can."""
+        if self.meta is None or isinstance(self.meta, dict):
+            return None
+        kind = {list: "an array", str: "a string", bool: "a boolean"}.get(type(self.meta), "a number")
+        return f"meta is {kind}, not a JSON object: fix the row's meta, then replay"
 
 
 class JellyfinItem(msgspec.Struct, frozen=True, rename="pascal"):

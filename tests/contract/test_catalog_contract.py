@@ -274,3 +274,24 @@ async def test_every_call_is_observed_under_catalog_with_its_outcome(backend: Ba
     assert len(seen) == 1
     assert seen[0][0] == "catalog"
     assert seen[0][1] != 200
+
+
+async def test_a_meta_that_is_not_an_object_never_breaks_its_page(backend: Backend) -> None:
+    """meta as an array, a string or a number: the row still decodes (and is a candidate, as in SQL,
+    where `->>` on a non-object is null); the rows around it are read as usual."""
+    await backend.insert(
+        [
+            {"status": "published", "meta": {}},
+            {"status": "published", "meta": ["not", "an", "object"]},
+            {"status": "published", "meta": "text"},
+            {"status": "published", "meta": 7},
+            {"status": "published", "meta": {"jellyfin_item_id": "abc"}},
+        ]
+    )
+    catalog = await backend.catalog()
+    pages = await streamed(catalog)
+    assert ids_of(pages) == [1, 2, 3, 4, 5]
+    metas = {row.id: row.meta for page in pages for row in page}
+    assert metas[2] == ["not", "an", "object"] and metas[3] == "text" and metas[4] == 7
+    row = await catalog.get_row(2)
+    assert row is not None and row.meta_object_problem is not None and row.meta_dict == {}

@@ -105,3 +105,14 @@ async def test_rows_that_are_not_candidates_any_more_are_skipped(
     assert await handle(rig, row_id) == Ack("skipped", reason)
     assert await handle(rig, 424242) == Ack("skipped", "row_missing")
     assert rig.db.calls["rpc"] == 0
+
+
+async def test_a_meta_that_is_not_an_object_is_dead_lettered_untouched(rig: Rig) -> None:
+    """Merging into an array would corrupt it: dead letter invalid_payload, no event, row as it was."""
+    item = rig.jellyfin.add_item("Odd Row", run_time_ticks=600_000_000)
+    row = rig.db.add_row(title="Odd Row", status="published", content_url="s3://o/a.mp4", meta=[item["Id"]])
+    outcome = await handle(rig, int(row["id"]))
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "invalid_payload"
+    assert "meta is an array" in outcome.detail
+    assert not rig.agent.envelopes
+    assert rig.db.rows[int(row["id"])]["meta"] == [item["Id"]]
