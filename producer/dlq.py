@@ -220,14 +220,15 @@ class Replayer:
         self._deletes: set[asyncio.Task[None]] = set()
         self._delete_slots = asyncio.Semaphore(256)
 
-    def _request_for(self, record: DeadLetterRecord) -> tuple[str, bytes] | str:
+    def _request_for(self, record: DeadLetterRecord) -> tuple[int, bytes] | str:
+        """(row id, the fresh request's body), or why the dead letter cannot be replayed."""
         original = record.headers.get(Header.ORIGINAL_SUBJECT, "")
         try:
             request = decode_request(record.data, original, self._layout.prefix)
         except InvalidMessage as exc:
             return f"seq {record.seq}: not replayable ({exc}); purge it"
         fresh = new_request(request.row_id, request.backfill_version, request.mode, self._run_id)
-        return work_subject(self._layout.prefix, request.row_id), encode_request(fresh)
+        return request.row_id, encode_request(fresh)
 
     async def replay(
         self,
@@ -247,8 +248,8 @@ class Replayer:
                 if dry_run:
                     counts.replayed += 1
                     continue
-                subject, body = built
-                row_id = int(subject.rsplit(".", 1)[-1])
+                row_id, body = built
+                subject = work_subject(self._layout.prefix, row_id)
                 headers = {Header.MSG_ID: msg_id(row_id, self._run_id), Header.RUN_ID: self._run_id}
                 await queue.put((record, await self._publisher.submit(subject, body, headers)))
         finally:
