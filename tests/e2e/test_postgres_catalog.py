@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from backfill_doubles.postgres import execute
@@ -16,6 +15,7 @@ from backfill_doubles.stack import EmbeddedStack, StackOptions
 from producer.runs import NOT_INSTALLED
 from tests.e2e.conftest import run_cli
 from tests.e2e.processes import WorkerProcess
+from tests.support.runs import stored_runs
 
 pytestmark = pytest.mark.slow
 RUNS_SQL = Path(__file__).resolve().parents[2] / "sql" / "002_backfill_runs.sql"
@@ -26,18 +26,6 @@ def pg_stack(nats_url: str, contracts_dir: Path) -> Iterator[EmbeddedStack]:
     options = StackOptions(size=80, nats_url=nats_url, contracts_dir=contracts_dir, catalog="postgres")
     with EmbeddedStack(options) as embedded:
         yield embedded
-
-
-async def run_rows(dsn: str) -> dict[str, dict[str, Any]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        records = await conn.fetch("select * from public.backfill_runs")
-    finally:
-        await conn.close()
-    return {
-        r["id"]: {**r, "options": json.loads(r["options"]), "counts": json.loads(r["counts"])}
-        for r in records
-    }
 
 
 def enriched(rows: list[dict[str, Any]], run_id: str | None = None) -> int:
@@ -78,7 +66,7 @@ async def test_with_backfill_runs_the_run_is_recorded_and_status_counts_what_it_
     assert ran.code == 0, ran.stderr
     assert NOT_INSTALLED not in ran.stderr
     summary = ran.json_lines()[-1]
-    run = (await run_rows(dsn))["run-pg"]
+    run = (await stored_runs(dsn))["run-pg"]
     assert run["mode"] == "metadata-only"
     assert run["options"] == {"ids": None, "limit": 15, "since_id": 3, "mode": "metadata-only"}
     assert run["counts"] == {k: v for k, v in summary.items() if isinstance(v, int)}

@@ -22,6 +22,7 @@ from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 from producer.pgruns import PostgresRunTable
 from producer.runs import NOT_INSTALLED, PostgrestRunTable, RunLog
+from tests.support.runs import stored_runs
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS_SQL = REPO / "sql" / "002_backfill_runs.sql"
@@ -172,21 +173,6 @@ async def runs_dsn(no_runs_table: str) -> str:
     """The database with `sql/002_backfill_runs.sql` freshly installed."""
     await execute(no_runs_table, RUNS_SQL.read_text())
     return no_runs_table
-
-
-async def stored_runs(dsn: str) -> dict[str, dict[str, Any]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        records = await conn.fetch("select * from public.backfill_runs")
-    finally:
-        await conn.close()
-    runs = {}
-    for record in records:
-        row = dict(record.items())
-        row["options"] = json.loads(row["options"])
-        row["counts"] = None if row["counts"] is None else json.loads(row["counts"])
-        runs[row["id"]] = row
-    return runs
 
 
 class Clock:
