@@ -8,7 +8,10 @@ counts `select` / `patch` / `rpc` / `unauthorized`. The real behaviours that bit
 - without `order=` rows come back in "heap" order, and an updated row moves to the end;
 - `POST /rpc/backfill_merge_meta` merges atomically, mirroring
   `meta = coalesce(p_defaults,'{}') || coalesce(meta,'{}') || coalesce(p_patch,'{}')` in a SQL
-  function `returns setof studio_board`; with `rpc_installed=False` it is 404 `PGRST202`.
+  function `returns setof studio_board`; with `rpc_installed=False` it is 404 `PGRST202`;
+- `POST /rpc/backfill_merge_meta_many` (`p_items`: `[{id, patch, defaults}]`) does the same for many
+  rows and refuses, like the SQL function, anything but an array of objects with distinct ids (400
+  `22023`); with `batch_rpc_installed=False` (an install older than the function) it is 404 `PGRST202`.
 
 `before_write(row_id)` runs just before a PATCH or the RPC applies, after the rows to change were
 picked; the PATCH filter is checked again afterwards, as PostgreSQL does, so a test can change a row
@@ -41,6 +44,7 @@ from backfill_doubles.postgrest_query import (
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RPC_NAME = "backfill_merge_meta"
+BATCH_RPC_NAME = "backfill_merge_meta_many"
 _RPC_ARGS = frozenset({"p_id", "p_patch"})
 _UNAUTHORIZED = (401, "PGRST301", "JWSError JWSInvalidSignature")
 _FAULT_ERRORS = {
@@ -57,15 +61,41 @@ def _prefer(request: web.Request) -> set[str]:
     return {part.strip() for header in request.headers.getall("Prefer", []) for part in header.split(",")}
 
 
-def _missing_function(args: list[str]) -> PostgrestError:
+def _missing_function(function: str, args: list[str]) -> PostgrestError:
     names = ", ".join(sorted(args))
     return PostgrestError(
         404,
         "PGRST202",
-        f"Could not find the function public.{RPC_NAME}({names}) in the schema cache",
-        f"Searched for the function public.{RPC_NAME} with parameters {names} or with a single unnamed "
+        f"Could not find the function public.{function}({names}) in the schema cache",
+        f"Searched for the function public.{function} with parameters {names} or with a single unnamed "
         "json/jsonb parameter, but no matches were found in the schema cache.",
     )
+
+
+def _invalid_items(message: str) -> PostgrestError:
+    return PostgrestError(400, "22023", message)
+
+
+def _batch_items(p_items: Any) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(id, patch, defaults) per item, refused as `backfill_merge_meta_many` refuses them."""
+    if not isinstance(p_items, list):
+        raise _invalid_items('p_items must be a JSON array of {"id", "patch", "defaults"} objects')
+    if not all(isinstance(item, dict) for item in p_items):
+        raise _invalid_items("every item of p_items must be a JSON object")
+    ids = [item.get("id") for item in p_items]
+    if any(i is None for i in ids):
+        raise _invalid_items('every item of p_items needs an "id"')
+    if any(not isinstance(i, int) or isinstance(i, bool) for i in ids):
+        raise PostgrestError(400, "22P02", "invalid input syntax for type bigint")
+    if len(set(ids)) != len(ids):
+        raise _invalid_items("p_items names a row more than once")
+    parsed = []
+    for item in p_items:
+        patch, defaults = item.get("patch") or {}, item.get("defaults") or {}
+        if not isinstance(patch, dict) or not isinstance(defaults, dict):
+            raise _invalid_items("patch and defaults must be json objects")
+        parsed.append((int(item["id"]), patch, defaults))
+    return parsed
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -86,11 +116,18 @@ class PostgrestDouble(FaultInjector):
     """PostgREST 12-13 serving `studio_board` and the `backfill_merge_meta` RPC."""
 
     def __init__(
-        self, service_key: str, rpc_installed: bool = True, base_path: str = "", seed: int = 0
+        self,
+        service_key: str,
+        rpc_installed: bool = True,
+        base_path: str = "",
+        seed: int = 0,
+        batch_rpc_installed: bool | None = None,
     ) -> None:
+        """`batch_rpc_installed` defaults to `rpc_installed` (the shipped SQL installs both)."""
         super().__init__(seed)
         self.service_key = service_key
         self.rpc_installed = rpc_installed
+        self.batch_rpc_installed = rpc_installed if batch_rpc_installed is None else batch_rpc_installed
         self.base_path = base_path.rstrip("/")
         self.rows: dict[int, dict[str, Any]] = {}
         self.max_rows = 1000
@@ -207,12 +244,14 @@ class PostgrestDouble(FaultInjector):
         args = await _json_body(request)
         names = list(args) if isinstance(args, dict) else []
         function = request.match_info["function"]
+        if function == BATCH_RPC_NAME and self.batch_rpc_installed and names == ["p_items"]:
+            return self._merge_many(_batch_items(args["p_items"]))
         if (
             function != RPC_NAME
             or not self.rpc_installed
             or not _RPC_ARGS <= set(names) <= _RPC_ARGS | {"p_defaults"}
         ):
-            raise _missing_function(names)
+            raise _missing_function(function, names)
         row_id, patch, defaults = args["p_id"], args["p_patch"] or {}, args.get("p_defaults") or {}
         if not isinstance(row_id, int) or isinstance(row_id, bool):
             raise PostgrestError(400, "22P02", f'invalid input syntax for type bigint: "{row_id}"')
@@ -224,6 +263,16 @@ class PostgrestDouble(FaultInjector):
             return web.json_response([])
         merged = defaults | (row.get("meta") or {}) | patch
         return web.json_response([self._write(row_id, {"meta": merged})])
+
+    def _merge_many(self, items: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> web.Response:
+        self.calls["rpc_batches"] += 1
+        self._notify([row_id for row_id, _, _ in items])
+        merged = [
+            self._write(row_id, {"meta": defaults | (self.rows[row_id].get("meta") or {}) | patch})
+            for row_id, patch, defaults in items
+            if row_id in self.rows
+        ]
+        return web.json_response(merged)
 
     def _notify(self, row_ids: list[int]) -> None:
         if self.before_write is not None:

@@ -6,9 +6,15 @@
 -- p_patch keys overwrite; p_defaults keys are only filled in when the row does not have them yet
 -- (the backfill sends publish_event_sent_at there so an existing value is never overwritten).
 --
+-- backfill_merge_meta_many(p_items) does the same for many rows in one statement; p_items is a JSON
+-- array of {"id": <bigint>, "patch": {...}, "defaults": {...}}, each id at most once. A worker merges
+-- the rows it finished in the same moment with one call instead of one call per row.
+--
 -- Install once (psql, Supabase SQL editor, or a migration), then reload PostgREST's schema cache:
 --     NOTIFY pgrst, 'reload schema';
--- Without it the backfill falls back to optimistic PATCHes that pin the old meta value.
+-- Running this file again is safe (create or replace) and is how an older install gains the batched
+-- function. Without backfill_merge_meta_many the worker merges row by row; without
+-- backfill_merge_meta it falls back to optimistic PATCHes that pin the old meta value.
 
 create or replace function public.backfill_merge_meta(
     p_id bigint,
@@ -36,6 +42,60 @@ do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'service_role') then
         execute 'grant execute on function public.backfill_merge_meta(bigint, jsonb, jsonb) to service_role';
+    end if;
+end
+$$;
+
+create or replace function public.backfill_merge_meta_many(p_items jsonb)
+returns setof public.studio_board
+language plpgsql
+volatile
+security invoker
+set search_path = public
+as $$
+begin
+    if jsonb_typeof(p_items) is distinct from 'array' then
+        raise exception 'p_items must be a JSON array of {"id", "patch", "defaults"} objects'
+            using errcode = '22023';
+    end if;
+    if exists (select 1 from jsonb_array_elements(p_items) as item where jsonb_typeof(item) <> 'object') then
+        raise exception 'every item of p_items must be a JSON object' using errcode = '22023';
+    end if;
+    if exists (select 1 from jsonb_to_recordset(p_items) as item(id bigint) where item.id is null) then
+        raise exception 'every item of p_items needs an "id"' using errcode = '22023';
+    end if;
+    if (select count(*) <> count(distinct item.id) from jsonb_to_recordset(p_items) as item(id bigint)) then
+        -- one update cannot apply two patches to one row: it would keep one of them at random
+        raise exception 'p_items names a row more than once' using errcode = '22023';
+    end if;
+    -- lock the rows in id order first, so two overlapping batches wait for each other, never deadlock
+    perform 1
+       from public.studio_board as board
+      where board.id in (select item.id from jsonb_to_recordset(p_items) as item(id bigint))
+      order by board.id
+        for update;
+    return query
+        with merged as (
+            update public.studio_board as board
+               set meta = coalesce(item.defaults, '{}'::jsonb)
+                          || coalesce(board.meta, '{}'::jsonb)
+                          || coalesce(item.patch, '{}'::jsonb)
+              from jsonb_to_recordset(p_items) as item(id bigint, patch jsonb, defaults jsonb)
+             where board.id = item.id
+            returning board.*
+        )
+        select * from merged;
+end
+$$;
+
+comment on function public.backfill_merge_meta_many(jsonb) is
+    'Jellyfin backfill: backfill_merge_meta for many rows in one statement; p_items = [{id, patch, defaults}].';
+
+revoke all on function public.backfill_merge_meta_many(jsonb) from public;
+do $$
+begin
+    if exists (select 1 from pg_roles where rolname = 'service_role') then
+        execute 'grant execute on function public.backfill_merge_meta_many(jsonb) to service_role';
     end if;
 end
 $$;
