@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
-from backfill.errors import CatalogConflict
+from backfill.errors import BackfillError, CatalogConflict
 from backfill.model import Row
 from backfill.payload import MetaPatch
 
@@ -35,6 +35,35 @@ def merged_meta(old: object, patch: MetaPatch) -> dict[str, object]:
 
 
 PageFetcher = Callable[[int, int], Awaitable[list[Row]]]  # (after id, at most n) -> rows in id order
+MergeItem = tuple[int, MetaPatch]
+# row id -> the merged row, or the error of that row alone; a row that is gone is absent
+MergeResults = dict[int, Row | BackfillError]
+
+
+def require_distinct(items: Sequence[MergeItem]) -> None:
+    """One statement cannot apply two patches to one row faithfully: callers send each row once."""
+    ids = [row_id for row_id, _ in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("merge_many names a row more than once")
+
+
+async def merge_each(
+    merge_one: Callable[[int, MetaPatch], Awaitable[Row | None]], items: Sequence[MergeItem]
+) -> MergeResults:
+    """Row by row, concurrently: a row's own failure becomes its result and never its neighbours'.
+
+    Only the project's errors are results; anything else is a bug and is raised.
+    """
+    outcomes = await asyncio.gather(
+        *(merge_one(row_id, patch) for row_id, patch in items), return_exceptions=True
+    )
+    results: MergeResults = {}
+    for (row_id, _), outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, BackfillError | Row):
+            results[row_id] = outcome
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    return results
 
 
 async def keyset_pages(
@@ -92,6 +121,11 @@ class Catalog(Protocol):
 
     async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
         """Merge `patch` into the row's meta without losing other keys; None when the row is gone."""
+
+    async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
+        """`merge_meta` for many rows (each at most once, else ValueError), in one statement when the
+        backend can. A failure of the whole call is raised (it concerns every row); when the backend
+        rejects the batch, each row is merged on its own so only the row at fault carries the error."""
 
     async def aclose(self) -> None:
         """Release what the adapter holds (pools, connections)."""

@@ -7,7 +7,9 @@ Same semantics as `postgrest.PostgrestCatalog`, in SQL instead of PostgREST's gr
   stays flat in the size of the catalog and no transaction stays open between pages; the enriched
   rows are the other published ones (`is not null`);
 - `merge_meta` is one statement, `meta = $defaults || coalesce(meta, '{}') || $patch`, evaluated under
-  the row lock, so concurrent merges of different keys never lose one.
+  the row lock, so concurrent merges of different keys never lose one; `merge_many` is the same
+  update joined to `jsonb_to_recordset` of the items, after locking its rows in id order in the same
+  transaction (two overlapping batches then wait for each other instead of deadlocking).
 
 asyncpg's errors become `backfill.errors` here: connection loss, timeouts, serialization failures and
 administrator shutdowns are retryable (`UpstreamUnavailable`); a missing table, a denied permission or
@@ -27,7 +29,15 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from backfill.catalog import PUBLISHED, ROW_COLUMNS, keyset_pages
+from backfill.catalog import (
+    PUBLISHED,
+    ROW_COLUMNS,
+    MergeItem,
+    MergeResults,
+    keyset_pages,
+    merge_each,
+    require_distinct,
+)
 from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
@@ -147,6 +157,21 @@ class PostgresCatalog:
     async def _rows(self, sql: str, *args: object) -> list[Row]:
         return [_decode_row(record) for record in await self._fetch(sql, *args)]
 
+    async def _locked_rows(
+        self, lock: str, lock_args: tuple[object, ...], sql: str, *args: object
+    ) -> list[Row]:
+        """`lock` then `sql` in one transaction on one pooled connection, observed as one call."""
+        started = time.perf_counter()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(lock, *lock_args)
+                records: list[asyncpg.Record] = await conn.fetch(sql, *args)
+        except DRIVER_ERRORS as exc:
+            self._observe(SERVICE, None, time.perf_counter() - started)
+            raise catalog_error(exc) from exc
+        self._observe(SERVICE, 200, time.perf_counter() - started)
+        return [_decode_row(record) for record in records]
+
     async def count_candidates(self, since_id: int = 0) -> int | None:
         records = await self._fetch(self._sql.count, since_id)
         return int(records[0][0])
@@ -174,6 +199,18 @@ class PostgresCatalog:
         rows = await self._rows(self._sql.merge, row_id, patch.defaults, patch.patch)
         return rows[0] if rows else None
 
+    async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
+        require_distinct(items)
+        if len(items) <= 1:
+            return await merge_each(self.merge_meta, items)
+        ids = sorted(row_id for row_id, _ in items)
+        p_items = [{"id": i, "patch": p.patch, "defaults": p.defaults} for i, p in items]
+        try:
+            rows = await self._locked_rows(self._sql.lock, (ids,), self._sql.merge_many, p_items)
+        except UpstreamRejected:
+            return await merge_each(self.merge_meta, items)  # only the row at fault fails
+        return {row.id: row for row in rows}
+
     async def aclose(self) -> None:
         """Close the pool; connections still busy after `close_timeout` are terminated."""
         try:
@@ -195,15 +232,27 @@ _MERGE = (
     "update {table} set meta = $2::jsonb || coalesce(meta, '{{}}'::jsonb) || $3::jsonb"
     " where id = $1 returning {columns}"
 )
+_LOCK = "select 1 from {table} where id = any($1::bigint[]) order by id for update"
+_MERGE_MANY = (
+    "update {table} as board"
+    " set meta = coalesce(item.defaults, '{{}}'::jsonb) || coalesce(board.meta, '{{}}'::jsonb)"
+    " || coalesce(item.patch, '{{}}'::jsonb)"
+    " from jsonb_to_recordset($1::jsonb) as item(id bigint, patch jsonb, defaults jsonb)"
+    " where board.id = item.id returning {board_columns}"
+)
 
 
 class _Statements:
-    """The six statements for one quoted table name."""
+    """The statements for one quoted table name."""
 
     def __init__(self, table: str) -> None:
         def fill(template: str) -> str:
             return template.format(
-                table=table, columns=", ".join(ROW_COLUMNS), candidate=_CANDIDATE, enriched=_ENRICHED
+                table=table,
+                columns=", ".join(ROW_COLUMNS),
+                board_columns=", ".join(f"board.{column}" for column in ROW_COLUMNS),
+                candidate=_CANDIDATE,
+                enriched=_ENRICHED,
             )
 
         self.count = fill(_COUNT)
@@ -212,3 +261,5 @@ class _Statements:
         self.by_ids = fill(_BY_IDS)
         self.by_id = fill(_BY_ID)
         self.merge = fill(_MERGE)
+        self.lock = fill(_LOCK)
+        self.merge_many = fill(_MERGE_MANY)

@@ -7,8 +7,16 @@ from typing import Any
 
 import msgspec
 
-from backfill.catalog import ROW_COLUMNS, keyset_pages, merged_meta
-from backfill.errors import CatalogConflict, UpstreamUnavailable
+from backfill.catalog import (
+    ROW_COLUMNS,
+    MergeItem,
+    MergeResults,
+    keyset_pages,
+    merge_each,
+    merged_meta,
+    require_distinct,
+)
+from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
 from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
@@ -43,9 +51,11 @@ class PostgrestCatalog:
         self._up = Upstream(http, SERVICE, observe)
         self._table_url = f"{rest_url.rstrip('/')}/{table}"
         self._rpc_url = f"{rest_url.rstrip('/')}/rpc/{merge_function}"
+        self._batch_rpc_url = f"{self._rpc_url}_many"
         self._headers = auth_headers(service_key)
         self._page_size = min(page_size, 1000)  # Supabase silently caps a response at 1000 rows
         self.rpc_available: bool | None = None  # learnt on the first merge
+        self.batch_rpc_available: bool | None = None  # learnt on the first merge of several rows
 
     async def _get_rows(
         self, params: dict[str, Any], prefer: str | None = None
@@ -106,20 +116,42 @@ class PostgrestCatalog:
                 return row
         return await self._merge_optimistic(row_id, patch)
 
+    async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
+        require_distinct(items)
+        if len(items) > 1 and self.batch_rpc_available is not False:
+            p_items = [{"id": i, "patch": p.patch, "defaults": p.defaults} for i, p in items]
+            try:
+                rows = await self._call_rpc(self._batch_rpc_url, {"p_items": p_items})
+            except UpstreamRejected:
+                return await merge_each(self.merge_meta, items)  # only the row at fault fails
+            self.batch_rpc_available = rows is not None
+            if rows is not None:
+                return {row.id: row for row in rows}
+        return await merge_each(self.merge_meta, items)  # one row, or an install without the function
+
     async def _merge_rpc(self, row_id: int, patch: MetaPatch) -> tuple[bool, Row | None]:
         """(False, None) when the function is not installed (404 PGRST202)."""
         body = {"p_id": row_id, "p_patch": patch.patch, "p_defaults": patch.defaults}
+        rows = await self._call_rpc(self._rpc_url, body)
+        if rows is None:
+            return False, None
+        return True, (rows[0] if rows else None)
+
+    async def _call_rpc(self, url: str, body: dict[str, Any]) -> list[Row] | None:
+        """The rows a merge function returned; None when it is not installed (404 PGRST202)."""
         response = await self._up.request(
             "POST",
-            self._rpc_url,
+            url,
             content=_encoder.encode(body),
             headers={**self._headers, "Content-Type": "application/json"},
         )
         if response.status_code == 404 and _error_code(response) == "PGRST202":
-            return False, None
+            return None
         self._up.check(response)
-        rows = _rows_decoder.decode(response.content)
-        return True, (rows[0] if rows else None)
+        try:
+            return _rows_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise UpstreamUnavailable(SERVICE, f"unreadable rows: {exc}") from exc
 
     async def _merge_optimistic(self, row_id: int, patch: MetaPatch) -> Row | None:
         """PATCH replaces jsonb whole, so pin the old value in the filter and retry when we lose a race."""

@@ -30,6 +30,7 @@ from backfill_doubles.postgres import (
     install_merge_function,
 )
 from backfill_doubles.postgrest import PostgrestDouble
+from backfill_doubles.postgrest_query import PostgrestError
 from backfill_doubles.serve import serve
 
 T = TypeVar("T")
@@ -54,6 +55,10 @@ class Backend(Protocol):
     async def unreachable(self) -> Catalog:
         """A catalog adapter pointed at a port where nothing listens (may raise while connecting)."""
 
+    async def reject_writes(self, row_id: int) -> None:
+        """From now on every write that touches `row_id` is refused for good (PostgREST 400 / a
+        trigger raising P0001), whichever other rows it also touches."""
+
 
 class PostgrestBackend:
     name = "postgrest"
@@ -75,6 +80,13 @@ class PostgrestBackend:
 
     async def unreachable(self) -> Catalog:
         return PostgrestCatalog(self.http, f"http://127.0.0.1:{free_port()}", KEY)
+
+    async def reject_writes(self, row_id: int) -> None:
+        def refuse(touched: int) -> None:
+            if touched == row_id:
+                raise PostgrestError(400, "P0001", f"row {row_id} is read-only")
+
+        self.double.before_write = refuse
 
 
 class PostgresBackend:
@@ -114,9 +126,31 @@ class PostgresBackend:
     async def unreachable(self) -> Catalog:
         return await PostgresCatalog.open(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
 
+    async def reject_writes(self, row_id: int) -> None:
+        await execute(self.dsn, REJECT_TRIGGER.format(row_id=int(row_id)))
+
     async def close(self) -> None:
         for catalog in self._opened:
             await catalog.aclose()
+        await execute(self.dsn, DROP_REJECT_TRIGGER)
+
+
+REJECT_TRIGGER = """
+create or replace function public.backfill_test_reject() returns trigger language plpgsql as $$
+begin
+    if new.id = {row_id} then
+        raise exception 'row % is read-only', new.id using errcode = 'P0001';
+    end if;
+    return new;
+end
+$$;
+create trigger backfill_test_reject before update on public.studio_board
+    for each row execute function public.backfill_test_reject();
+"""
+DROP_REJECT_TRIGGER = """
+drop trigger if exists backfill_test_reject on public.studio_board;
+drop function if exists public.backfill_test_reject();
+"""
 
 
 async def _lock_waiter(admin: asyncpg.Connection, timeout: float = 10.0) -> int:

@@ -221,6 +221,97 @@ async def test_concurrent_merges_on_one_row_lose_no_key(backend: Backend) -> Non
     assert row.meta == {"origin": True, **{f"k{i}": i for i in range(20)}}
 
 
+async def test_merge_many_merges_each_row_its_own_way_in_one_call(backend: Backend) -> None:
+    """Three rows and a missing id in one call: each row gets its patch and defaults, the missing id is
+    absent from the result, and the backend is asked once."""
+    await backend.insert(
+        [
+            {"status": "published", "meta": {"keep": 1, "publish_event_sent_at": "before"}},
+            {"status": "published", "meta": None},
+            {"status": "published", "meta": {"a": 0}},
+        ]
+    )
+    calls: list[int | None] = []
+    catalog = await backend.catalog(observe=lambda _service, status, _seconds: calls.append(status))
+    defaults = {"publish_event_sent_at": "now"}
+    merged = await catalog.merge_many(
+        [
+            (3, MetaPatch(patch={"a": 3}, defaults={})),
+            (999, MetaPatch(patch={"a": 9}, defaults={})),
+            (1, MetaPatch(patch={"a": 1}, defaults=defaults)),
+            (2, MetaPatch(patch={"a": 2}, defaults=defaults)),
+        ]
+    )
+    assert calls == [200]
+    metas = {row_id: row.meta for row_id, row in merged.items() if isinstance(row, Row)}
+    assert metas == {
+        1: {"keep": 1, "publish_event_sent_at": "before", "a": 1},
+        2: {"publish_event_sent_at": "now", "a": 2},
+        3: {"a": 3},
+    }
+    assert await catalog.merge_many([]) == {}
+    assert calls == [200], "an empty batch asks nothing"
+    assert {row.id: row.meta for row in await catalog.fetch_rows([1, 2, 3])} == metas
+
+
+async def test_merge_many_refuses_a_row_named_twice_and_writes_nothing(backend: Backend) -> None:
+    """Two patches for one row in one statement would keep one of them at random."""
+    await backend.insert([{"status": "published", "meta": {"a": 0}}])
+    catalog = await backend.catalog()
+    with pytest.raises(ValueError, match="more than once"):
+        await catalog.merge_many([(1, MetaPatch({"a": 1}, {})), (1, MetaPatch({"b": 2}, {}))])
+    row = await catalog.get_row(1)
+    assert row is not None
+    assert row.meta == {"a": 0}
+
+
+async def test_a_rejected_batch_is_merged_row_by_row_so_only_the_row_at_fault_fails(backend: Backend) -> None:
+    """The backend refuses every write touching row 2: rows 1 and 3 are merged, row 2 carries the
+    rejection (not retryable) as its own result."""
+    await backend.insert([{"status": "published", "meta": {}} for _ in range(3)])
+    catalog = await backend.catalog()
+    await backend.reject_writes(2)
+    merged = await catalog.merge_many([(i, MetaPatch(patch={"done": i}, defaults={})) for i in (1, 2, 3)])
+    assert isinstance(merged[2], UpstreamRejected)
+    assert not merged[2].retryable
+    assert {i: row.meta for i, row in merged.items() if isinstance(row, Row)} == {
+        1: {"done": 1},
+        3: {"done": 3},
+    }
+    row = await catalog.get_row(2)
+    assert row is not None
+    assert row.meta == {}
+
+
+async def test_a_transient_failure_of_a_batch_fails_the_whole_call_and_writes_nothing(
+    backend: Backend,
+) -> None:
+    """503 / a killed connection concerns every row of the batch: raised, retryable, nothing written."""
+    await backend.insert([{"status": "published", "meta": {"a": 1}} for _ in range(3)])
+    catalog = await backend.catalog()
+    items = [(i, MetaPatch(patch={"b": 2}, defaults={})) for i in (1, 2, 3)]
+    with pytest.raises(UpstreamUnavailable):
+        await backend.interrupted(lambda: catalog.merge_many(items))
+    assert [row.meta for row in await catalog.fetch_rows([1, 2, 3])] == [{"a": 1}] * 3
+
+
+async def test_overlapping_batches_in_opposite_orders_lose_no_key(backend: Backend) -> None:
+    """Eight batches over the same 30 rows at once, half listed backwards: none deadlocks, no key lost."""
+    await backend.insert([{"status": "published", "meta": {"origin": True}} for _ in range(30)])
+    catalog = await backend.catalog()
+    ids = list(range(1, 31))
+    batches = [
+        [(i, MetaPatch(patch={f"k{n}": n}, defaults={})) for i in (ids if n % 2 else ids[::-1])]
+        for n in range(8)
+    ]
+    results = await asyncio.gather(*(catalog.merge_many(batch) for batch in batches))
+    assert all(len(result) == 30 and all(isinstance(r, Row) for r in result.values()) for result in results)
+    rows = await catalog.fetch_rows(ids)
+    assert {row.id: row.meta for row in rows} == {
+        i: {"origin": True, **{f"k{n}": n for n in range(8)}} for i in ids
+    }
+
+
 async def test_a_transient_failure_is_retryable_writes_nothing_and_the_next_call_succeeds(
     backend: Backend,
 ) -> None:

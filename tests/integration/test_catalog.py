@@ -93,6 +93,45 @@ async def test_merge_keeps_other_keys_and_fills_defaults_only_when_missing(
         assert db.calls["patch"] == (0 if rpc else 2)
 
 
+@pytest.mark.parametrize("rpc", [True, False], ids=["per-row-rpc", "optimistic-patch"])
+async def test_an_install_without_the_batched_function_merges_row_by_row_and_learns_it_once(
+    http: HttpClient, rpc: bool
+) -> None:
+    """An older install (only backfill_merge_meta, or no function at all): the first batch gets one
+    404 PGRST202, every batch after that goes row by row at once; nothing is lost either way."""
+    db = PostgrestDouble(KEY, rpc_installed=rpc, batch_rpc_installed=False)
+    for i in range(1, 7):
+        db.add_row(title=f"t{i}", status="published", meta={"keep": i})
+    async with serve(db.app()) as url:
+        catalog = PostgrestCatalog(http, url, KEY)
+        first = await catalog.merge_many([(i, MetaPatch(patch={"x": i}, defaults={})) for i in (1, 2, 3)])
+        second = await catalog.merge_many([(i, MetaPatch(patch={"x": i}, defaults={})) for i in (4, 5, 6)])
+    assert catalog.batch_rpc_available is False
+    batch_calls = [path for _, path, _ in db.requests if path.endswith("/rpc/backfill_merge_meta_many")]
+    assert len(batch_calls) == 1
+    assert {i: r.meta for i, r in {**first, **second}.items() if not isinstance(r, Exception)} == {
+        i: {"keep": i, "x": i} for i in range(1, 7)
+    }
+    assert db.calls["patch"] == (0 if rpc else 6)
+
+
+async def test_the_batched_function_is_one_request_for_many_rows(http: HttpClient) -> None:
+    """With the shipped SQL installed, 40 rows are merged with one request; one row uses the per-row
+    function (same cost, and it also works on an install without the batched one)."""
+    db = PostgrestDouble(KEY)
+    for i in range(1, 42):
+        db.add_row(title=f"t{i}", status="published", meta={})
+    async with serve(db.app()) as url:
+        catalog = PostgrestCatalog(http, url, KEY)
+        merged = await catalog.merge_many([(i, MetaPatch(patch={"x": i}, defaults={})) for i in range(1, 41)])
+        single = await catalog.merge_many([(41, MetaPatch(patch={"x": 41}, defaults={}))])
+    assert (db.calls["rpc"], db.calls["rpc_batches"]) == (2, 1)
+    assert catalog.batch_rpc_available is True
+    assert sorted(merged) == list(range(1, 41))
+    assert db.rows[41]["meta"] == {"x": 41}
+    assert list(single) == [41]
+
+
 async def test_optimistic_merge_retries_a_lost_race_and_keeps_the_concurrent_write(
     http: HttpClient,
 ) -> None:
