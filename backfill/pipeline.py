@@ -17,7 +17,7 @@ from backfill.errors import BackfillError
 from backfill.model import Row
 from backfill.outcome import ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
 from backfill.pace import GlobalPace, NoPace
-from backfill.payload import LinkConfig, build_meta_patch, correlation_id
+from backfill.payload import LinkConfig, MetaPatch, build_meta_patch, correlation_id
 from backfill.wire import BackfillRequest, Mode
 
 Pace = GlobalPace | NoPace
@@ -38,11 +38,13 @@ class RowProcessor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         pace: Pace | None = None,
         read_row: Callable[[int], Awaitable[Row | None]] | None = None,
+        merge: Callable[[int, MetaPatch], Awaitable[Row | None]] | None = None,
     ) -> None:
-        """`read_row`: how the current row is read (default `catalog.get_row`; the worker batches it)."""
+        """`read_row` / `merge`: how the current row is read and its meta merged (default
+        `catalog.get_row` / `catalog.merge_meta`; the worker batches both)."""
         self._pace: Pace = pace or NoPace()
-        self._catalog = catalog
         self._read_row = read_row or catalog.get_row
+        self._merge = merge or catalog.merge_meta
         self._enricher = enricher
         self._agent_zero = agent_zero
         self._links = links
@@ -79,7 +81,7 @@ class RowProcessor:
             event_id=event_id,
             sent_at=sent_at,
         )
-        merged = await self._catalog.merge_meta(plan.row.id, patch)
+        merged = await self._merge(plan.row.id, patch)
         if merged is None:
             return Ack("skipped", ROW_MISSING)  # deleted between read and write; the event (if any) stands
         resolved: tuple[str, ...] = (plan.enrichment.resolved_by,)

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from backfill.adapters import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
-from backfill.batching import Batcher
+from backfill.batching import Batcher, WriteBatcher
 from backfill.bus import AckPublisher, connect
 from backfill.catalog import Catalog
 from backfill.errors import BackfillError, BusError, ConfigError
@@ -27,6 +27,7 @@ from backfill.metrics import Metrics
 from backfill.model import Row
 from backfill.outcome import RetryPolicy
 from backfill.pace import GlobalPace, NoPace, PaceConfig
+from backfill.payload import MetaPatch
 from backfill.pipeline import Pace, RowProcessor
 from backfill.settings import (
     AgentZeroSettings,
@@ -128,6 +129,13 @@ def row_reader(catalog: Catalog, batch: int) -> Callable[[int], Awaitable[Row | 
     return Batcher(rows_by_id, batch).load
 
 
+def row_merger(catalog: Catalog, batch: int) -> Callable[[int, MetaPatch], Awaitable[Row | None]]:
+    """Merges submitted in the same event-loop turn share one `merge_many`; 1 = one by one."""
+    if batch <= 1:
+        return catalog.merge_meta
+    return WriteBatcher(catalog.merge_many, batch).submit
+
+
 async def build_consumer(
     settings: SettingsBundle,
     args: argparse.Namespace,
@@ -155,6 +163,7 @@ async def build_consumer(
         policy_from(settings),
         pace=pace,
         read_row=row_reader(catalog, batch),
+        merge=row_merger(catalog, batch),
     )
     version = settings.get(BackfillSettings).version
     settler = Settler(publisher, layout.prefix, layout.stream, worker_id, version, metrics)

@@ -119,13 +119,16 @@ async def test_republish_enriches_every_resolvable_row_once_and_dead_letters_the
 async def test_metadata_only_updates_rows_without_events(
     stack: EmbeddedStack, envelopes: Envelopes, layout_env: dict[str, str]
 ) -> None:
-    """metadata-only: rows get the Jellyfin fields, nothing is republished, no event id is stored."""
+    """metadata-only: rows get the Jellyfin fields, nothing is republished, no event id is stored;
+    the rows a worker finishes together are merged with one batched call."""
     _, workers = await run_backfill(stack, layout_env, "--mode", "metadata-only")
     assert [w.code for w in workers] == [0, 0]
     assert envelopes.seen == []
-    for row_id, seed_row in stack.rows.items():
-        if seed_row.expect == "republished":
-            assert_enriched(stack, row_id, None)
+    enriched = [row_id for row_id, seed_row in stack.rows.items() if seed_row.expect == "republished"]
+    for row_id in enriched:
+        assert_enriched(stack, row_id, None)
+    assert stack.catalog.calls["rpc_batches"] > 0
+    assert stack.catalog.calls["rpc"] < len(enriched), "merges were not batched"
 
 
 async def test_rerun_after_completion_only_retries_unresolved_rows(

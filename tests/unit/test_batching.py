@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from backfill.batching import Batcher
+from backfill.batching import Batcher, WriteBatcher
 
 
 class Source:
@@ -64,3 +64,63 @@ async def test_a_cancelled_waiter_does_not_break_the_others() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         Batcher(Source().load_many, max_batch=0)
+
+
+class Sink:
+    """Writes (key, arg) pairs; key 13 is refused on its own, the whole call fails when told to."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.calls: list[list[tuple[int, str]]] = []
+        self.fail = fail
+
+    async def write_many(self, items: Sequence[tuple[int, str]]) -> dict[int, str | BaseException]:
+        self.calls.append(list(items))
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        results: dict[int, str | BaseException] = {}
+        for key, arg in items:
+            if key == 13:
+                results[key] = ValueError(f"row {key} refused")
+            elif key % 10 != 0:  # multiples of 10 are gone
+                results[key] = f"{key}:{arg}"
+        return results
+
+
+async def test_writes_of_one_turn_share_one_call_and_each_keeps_its_own_argument() -> None:
+    sink = Sink()
+    batcher = WriteBatcher(sink.write_many, max_batch=40)
+    results = await asyncio.gather(*(batcher.submit(k, f"a{k}") for k in [1, 2, 10, 3]))
+    assert results == ["1:a1", "2:a2", None, "3:a3"]
+    assert sink.calls == [[(1, "a1"), (2, "a2"), (10, "a10"), (3, "a3")]]
+
+
+async def test_a_key_written_twice_in_one_turn_goes_into_a_later_call_not_into_the_first() -> None:
+    """Two patches for one row cannot be one statement's work: the second waits for its own call."""
+    sink = Sink()
+    batcher = WriteBatcher(sink.write_many, max_batch=2)
+    results = await asyncio.gather(
+        *(batcher.submit(k, a) for k, a in [(1, "x"), (1, "y"), (2, "z"), (3, "w")])
+    )
+    assert results == ["1:x", "1:y", "2:z", "3:w"]
+    assert sink.calls == [[(1, "x"), (2, "z")], [(1, "y"), (3, "w")]]
+    assert all(len({k for k, _ in call}) == len(call) for call in sink.calls)
+
+
+async def test_a_result_that_is_an_exception_fails_only_its_own_waiter() -> None:
+    sink = Sink()
+    batcher = WriteBatcher(sink.write_many, max_batch=40)
+    results = await asyncio.gather(*(batcher.submit(k, "a") for k in [12, 13, 14]), return_exceptions=True)
+    assert results[0] == "12:a"
+    assert isinstance(results[1], ValueError)
+    assert str(results[1]) == "row 13 refused"
+    assert results[2] == "14:a"
+    assert len(sink.calls) == 1
+
+
+async def test_a_failed_write_call_fails_every_waiter_of_that_call() -> None:
+    sink = Sink(fail=RuntimeError("catalog down"))
+    batcher = WriteBatcher(sink.write_many, max_batch=40)
+    results = await asyncio.gather(*(batcher.submit(k, "a") for k in [1, 2]), return_exceptions=True)
+    assert [str(r) for r in results] == ["catalog down", "catalog down"]
+    assert batcher.batches == 1
