@@ -7,8 +7,8 @@
 - `http_ceiling`: a worker's requests per row without batching (read row, GET item, POST event in
   republish mode, merge meta) issued by plain aiohttp on one session at a given concurrency, no NATS,
   no parsing beyond reading the bodies: the most one process could do against these upstreams.
-- `http_ceiling_batched`: the same, with the row reads and item lookups batched as a worker batches
-  them (one `id=in.(...)` and one `ids=` per `batch` rows), the publish and merge still per row.
+- `http_ceiling_batched`: the same, batched as a worker batches them: one `id=in.(...)` read, one
+  `ids=` lookup and one `backfill_merge_meta_many` per `batch` rows, the publish still per row.
 """
 
 from __future__ import annotations
@@ -118,13 +118,22 @@ async def _request(session: aiohttp.ClientSession, method: str, url: str, **kwar
         await response.read()
 
 
-async def _publish_and_merge(session: aiohttp.ClientSession, base_url: str, row_id: int, mode: Mode) -> None:
-    """What every row costs after its lookups: the event (republish mode), then the meta merge."""
+_MERGE_HEADERS = {**_CATALOG_HEADERS, **_JSON}
+_PATCH = {"jellyfin_public_url": "https://x"}
+
+
+async def _publish(session: aiohttp.ClientSession, base_url: str, mode: Mode) -> None:
+    """The event a row costs in republish mode (nothing in metadata-only mode)."""
     if mode is Mode.REPUBLISH:
         await _request(session, "POST", f"{base_url}/agent/events/publish", data=_PUBLISH_BODY, headers=_JSON)
-    merge = _encode({"p_id": row_id, "p_patch": {"jellyfin_public_url": "https://x"}})
-    headers = {**_CATALOG_HEADERS, **_JSON}
-    await _request(session, "POST", f"{base_url}/rest/rpc/backfill_merge_meta", data=merge, headers=headers)
+
+
+async def _publish_and_merge(session: aiohttp.ClientSession, base_url: str, row_id: int, mode: Mode) -> None:
+    """What every row costs after its lookups, one by one: the event (republish mode), the meta merge."""
+    await _publish(session, base_url, mode)
+    merge = _encode({"p_id": row_id, "p_patch": _PATCH})
+    url = f"{base_url}/rest/rpc/backfill_merge_meta"
+    await _request(session, "POST", url, data=merge, headers=_MERGE_HEADERS)
 
 
 async def _timed(lane: Lane, lanes: int, concurrency: int) -> tuple[float, float]:
@@ -161,8 +170,8 @@ async def http_ceiling(base_url: str, row_ids: range, mode: Mode, concurrency: i
 async def http_ceiling_batched(
     base_url: str, row_ids: range, mode: Mode, concurrency: int, batch: int
 ) -> tuple[float, float]:
-    """(rows per second, CPU seconds per 1000 rows) with batched reads and lookups, `concurrency` rows
-    in flight in groups of `batch`."""
+    """(rows per second, CPU seconds per 1000 rows) with batched reads, lookups and merges,
+    `concurrency` rows in flight in groups of `batch`."""
     ids = list(row_ids)
     chunks: Iterator[list[int]] = iter([ids[i : i + batch] for i in range(0, len(ids), batch)])
 
@@ -177,7 +186,10 @@ async def http_ceiling_batched(
             await _request(
                 session, "GET", f"{base_url}/jellyfin/Items", params=lookup, headers=_JELLYFIN_HEADERS
             )
-            await asyncio.gather(*(_publish_and_merge(session, base_url, r, mode) for r in chunk))
+            await asyncio.gather(*(_publish(session, base_url, mode) for _ in chunk))
+            merge = _encode({"p_items": [{"id": r, "patch": _PATCH} for r in chunk]})
+            url = f"{base_url}/rest/rpc/backfill_merge_meta_many"
+            await _request(session, "POST", url, data=merge, headers=_MERGE_HEADERS)
             done += len(chunk)
         return done
 

@@ -11,10 +11,12 @@ production they run elsewhere.
 Run as its own process: `python -m bench.upstreams --port 0` prints `READY <base-url>` and serves:
 
 - `GET  /rest/studio_board` (`id=eq.N`, `id=in.(...)`, candidate pages `id=gt.N&order=id.asc&limit=K`,
-  `Prefer: count=exact`) and `POST /rest/rpc/backfill_merge_meta` (catalog latency each);
+  `Prefer: count=exact`), `POST /rest/rpc/backfill_merge_meta` and `POST /rest/rpc/backfill_merge_meta_many`
+  (catalog latency each);
 - `GET  /jellyfin/Items/{id}?userId=...` (Jellyfin latency);
 - `POST /agent/events/publish` (Agent Zero latency);
-- control: `POST /_bench/seed {"rows": N}`, `GET /_bench/stats`, `POST /_bench/reset_stats`.
+- control: `POST /_bench/seed {"rows": N}`, `GET /_bench/stats` (counts only: it is polled during a
+  run), `GET /_bench/merges` (every merge with its time, read once at the end), `POST /_bench/reset_stats`.
 
 Every merge is timestamped with `time.monotonic()` (one clock for all processes on Linux), so the
 benchmark can measure throughput and per-row latency from the upstream side of the worker.
@@ -132,10 +134,12 @@ class Upstreams:
         self.exact: dict[tuple[str, str], Handler] = {
             ("GET", "/rest/studio_board"): self.select,
             ("POST", "/rest/rpc/backfill_merge_meta"): self.merge,
+            ("POST", "/rest/rpc/backfill_merge_meta_many"): self.merge_many,
             ("POST", "/agent/events/publish"): self.publish,
             ("GET", "/jellyfin/Items"): self.items,
             ("POST", "/_bench/seed"): self.seed,
             ("GET", "/_bench/stats"): self.stats,
+            ("GET", "/_bench/merges"): self.merges,
             ("POST", "/_bench/reset_stats"): self.reset_stats,
         }
 
@@ -150,11 +154,9 @@ class Upstreams:
         return Response(404, b"Not Found", "text/plain")
 
     async def select(self, request: Request) -> Response:
+        if (refused := await self._catalog_answer(request)) is not None:
+            return refused
         state = self.state
-        state.requests["catalog"] += 1
-        await asyncio.sleep(state.latency["catalog"])
-        if request.headers.get("apikey") != SERVICE_KEY:
-            return _unauthorized_postgrest()
         query = request.query
         id_filter = query.get("id", "")
         if id_filter.startswith("eq."):
@@ -190,21 +192,40 @@ class Upstreams:
         return json_response(body, status=404)
 
     async def merge(self, request: Request) -> Response:
-        state = self.state
-        state.requests["catalog"] += 1
-        await asyncio.sleep(state.latency["catalog"])
+        if (refused := await self._catalog_answer(request)) is not None:
+            return refused
+        body = _decode(request.body)
+        row = self._merge_one(int(body["p_id"]), body.get("p_patch"), body.get("p_defaults"))
+        return Response(200, _encode([] if row is None else [row]))
+
+    async def merge_many(self, request: Request) -> Response:
+        if (refused := await self._catalog_answer(request)) is not None:
+            return refused
+        items = _decode(request.body)["p_items"]
+        if len({item["id"] for item in items}) != len(items):
+            return Response(400, _encode({"code": "22023", "message": "p_items names a row more than once"}))
+        merged = [self._merge_one(int(i["id"]), i.get("patch"), i.get("defaults")) for i in items]
+        return Response(200, _encode([row for row in merged if row is not None]))
+
+    async def _catalog_answer(self, request: Request) -> Response | None:
+        """Count, wait the catalog's latency, then the refusal for a request without the service key."""
+        self.state.requests["catalog"] += 1
+        await asyncio.sleep(self.state.latency["catalog"])
         if request.headers.get("apikey") != SERVICE_KEY:
             return _unauthorized_postgrest()
-        body = _decode(request.body)
-        row = state.row(int(body["p_id"]))
+        return None
+
+    def _merge_one(self, row_id: int, patch: Any, defaults: Any) -> dict[str, Any] | None:
+        state = self.state
+        row = state.row(row_id)
         if row is None:
-            return Response(200, b"[]")
+            return None
         was_candidate = _candidate(row)
-        row["meta"] = {**(body.get("p_defaults") or {}), **row["meta"], **(body.get("p_patch") or {})}
+        row["meta"] = {**(defaults or {}), **row["meta"], **(patch or {})}
         if was_candidate and not _candidate(row):
             state.candidates -= 1
         state.merges.append((row["id"], time.monotonic()))
-        return Response(200, _encode([row]))
+        return row
 
     async def _jellyfin_answer(self, request: Request) -> Response | None:
         """Count, wait Jellyfin's latency, then the refusal for a request without auth or userId."""
@@ -279,8 +300,11 @@ class Upstreams:
     async def stats(self, _request: Request) -> Response:
         state = self.state
         return json_response(
-            {"requests": dict(state.requests), "candidates": state.candidates, "merges": state.merges}
+            {"requests": dict(state.requests), "candidates": state.candidates, "merged": len(state.merges)}
         )
+
+    async def merges(self, _request: Request) -> Response:
+        return json_response(self.state.merges)
 
     async def reset_stats(self, _request: Request) -> Response:
         self.state.requests.clear()
