@@ -65,6 +65,11 @@ class NatsServerProcess:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (None when stopped)."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self) -> None:
         args = [
             self.binary or nats_server_binary(),

@@ -55,6 +55,12 @@ class UpstreamsProcess:
         self.url = line.removeprefix("READY ")
         return self
 
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("bench.upstreams is not running")
+        return self._proc.pid
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.terminate()

@@ -27,7 +27,7 @@ import nats
 from backfill.bus import AckPublisher
 from backfill.deadletter import Failure, dead_letter_headers
 from backfill.layout import build_layout, ensure_layout
-from backfill.settings import NatsSettings, load_settings
+from backfill.settings import NatsSettings, WorkerSettings, load_settings
 from backfill.wire import Header, Mode, dlq_subject, encode_request, msg_id, new_request, request_subject
 from backfill_doubles.natsserver import NatsServerProcess
 from bench.baselines import http_ceiling, http_ceiling_batched, naive_loop, raw_publish
@@ -35,12 +35,14 @@ from bench.harness import (
     BIN,
     UpstreamsProcess,
     WorkerProcesses,
+    cpu_seconds,
     environment,
     percentile,
     run_child,
 )
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+DEFAULT_CONCURRENCY = int(WorkerSettings.model_fields["concurrency"].default)
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,11 @@ class Bench:
         nats_url: str,
         workdir: Path,
         profile: Path | None = None,
+        server_pid: int = 0,
     ) -> None:
+        """`server_pid`: the nats-server's process, whose CPU counts towards the machine's load."""
         self.profile = profile
+        self.server_pid = server_pid
         self.sizes = sizes
         self.up = upstreams
         self.nats_url = nats_url
@@ -200,9 +205,12 @@ class Bench:
             entry["http_ceiling_cpu_s_per_1000_rows"] = ceiling_cpu
             best = max(ceilings.values())
             one = entry["workers_1"]["rows_per_s"]
+            entry["default_concurrency"] = DEFAULT_CONCURRENCY
+            same = ceilings.get(f"{DEFAULT_CONCURRENCY}-batched")
             entry["ratios"] = {
                 "one_worker_vs_naive": one / entry["naive_rows_per_s"],
                 "one_worker_vs_best_ceiling": one / best,
+                "one_worker_vs_ceiling_at_its_concurrency": None if same is None else one / same,
                 "two_workers_vs_one": entry["workers_2"]["rows_per_s"] / one,
             }
             table[mode.value] = entry
@@ -258,11 +266,12 @@ class Bench:
         workers = await WorkerProcesses(env, procs, self.workdir).start()
         spy = None
         try:
-            cpu_before = workers.cpu()
+            cpu_before, others_before, wall_before = workers.cpu(), self._others_cpu(), time.monotonic()
             spy = self._profiler(workers, f"worker-{mode.value}-{procs}") if procs == 1 else None
             await self._consumer_paused(layout, False)
             merges = await self.up.wait_for_merges(count, within=600)
-            cpu = workers.cpu() - cpu_before
+            cpu, others = workers.cpu() - cpu_before, self._others_cpu() - others_before
+            wall = time.monotonic() - wall_before
         finally:
             workers.stop()
             if spy is not None:
@@ -270,7 +279,15 @@ class Bench:
         times = sorted(t for _, t in merges)
         seconds = times[-1] - times[0]
         await self._delete_layout(layout)
-        return {"rows_per_s": (count - 1) / seconds, "cpu_s_per_1000_rows": cpu / count * 1000}
+        return {
+            "rows_per_s": (count - 1) / seconds,
+            "cpu_s_per_1000_rows": cpu / count * 1000,
+            "cores_busy": (cpu + others) / wall,  # workers + upstreams + nats-server, of os.cpu_count()
+        }
+
+    def _others_cpu(self) -> float:
+        """CPU seconds so far of what shares the machine with the workers: upstreams and nats-server."""
+        return cpu_seconds(self.up.pid) + (cpu_seconds(self.server_pid) if self.server_pid else 0.0)
 
     def _profiler(self, workers: WorkerProcesses, name: str) -> subprocess.Popen[bytes] | None:
         """With --profile: py-spy samples the worker until it exits (collapsed stacks, for flame graphs)."""
@@ -470,7 +487,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sections = args.only or ["enqueue", "throughput", "latency", "replay"]
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-            bench = Bench(sizes, upstreams, server.url, Path(workdir), args.profile)
+            bench = Bench(sizes, upstreams, server.url, Path(workdir), args.profile, server.pid or 0)
             bench.results["machine"] = (
                 f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                 f"{platform.system()} {platform.release()}"

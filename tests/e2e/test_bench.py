@@ -7,6 +7,7 @@ Only that it works and reports consistent figures is checked here: no figure is 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,10 @@ def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
         assert entry["workers_2"]["rows_per_s"] > 0 and entry["workers_1"]["cpu_s_per_1000_rows"] > 0
         assert set(entry["http_ceiling_rows_per_s"]) == {"16", "16-batched"}
         assert set(entry["one_worker_by_concurrency"]) == {"8"}
+        # the machine's load (workers, upstreams, nats-server) is accounted for, within what it has
+        assert 0 < entry["workers_2"]["cores_busy"] <= (os.cpu_count() or 1) * 1.2
+        # the quick run measures no ceiling at the default concurrency: that comparison is left out
+        assert entry["ratios"]["one_worker_vs_ceiling_at_its_concurrency"] is None
     overhead = results["latency"]["overhead_ms"]
     assert overhead["p50"] <= overhead["p95"] <= overhead["p99"] <= overhead["max"]
     assert results["replay"]["messages"] == 500 and results["replay"]["messages_per_s"] > 0
