@@ -82,17 +82,22 @@ class UpstreamsProcess:
         stats: dict[str, Any] = await self.call("GET", "/_bench/stats")
         return stats
 
-    async def wait_for_merges(self, count: int, within: float) -> list[tuple[int, float]]:
-        """Poll the count until `count` rows were merged (cheap for both sides: the machine is shared
-        with what is measured), then read [(row id, monotonic time)] once."""
+    async def wait_until_merged(self, count: int, within: float, every: float = 0.1) -> int:
+        """Poll the count (cheap for both sides: the machine is shared with what is measured) until at
+        least `count` rows were merged; returns how many were."""
         deadline = time.monotonic() + within
         while True:
             merged = int((await self.stats())["merged"])
             if merged >= count:
-                return [(int(r), float(t)) for r, t in await self.call("GET", "/_bench/merges")]
+                return merged
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {merged} of {count} rows merged in {within} s")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(every)
+
+    async def wait_for_merges(self, count: int, within: float) -> list[tuple[int, float]]:
+        """Wait until `count` rows were merged, then read [(row id, monotonic time)] once."""
+        await self.wait_until_merged(count, within)
+        return [(int(r), float(t)) for r, t in await self.call("GET", "/_bench/merges")]
 
     def env(self, nats_url: str, section: str, **overrides: str) -> dict[str, str]:
         """Everything producer and worker read; a section gets its own stream, consumer and subjects."""
