@@ -7,7 +7,7 @@ groups is reported in one `ConfigError` that names the variables and never echoe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError
@@ -214,6 +214,7 @@ class WorkerSettings(_Group):
     fetch_batch: int = Field(16, validation_alias="WORKER_FETCH_BATCH", ge=1, le=1000)
     fetch_timeout: float = Field(2.0, validation_alias="WORKER_FETCH_TIMEOUT", gt=0, le=30)
     lookup_batch: int = Field(40, validation_alias="WORKER_LOOKUP_BATCH", ge=1, le=1000)
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field("auto", validation_alias="WORKER_EVENT_LOOP")
     grace_seconds: float = Field(25.0, validation_alias="WORKER_GRACE_SECONDS", ge=0)
     metrics_port: int = Field(9108, validation_alias="WORKER_METRICS_PORT", ge=0, le=65535)
     metrics_host: str = Field("0.0.0.0", validation_alias="WORKER_METRICS_HOST")  # noqa: S104 - containers
