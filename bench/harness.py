@@ -144,6 +144,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (every core, every process, the kernel's
+    interrupt work too), from the first line of /proc/stat: all time but idle and iowait."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return (total - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 class WorkerProcesses:
     """N `worker` processes at their default settings, each with its own metrics port."""
 

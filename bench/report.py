@@ -46,7 +46,12 @@ def _worker_rows(results: dict[str, Any]) -> list[str]:
                 f"| worker, {mode}: vs the raw ceiling at the worker's own concurrency ({ceilings[key]:.0f} "
                 f"rows/s at c{key}) | {same:.0%} | (for reference) | |"
             )
-        busy = f" ({two['cores_busy']:.1f} cores busy)" if "cores_busy" in two else ""
+        busy = ""
+        if "machine_cores_busy" in two:
+            busy = (
+                f" ({two['cores_busy']:.1f} cores in its processes, "
+                f"{two['machine_cores_busy']:.1f} machine-wide)"
+            )
         lines.append(
             f"| worker, {mode}: 2 processes{busy} | {two['rows_per_s']:.0f} rows/s = "
             f"{scale:.2f}x one | >= 1.6x | {_mark(scale >= 1.6)} |"

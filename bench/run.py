@@ -37,6 +37,7 @@ from bench.harness import (
     WorkerProcesses,
     cpu_seconds,
     environment,
+    machine_busy_seconds,
     percentile,
     run_child,
 )
@@ -220,7 +221,8 @@ class Bench:
                 "workers started at default settings (pace off), the consumer resumed once all are ready; "
                 "rate = rows between the first and last meta merge seen by the upstream / that time; "
                 "CPU from /proc utime+stime of the worker processes from the first 1 % of rows merged to "
-                "the last (cores_busy adds the upstreams and nats-server over that window); 1 and 2 "
+                "the last (cores_busy adds the upstreams and nats-server over that window, "
+                "machine_cores_busy is every core's busy time from /proc/stat); 1 and 2 "
                 f"workers are the median of {repeats} alternating runs. Naive = the plan's outline "
                 "(sequential, a new httpx client per call). Ceiling = the same requests per row from one "
                 "aiohttp session at each concurrency, one by one and batched as the worker batches, no "
@@ -273,8 +275,10 @@ class Bench:
             # (not the wait for the first pull after the resume)
             merged_before = await self.up.wait_until_merged(max(count // 100, 1), within=60, every=0.01)
             cpu_before, others_before, wall_before = workers.cpu(), self._others_cpu(), time.monotonic()
+            machine_before = machine_busy_seconds()
             await self.up.wait_until_merged(count, within=600, every=0.02)
             cpu, others = workers.cpu() - cpu_before, self._others_cpu() - others_before
+            machine = machine_busy_seconds() - machine_before
             wall = time.monotonic() - wall_before
             merges = await self.up.wait_for_merges(count, within=10)
         finally:
@@ -288,6 +292,7 @@ class Bench:
             "rows_per_s": (count - 1) / seconds,
             "cpu_s_per_1000_rows": cpu / (count - merged_before) * 1000,
             "cores_busy": (cpu + others) / wall,  # workers + upstreams + nats-server, of os.cpu_count()
+            "machine_cores_busy": machine / wall,  # everything, the kernel's network work included
         }
 
     def _others_cpu(self) -> float:
