@@ -47,6 +47,27 @@ def require_distinct(items: Sequence[MergeItem]) -> None:
         raise ValueError("merge_many names a row more than once")
 
 
+def unmerged(row: Row) -> CatalogConflict:
+    """A row the merge left alone although it exists: its meta was not a JSON object (the merge skips
+    such rows rather than append to an array). Retryable: the retry reads the row again and
+    dead-letters it when its meta is still not an object."""
+    why = row.meta_object_problem or "its meta was not a JSON object when the merge ran"
+    return CatalogConflict(f"row {row.id} was not merged: {why}")
+
+
+async def with_unmerged(
+    fetch_rows: Callable[[Sequence[int]], Awaitable[list[Row]]], asked: Sequence[int], merged: list[Row]
+) -> MergeResults:
+    """The merged rows by id, plus a conflict for each row asked for that still exists but was not
+    merged; a row that does not exist any more stays absent. Only reads when a row is missing."""
+    results: MergeResults = {row.id: row for row in merged}
+    missing = [row_id for row_id in asked if row_id not in results]
+    if missing:
+        for row in await fetch_rows(missing):
+            results[row.id] = unmerged(row)
+    return results
+
+
 async def merge_each(
     merge_one: Callable[[int, MetaPatch], Awaitable[Row | None]], items: Sequence[MergeItem]
 ) -> MergeResults:

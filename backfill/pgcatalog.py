@@ -37,6 +37,8 @@ from backfill.catalog import (
     keyset_pages,
     merge_each,
     require_distinct,
+    unmerged,
+    with_unmerged,
 )
 from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
@@ -197,7 +199,12 @@ class PostgresCatalog:
 
     async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
         rows = await self._rows(self._sql.merge, row_id, patch.defaults, patch.patch)
-        return rows[0] if rows else None
+        if rows:
+            return rows[0]
+        current = await self.get_row(row_id)
+        if current is not None:
+            raise unmerged(current)
+        return None
 
     async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
         require_distinct(items)
@@ -209,7 +216,7 @@ class PostgresCatalog:
             rows = await self._locked_rows(self._sql.lock, (ids,), self._sql.merge_many, p_items)
         except UpstreamRejected:
             return await merge_each(self.merge_meta, items)  # only the row at fault fails
-        return {row.id: row for row in rows}
+        return await with_unmerged(self.fetch_rows, ids, rows)
 
     async def aclose(self) -> None:
         """Close the pool; connections still busy after `close_timeout` are terminated."""
@@ -228,9 +235,10 @@ _COUNT_ENRICHED = "select count(*) from {table} where {enriched}"
 _PAGE = "select {columns} from {table} where {candidate} and id > $1 order by id limit $2"
 _BY_IDS = "select {columns} from {table} where id = any($1::bigint[])"
 _BY_ID = "select {columns} from {table} where id = $1"
+# Both merges leave a meta that is JSON but not an object alone (`||` would append to an array).
 _MERGE = (
     "update {table} set meta = $2::jsonb || coalesce(meta, '{{}}'::jsonb) || $3::jsonb"
-    " where id = $1 returning {columns}"
+    " where id = $1 and jsonb_typeof(coalesce(meta, '{{}}'::jsonb)) = 'object' returning {columns}"
 )
 _LOCK = "select 1 from {table} where id = any($1::bigint[]) order by id for update"
 _MERGE_MANY = (
@@ -238,7 +246,8 @@ _MERGE_MANY = (
     " set meta = coalesce(item.defaults, '{{}}'::jsonb) || coalesce(board.meta, '{{}}'::jsonb)"
     " || coalesce(item.patch, '{{}}'::jsonb)"
     " from jsonb_to_recordset($1::jsonb) as item(id bigint, patch jsonb, defaults jsonb)"
-    " where board.id = item.id returning {board_columns}"
+    " where board.id = item.id and jsonb_typeof(coalesce(board.meta, '{{}}'::jsonb)) = 'object'"
+    " returning {board_columns}"
 )
 
 

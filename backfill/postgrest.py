@@ -15,6 +15,8 @@ from backfill.catalog import (
     merge_each,
     merged_meta,
     require_distinct,
+    unmerged,
+    with_unmerged,
 )
 from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
@@ -113,6 +115,8 @@ class PostgrestCatalog:
             installed, row = await self._merge_rpc(row_id, patch)
             self.rpc_available = installed
             if installed:
+                if row is None and (current := await self.get_row(row_id)) is not None:
+                    raise unmerged(current)
                 return row
         return await self._merge_optimistic(row_id, patch)
 
@@ -126,7 +130,7 @@ class PostgrestCatalog:
                 return await merge_each(self.merge_meta, items)  # only the row at fault fails
             self.batch_rpc_available = rows is not None
             if rows is not None:
-                return {row.id: row for row in rows}
+                return await with_unmerged(self.fetch_rows, [row_id for row_id, _ in items], rows)
         return await merge_each(self.merge_meta, items)  # one row, or an install without the function
 
     async def _merge_rpc(self, row_id: int, patch: MetaPatch) -> tuple[bool, Row | None]:

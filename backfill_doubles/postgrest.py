@@ -8,7 +8,8 @@ counts `select` / `patch` / `rpc` / `unauthorized`. The real behaviours that bit
 - without `order=` rows come back in "heap" order, and an updated row moves to the end;
 - `POST /rpc/backfill_merge_meta` merges atomically, mirroring
   `meta = coalesce(p_defaults,'{}') || coalesce(meta,'{}') || coalesce(p_patch,'{}')` in a SQL
-  function `returns setof studio_board`; with `rpc_installed=False` it is 404 `PGRST202`;
+  function `returns setof studio_board` that skips a row whose meta is not an object; with
+  `rpc_installed=False` it is 404 `PGRST202`;
 - `POST /rpc/backfill_merge_meta_many` (`p_items`: `[{id, patch, defaults}]`) does the same for many
   rows and refuses, like the SQL function, anything but an array of objects with distinct ids (400
   `22023`); with `batch_rpc_installed=False` (an install older than the function) it is 404 `PGRST202`.
@@ -70,6 +71,11 @@ def _missing_function(function: str, args: list[str]) -> PostgrestError:
         f"Searched for the function public.{function} with parameters {names} or with a single unnamed "
         "json/jsonb parameter, but no matches were found in the schema cache.",
     )
+
+
+def _object_meta(row: dict[str, Any]) -> bool:
+    """The functions' guard: they merge only into a meta that is null or a JSON object."""
+    return row.get("meta") is None or isinstance(row.get("meta"), dict)
 
 
 def _invalid_items(message: str) -> PostgrestError:
@@ -259,7 +265,7 @@ class PostgrestDouble(FaultInjector):
             raise PostgrestError(400, "22023", "p_patch and p_defaults must be json objects")
         self._notify([row_id])
         row = self.rows.get(row_id)
-        if row is None:
+        if row is None or not _object_meta(row):
             return web.json_response([])
         merged = defaults | (row.get("meta") or {}) | patch
         return web.json_response([self._write(row_id, {"meta": merged})])
@@ -270,7 +276,7 @@ class PostgrestDouble(FaultInjector):
         merged = [
             self._write(row_id, {"meta": defaults | (self.rows[row_id].get("meta") or {}) | patch})
             for row_id, patch, defaults in items
-            if row_id in self.rows
+            if row_id in self.rows and _object_meta(self.rows[row_id])
         ]
         return web.json_response(merged)
 

@@ -5,6 +5,8 @@
 --     meta = p_defaults || coalesce(meta, '{}') || p_patch
 -- p_patch keys overwrite; p_defaults keys are only filled in when the row does not have them yet
 -- (the backfill sends publish_event_sent_at there so an existing value is never overwritten).
+-- A row whose meta is JSON but not an object (an array, say) is left alone and not returned: `||`
+-- would append to the array instead of merging. The backfill reads such a row back and reports it.
 --
 -- backfill_merge_meta_many(p_items) does the same for many rows in one statement; p_items is a JSON
 -- array of {"id": <bigint>, "patch": {...}, "defaults": {...}}, each id at most once. A worker merges
@@ -30,6 +32,7 @@ as $$
     update public.studio_board
        set meta = coalesce(p_defaults, '{}'::jsonb) || coalesce(meta, '{}'::jsonb) || coalesce(p_patch, '{}'::jsonb)
      where id = p_id
+       and jsonb_typeof(coalesce(meta, '{}'::jsonb)) = 'object'
     returning *;
 $$;
 
@@ -82,6 +85,7 @@ begin
                           || coalesce(item.patch, '{}'::jsonb)
               from jsonb_to_recordset(p_items) as item(id bigint, patch jsonb, defaults jsonb)
              where board.id = item.id
+               and jsonb_typeof(coalesce(board.meta, '{}'::jsonb)) = 'object'
             returning board.*
         )
         select * from merged;

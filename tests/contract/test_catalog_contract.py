@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from backfill.catalog import Catalog
-from backfill.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
 from tests.contract.conftest import MISSING_TABLE, Backend, candidate_ids, enriched_ids, mixed_rows
@@ -223,7 +223,8 @@ async def test_concurrent_merges_on_one_row_lose_no_key(backend: Backend) -> Non
 
 async def test_merge_many_merges_each_row_its_own_way_in_one_call(backend: Backend) -> None:
     """Three rows and a missing id in one call: each row gets its patch and defaults, the missing id is
-    absent from the result, and the backend is asked once."""
+    absent from the result. The backend is asked once, plus one read of the id the merge did not
+    return (gone, or a meta that is not an object: only that read tells them apart)."""
     await backend.insert(
         [
             {"status": "published", "meta": {"keep": 1, "publish_event_sent_at": "before"}},
@@ -242,7 +243,7 @@ async def test_merge_many_merges_each_row_its_own_way_in_one_call(backend: Backe
             (2, MetaPatch(patch={"a": 2}, defaults=defaults)),
         ]
     )
-    assert calls == [200]
+    assert calls == [200, 200]
     metas = {row_id: row.meta for row_id, row in merged.items() if isinstance(row, Row)}
     assert metas == {
         1: {"keep": 1, "publish_event_sent_at": "before", "a": 1},
@@ -250,7 +251,7 @@ async def test_merge_many_merges_each_row_its_own_way_in_one_call(backend: Backe
         3: {"a": 3},
     }
     assert await catalog.merge_many([]) == {}
-    assert calls == [200], "an empty batch asks nothing"
+    assert calls == [200, 200], "an empty batch asks nothing"
     assert {row.id: row.meta for row in await catalog.fetch_rows([1, 2, 3])} == metas
 
 
@@ -293,6 +294,25 @@ async def test_a_transient_failure_of_a_batch_fails_the_whole_call_and_writes_no
     with pytest.raises(UpstreamUnavailable):
         await backend.interrupted(lambda: catalog.merge_many(items))
     assert [row.meta for row in await catalog.fetch_rows([1, 2, 3])] == [{"a": 1}] * 3
+
+
+async def test_a_meta_that_is_not_an_object_is_never_merged_into_and_is_reported(backend: Backend) -> None:
+    """`||` would append the patch to an array: both merges leave such a row alone and report it as a
+    retryable conflict naming the problem (the retry reads the row and dead-letters it)."""
+    await backend.insert([{"status": "published", "meta": {"a": 0}}, {"status": "published", "meta": [1, 2]}])
+    catalog = await backend.catalog()
+    patch = MetaPatch(patch={"jellyfin_public_url": "https://w/2"}, defaults={"x": 1})
+    with pytest.raises(CatalogConflict, match="row 2 was not merged: meta is an array"):
+        await catalog.merge_meta(2, patch)
+    merged = await catalog.merge_many([(1, patch), (2, patch), (999, patch)])
+    assert isinstance(merged[2], CatalogConflict)
+    assert merged[2].retryable
+    assert isinstance(merged[1], Row)
+    assert merged[1].meta == {"x": 1, "a": 0, "jellyfin_public_url": "https://w/2"}
+    assert 999 not in merged  # gone rows stay absent
+    row = await catalog.get_row(2)
+    assert row is not None
+    assert row.meta == [1, 2]
 
 
 async def test_overlapping_batches_in_opposite_orders_lose_no_key(backend: Backend) -> None:

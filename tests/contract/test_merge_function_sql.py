@@ -156,6 +156,22 @@ async def test_the_batched_merge_applies_each_item_to_its_own_row_and_skips_miss
     assert await merge(conn, "backfill_merge_meta_many('[]'::jsonb)") == []
 
 
+async def test_both_functions_leave_a_meta_that_is_not_an_object_alone(
+    conn: asyncpg.Connection, postgres_dsn: str
+) -> None:
+    """`'{}' || '[1]'` is an array: rather than append to it, the functions skip the row (no row back)."""
+    await insert_rows(
+        postgres_dsn, [{"status": "published", "meta": [1]}, {"status": "published", "meta": "s"}]
+    )
+    assert await merge(conn, """backfill_merge_meta(1, '{"a":1}')""") == []
+    assert (
+        await merge(conn, "backfill_merge_meta_many($1::jsonb)", items((1, {"a": 1}, {}), (2, {"a": 1}, {})))
+        == []
+    )
+    metas = await conn.fetch("select meta from public.studio_board order by id")
+    assert [json.loads(m["meta"]) for m in metas] == [[1], "s"]
+
+
 @pytest.mark.parametrize(
     ("p_items", "message"),
     [

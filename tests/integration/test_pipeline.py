@@ -116,3 +116,22 @@ async def test_a_meta_that_is_not_an_object_is_dead_lettered_untouched(rig: Rig)
     assert "meta is an array" in outcome.detail
     assert not rig.agent.envelopes
     assert rig.db.rows[int(row["id"])]["meta"] == [item["Id"]]
+
+
+async def test_a_meta_turned_into_an_array_under_the_merge_is_retried_then_dead_lettered(rig: Rig) -> None:
+    """Another writer replaces meta with an array between our read and our merge: the merge leaves it
+    alone (no corrupted row), the message is retried, and the retry dead-letters it as the read shows."""
+    row_id = add(rig, "Changed Under Us")
+
+    def replace_meta(touched: int) -> None:
+        if touched == row_id:
+            rig.db.rows[row_id]["meta"] = ["replaced"]
+
+    rig.db.before_write = replace_meta
+    first = await handle(rig, row_id, Mode.METADATA_ONLY)
+    assert isinstance(first, Retry)
+    assert f"row {row_id} was not merged: meta is an array" in first.error
+    rig.db.before_write = None
+    second = await handle(rig, row_id, Mode.METADATA_ONLY)
+    assert isinstance(second, DeadLetter) and second.reason == "invalid_payload"
+    assert rig.db.rows[row_id]["meta"] == ["replaced"]

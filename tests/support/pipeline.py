@@ -19,7 +19,7 @@ from backfill_doubles.agent_zero import AgentZeroDouble
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
-from worker.cli import row_reader
+from worker.cli import row_merger, row_reader
 
 KEY, USER, SERVER, TOKEN = "jf-key", "ab" * 16, "cd" * 16, "agent-token"
 LINKS = LinkConfig(public_base="https://watch.example.org")
@@ -38,7 +38,7 @@ async def pipeline_rig(
     nats_url: str, contracts_dir: Path, timeout: float, batch: int = 1
 ) -> AsyncIterator[Rig]:
     """The doubles over loopback and a RowProcessor wired as the worker wires it (`batch` > 1: the
-    row reads and Jellyfin lookups of rows handled together are batched)."""
+    row reads, Jellyfin lookups and meta merges of rows handled together are batched)."""
     jellyfin = JellyfinDouble(KEY, USER, SERVER)
     agent = AgentZeroDouble(nats_url, contracts_dir, token=TOKEN)
     db = PostgrestDouble("svc")
@@ -53,6 +53,7 @@ async def pipeline_rig(
             LINKS,
             RetryPolicy(),
             read_row=row_reader(catalog, batch),
+            merge=row_merger(catalog, batch),
         )
         yield Rig(jellyfin, agent, db, processor)
     await http.aclose()
