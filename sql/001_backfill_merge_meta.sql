@@ -39,16 +39,6 @@ $$;
 comment on function public.backfill_merge_meta(bigint, jsonb, jsonb) is
     'Jellyfin backfill: merge p_patch into studio_board.meta (p_defaults only fill missing keys), atomically.';
 
--- Only the service role (which the backfill uses) may call it; RLS stays on for everyone else.
-revoke all on function public.backfill_merge_meta(bigint, jsonb, jsonb) from public;
-do $$
-begin
-    if exists (select 1 from pg_roles where rolname = 'service_role') then
-        execute 'grant execute on function public.backfill_merge_meta(bigint, jsonb, jsonb) to service_role';
-    end if;
-end
-$$;
-
 create or replace function public.backfill_merge_meta_many(p_items jsonb)
 returns setof public.studio_board
 language plpgsql
@@ -95,10 +85,13 @@ $$;
 comment on function public.backfill_merge_meta_many(jsonb) is
     'Jellyfin backfill: backfill_merge_meta for many rows in one statement; p_items = [{id, patch, defaults}].';
 
+-- Only the service role (which the backfill uses) may call them; RLS stays on for everyone else.
+revoke all on function public.backfill_merge_meta(bigint, jsonb, jsonb) from public;
 revoke all on function public.backfill_merge_meta_many(jsonb) from public;
 do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'service_role') then
+        execute 'grant execute on function public.backfill_merge_meta(bigint, jsonb, jsonb) to service_role';
         execute 'grant execute on function public.backfill_merge_meta_many(jsonb) to service_role';
     end if;
 end

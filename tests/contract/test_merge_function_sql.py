@@ -37,6 +37,13 @@ $$;
 """
 
 
+# a row with keys to overwrite, fill and keep, and a row whose meta is SQL null
+TWO_ROWS = [
+    {"title": "t", "status": "published", "meta": {"a": 0, "b": 0, "c": 3}},
+    {"status": "published", "meta": None},
+]
+
+
 @pytest.fixture
 async def conn(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(postgres_dsn)
@@ -93,14 +100,7 @@ async def test_merges_as_documented_and_returns_the_whole_row(
     conn: asyncpg.Connection, postgres_dsn: str
 ) -> None:
     """`backfill_merge_meta(id, '{"a":1}', '{"b":2}')`: a overwrites, b only fills in, c survives."""
-    await insert_rows(
-        postgres_dsn,
-        [
-            {"title": "t", "status": "published", "meta": {"a": 0, "b": 0, "c": 3}},
-            {"status": "published", "meta": None},
-            {"status": "published", "meta": {"c": 3}},
-        ],
-    )
+    await insert_rows(postgres_dsn, [*TWO_ROWS, {"status": "published", "meta": {"c": 3}}])
     call = """backfill_merge_meta($1, '{"a":1}', '{"b":2}')"""
     [first] = await merge(conn, call, 1)
     assert first["meta"] == {"a": 1, "b": 0, "c": 3}
@@ -138,14 +138,7 @@ async def test_the_batched_merge_applies_each_item_to_its_own_row_and_skips_miss
     conn: asyncpg.Connection, postgres_dsn: str
 ) -> None:
     """One call, three rows and one id that does not exist: each row gets its own patch and defaults."""
-    await insert_rows(
-        postgres_dsn,
-        [
-            {"title": "t", "status": "published", "meta": {"a": 0, "b": 0, "c": 3}},
-            {"status": "published", "meta": None},
-            {"status": "published", "meta": {"keep": True}},
-        ],
-    )
+    await insert_rows(postgres_dsn, [*TWO_ROWS, {"status": "published", "meta": {"keep": True}}])
     p_items = items((3, None, {"d": 4}), (1, {"a": 1}, {"b": 2}), (999, {"a": 9}, {}), (2, {"x": 1}, None))
     merged = {row["id"]: row for row in await merge(conn, "backfill_merge_meta_many($1::jsonb)", p_items)}
     assert set(merged) == {1, 2, 3}
