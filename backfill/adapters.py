@@ -41,10 +41,15 @@ async def build_catalog(
     """PostgreSQL directly when CATALOG_DSN is set, else Supabase REST."""
     catalog = settings.get(CatalogSettings)
     if catalog.dsn is not None:
-        from backfill.pgcatalog import PostgresCatalog  # noqa: PLC0415 - the driver loads only when used
+        from backfill.pgcatalog import PostgresCatalog, behind_transaction_pooler  # noqa: PLC0415 - lazy driver
 
+        dsn = catalog.dsn.get_secret_value()
         catalog_pg: Catalog = await PostgresCatalog.open(
-            catalog.dsn.get_secret_value(), table=catalog.table, page_size=catalog.page_size, observe=observe
+            dsn,
+            table=catalog.table,
+            page_size=catalog.page_size,
+            observe=observe,
+            transaction_pooler=behind_transaction_pooler(dsn, catalog.pool_mode),
         )
         return catalog_pg
     assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings

@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
@@ -52,6 +53,20 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # shutdown, cannot connect now, statement timeout), system error (I/O).
 _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 _encoder = msgspec.json.Encoder()
+
+
+TRANSACTION_POOLER_PORT = 6543  # Supabase's pooler (Supavisor) in transaction mode; 5432 is session mode
+
+
+def behind_transaction_pooler(dsn: str, pool_mode: str = "auto") -> bool:
+    """Whether the DSN reaches PostgreSQL through a pooler in transaction mode: `transaction` /
+    `session` say so; `auto` recognises Supabase's transaction pooler by its port, 6543."""
+    if pool_mode != "auto":
+        return pool_mode == "transaction"
+    try:
+        return urlsplit(dsn).port == TRANSACTION_POOLER_PORT
+    except ValueError:  # an unreadable port: asyncpg will say what is wrong with the DSN
+        return False
 
 
 def quote_identifier(name: str) -> str:
@@ -129,8 +144,14 @@ class PostgresCatalog:
         observe: Observer = no_observer,
         pool_size: int = 10,
         command_timeout: float = 30.0,
+        transaction_pooler: bool = False,
     ) -> PostgresCatalog:
-        """A pool of 1 to `pool_size` connections; `command_timeout` bounds connecting and each query."""
+        """A pool of 1 to `pool_size` connections; `command_timeout` bounds connecting and each query.
+
+        `transaction_pooler`: the DSN points at a pooler in transaction mode (pgbouncer, Supabase's
+        Supavisor on port 6543), which hands each transaction to any server connection: asyncpg's
+        named prepared statements would then be missing on the next one, so none are cached.
+        """
         quote_identifier(table)  # fail on a bad name before connecting
         try:
             pool = await asyncpg.create_pool(
@@ -140,6 +161,7 @@ class PostgresCatalog:
                 timeout=command_timeout,
                 command_timeout=command_timeout,
                 init=_init_connection,
+                statement_cache_size=0 if transaction_pooler else 100,
             )
         except DRIVER_ERRORS as exc:
             raise catalog_error(exc) from exc

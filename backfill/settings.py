@@ -70,6 +70,7 @@ class CatalogSettings(_Group):
     )
     service_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY", min_length=1)
     dsn: SecretStr | None = Field(None, validation_alias=AliasChoices("CATALOG_DSN", "SUPABASE_DB_URL"))
+    pool_mode: Literal["auto", "session", "transaction"] = Field("auto", validation_alias="CATALOG_POOL_MODE")
     table: str = Field("studio_board", validation_alias="BACKFILL_TABLE", pattern=r"^[a-z_][a-z0-9_]*$")
     merge_function: str = Field(
         "backfill_merge_meta", validation_alias="BACKFILL_MERGE_FUNCTION", pattern=r"^[a-z_][a-z0-9_]*$"

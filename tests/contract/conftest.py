@@ -3,7 +3,9 @@
 - `postgrest`: `PostgrestCatalog` over HTTP to the PostgREST double (merge RPC installed), served in
   the test's loop;
 - `postgres`: `PostgresCatalog` on a real PostgreSQL (one embedded server per session, schema and
-  merge function installed as an operator would; the table is emptied before each test).
+  merge function installed as an operator would; the table is emptied before each test);
+- `pgbouncer`: the same server through a real pgbouncer in transaction mode, as behind Supabase's
+  pooler on port 6543 (no prepared statement survives from one transaction to the next).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -22,6 +25,8 @@ from backfill.pgcatalog import PostgresCatalog
 from backfill.postgrest import PostgrestCatalog
 from backfill.transport import HttpClient, Observer, make_client, no_observer
 from backfill_doubles.natsserver import free_port
+from backfill_doubles.pgbouncer import PgBouncer
+from backfill_doubles.pgbouncer import binary as pgbouncer_binary
 from backfill_doubles.postgres import (
     EmbeddedPostgres,
     create_schema,
@@ -90,10 +95,13 @@ class PostgrestBackend:
 
 
 class PostgresBackend:
-    name = "postgres"
+    """PostgreSQL directly, or (with `pooler_dsn`) through pgbouncer in transaction mode; rows are
+    inserted, and failures arranged, on the server directly either way."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, pooler_dsn: str | None = None) -> None:
         self.dsn = dsn
+        self.pooler_dsn = pooler_dsn
+        self.name = "postgres" if pooler_dsn is None else "pgbouncer"
         self._opened: list[Catalog] = []
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
@@ -102,7 +110,13 @@ class PostgresBackend:
     async def catalog(
         self, *, page_size: int = 1000, table: str = "studio_board", observe: Observer = no_observer
     ) -> Catalog:
-        catalog = await PostgresCatalog.open(self.dsn, table=table, page_size=page_size, observe=observe)
+        catalog = await PostgresCatalog.open(
+            self.pooler_dsn or self.dsn,
+            table=table,
+            page_size=page_size,
+            observe=observe,
+            transaction_pooler=self.pooler_dsn is not None,
+        )
         self._opened.append(catalog)
         return catalog
 
@@ -176,20 +190,34 @@ def postgres_dsn() -> Iterator[str]:
         yield server.dsn
 
 
-@pytest.fixture(params=["postgrest", "postgres"])
-def backend_dsn(request: pytest.FixtureRequest) -> str | None:
-    """None for the PostgREST double; the session's PostgreSQL DSN (started on first use) otherwise."""
-    if request.param == "postgres":
-        dsn: str = request.getfixturevalue("postgres_dsn")
-        return dsn
-    return None
+@pytest.fixture(scope="session")
+def pgbouncer_dsn(postgres_dsn: str) -> Iterator[str]:
+    """A real pgbouncer in transaction mode in front of the session's PostgreSQL (Supabase's pooler on
+    port 6543 behaves the same way)."""
+    if pgbouncer_binary() is None:
+        pytest.skip("pgbouncer not installed (Debian package `pgbouncer`; .ci/run installs it)")
+    port = urlsplit(postgres_dsn).port
+    assert port is not None
+    with PgBouncer(port) as pooler:
+        yield pooler.dsn
+
+
+@pytest.fixture(params=["postgrest", "postgres", "pgbouncer"])
+def backend_dsn(request: pytest.FixtureRequest) -> tuple[str, str | None] | None:
+    """None for the PostgREST double; else the session's PostgreSQL DSN (started on first use) and,
+    for `pgbouncer`, the pooler's DSN in front of it."""
+    if request.param == "postgrest":
+        return None
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    pooler: str | None = request.getfixturevalue("pgbouncer_dsn") if request.param == "pgbouncer" else None
+    return dsn, pooler
 
 
 @pytest.fixture
-async def backend(backend_dsn: str | None) -> AsyncIterator[Backend]:
+async def backend(backend_dsn: tuple[str, str | None] | None) -> AsyncIterator[Backend]:
     if backend_dsn is not None:
-        await execute(backend_dsn, "truncate public.studio_board restart identity")
-        postgres = PostgresBackend(backend_dsn)
+        await execute(backend_dsn[0], "truncate public.studio_board restart identity")
+        postgres = PostgresBackend(*backend_dsn)
         try:
             yield postgres
         finally:

@@ -9,15 +9,17 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from backfill.adapters import open_catalog
 from backfill.errors import ConfigError, UpstreamRejected, UpstreamUnavailable
-from backfill.pgcatalog import PostgresCatalog, catalog_error
+from backfill.payload import MetaPatch
+from backfill.pgcatalog import PostgresCatalog, behind_transaction_pooler, catalog_error
+from backfill.settings import CatalogSettings, load_settings
+from backfill.transport import make_client
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.postgres import execute, insert_rows
 from tests.contract.conftest import PostgresBackend
 
-CLIENTS = (
-    "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()"
-)
+CLIENTS = "select pid from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()"
 
 
 @pytest.fixture
@@ -95,17 +97,23 @@ async def test_the_pool_reconnects_after_the_server_terminated_every_connection(
 
 
 async def test_aclose_releases_every_pooled_connection(dsn: str) -> None:
-    """After aclose no connection of ours is left on the server (the demo's Ctrl-C relies on it)."""
+    """After aclose no connection of ours is left on the server (the demo's Ctrl-C relies on it).
+    Connections that were there before (a session pooler's server connections) are not ours."""
     admin = await asyncpg.connect(dsn)
     try:
+        before = {record["pid"] for record in await admin.fetch(CLIENTS)}
+
+        async def ours() -> int:
+            return len({record["pid"] for record in await admin.fetch(CLIENTS)} - before)
+
         catalog = await PostgresCatalog.open(dsn, pool_size=4)
         await asyncio.gather(*(catalog.get_row(1) for _ in range(8)))
-        assert await admin.fetchval(CLIENTS) >= 1
+        assert await ours() >= 1
         await catalog.aclose()
         deadline = time.monotonic() + 10
-        while await admin.fetchval(CLIENTS) > 0 and time.monotonic() < deadline:
+        while await ours() > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        assert await admin.fetchval(CLIENTS) == 0
+        assert await ours() == 0
     finally:
         await admin.close()
 
@@ -140,3 +148,76 @@ def test_driver_errors_are_classified_by_whether_a_retry_can_help(
     assert isinstance(mapped, UpstreamUnavailable if retryable else UpstreamRejected)
     assert mapped.service == "catalog"
     assert mapped.retryable is retryable
+
+
+async def test_behind_a_transaction_pooler_cached_statements_break_and_the_pooler_mode_does_not(
+    dsn: str, pgbouncer_dsn: str
+) -> None:
+    """Through pgbouncer in transaction mode, asyncpg's cached prepared statements are missing on the
+    next server connection (26000, a rejection: rows would be dead-lettered); with the pool mode for a
+    transaction pooler every read and merge of the same load succeeds."""
+    await insert_rows(dsn, [{"status": "published", "meta": {}} for _ in range(100)])
+    patch = MetaPatch(patch={"x": 1}, defaults={})
+
+    async def load(catalog: PostgresCatalog) -> list[object]:
+        reads = await asyncio.gather(*(catalog.get_row(i) for i in range(1, 101)), return_exceptions=True)
+        merges = await asyncio.gather(
+            *(catalog.merge_meta(i, patch) for i in range(1, 101)), return_exceptions=True
+        )
+        return [outcome for outcome in [*reads, *merges] if isinstance(outcome, BaseException)]
+
+    cached = await PostgresCatalog.open(pgbouncer_dsn, transaction_pooler=False)
+    try:
+        failures = await load(cached)
+    finally:
+        await cached.aclose()
+    assert failures, "expected missing prepared statements behind a transaction pooler"
+    assert all(isinstance(f, UpstreamRejected) and "26000" in str(f) for f in failures)
+
+    pooled = await PostgresCatalog.open(pgbouncer_dsn, transaction_pooler=True)
+    try:
+        assert await load(pooled) == []
+        merged = await pooled.merge_many([(i, MetaPatch(patch={"y": i}, defaults={})) for i in range(1, 41)])
+        assert sorted(merged) == list(range(1, 41))
+    finally:
+        await pooled.aclose()
+
+
+@pytest.mark.parametrize(
+    ("dsn", "mode", "expected"),
+    [
+        ("postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres", "auto", True),
+        ("postgresql://u:p@aws-0-eu.pooler.supabase.com:5432/postgres", "auto", False),  # session mode
+        ("postgresql://u:p@db.example.org/postgres", "auto", False),
+        ("postgresql://u:p@pgbouncer:6432/postgres", "transaction", True),
+        ("postgresql://u:p@db:6543/postgres", "session", False),
+        ("postgresql://u:p@db:notaport/postgres", "auto", False),
+    ],
+)
+def test_the_transaction_pooler_is_recognised_by_port_or_told(dsn: str, mode: str, expected: bool) -> None:
+    assert behind_transaction_pooler(dsn, mode) is expected
+
+
+async def test_catalog_pool_mode_reaches_the_catalog_the_workers_open(
+    dsn: str, pgbouncer_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CATALOG_DSN on a pooler at a port auto cannot recognise, CATALOG_POOL_MODE=transaction: the
+    catalog the programs open (`open_catalog`) reads and merges under load through it; a value that
+    is not a mode is a configuration error naming the variable."""
+    await insert_rows(dsn, [{"status": "published", "meta": {}} for _ in range(60)])
+    monkeypatch.setenv("CATALOG_DSN", pgbouncer_dsn)
+    monkeypatch.setenv("CATALOG_POOL_MODE", "transaction")
+    settings = load_settings([CatalogSettings])
+    http = make_client(5.0)
+    try:
+        async with open_catalog(settings, http) as catalog:
+            rows = await asyncio.gather(*(catalog.get_row(i) for i in range(1, 61)))
+            merged = await asyncio.gather(
+                *(catalog.merge_meta(i, MetaPatch({"z": i}, {})) for i in range(1, 61))
+            )
+    finally:
+        await http.aclose()
+    assert all(row is not None for row in rows) and all(row is not None for row in merged)
+    monkeypatch.setenv("CATALOG_POOL_MODE", "pgbouncer")
+    with pytest.raises(ConfigError, match="CATALOG_POOL_MODE"):
+        load_settings([CatalogSettings])
