@@ -249,6 +249,9 @@ def wait_until_prometheus_saw_the_run(prometheus: PrometheusProcess, enqueued: i
         "prometheus to scrape the finished run",
     )
     wait_for(lambda: prometheus.results(BORN_IN_RUN), "two samples of every series the run created")
+    # the consumer gauges come from the worker's periodic consumer_info, a refresh after the last ack
+    drained = "max(backfill_consumer_pending_messages) + max(backfill_consumer_ack_pending_messages) == 0"
+    wait_for(lambda: prometheus.results(drained), "a scrape showing the backlog drained")
     wait_for(
         lambda: any(state == "pending" for state in prometheus.alert_states().values()),
         "the rules to evaluate the finished run",
