@@ -54,6 +54,10 @@ class PublisherDiscord:
         self.received = 0
         self.posted = 0
         self.dropped = 0
+        self._posting = 0  # POSTs sent and not answered yet
+        self._idle = asyncio.Event()  # set while no POST is on the wire
+        self._idle.set()
+        self._closing = False
 
     async def start(self, nats_url: str) -> None:
         self._nc = await nats.connect(nats_url)
@@ -66,14 +70,30 @@ class PublisherDiscord:
         envelope = json.loads(msg.data)
         body = {"embeds": [build_embed(envelope.get("payload") or {})]}
         for _ in range(RETRIES + 1):
-            response = await self._http.post(self._webhook, json=body)
+            if self._closing:
+                return  # not posted: the demo ended first
+            self._posting += 1
+            self._idle.clear()
+            try:
+                response = await self._http.post(self._webhook, json=body)
+            finally:
+                self._posting -= 1
+                if not self._posting:
+                    self._idle.set()
             if response.status_code != 429:
                 self.posted += int(response.is_success)
                 return
             await asyncio.sleep(float(response.json().get("retry_after", 1.0)))
         self.dropped += 1
 
-    async def close(self) -> None:
+    async def close(self, settle_within: float = 5.0) -> None:
+        """Take no more events, start no more POSTs, and let the ones on the wire be answered, so that
+        `posted` and what the webhook received agree when the counts are read."""
+        self._closing = True
+        # before closing NATS: closing it cancels the handler, even one whose POST the webhook has
+        # already received
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), settle_within)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from backfill_doubles.publisher_discord import build_embed, hms
+import asyncio
+import json
+
+import nats
+from aiohttp import web
+
+from backfill_doubles.publisher_discord import PublisherDiscord, build_embed, hms
+from backfill_doubles.serve import serve
 
 
 def test_embed_links_public_url_first_then_jellyfin() -> None:
@@ -27,3 +34,28 @@ def test_embed_fields_duration_jellyfin_and_at_most_twelve_tags() -> None:
     assert fields["Tags"].count(",") == 11
     assert "Jellyfin" not in {f["name"] for f in build_embed({"title": "t"})["fields"]}
     assert hms(59.6) == "0:01:00"
+
+
+async def test_close_lets_the_post_on_the_wire_be_answered_so_the_counts_agree(nats_url: str) -> None:
+    """The demo reads `posted` and what the webhook received right after `close()`: an embed that
+    reached the webhook must be counted as posted, not also as "not posted" (a race the CI showed)."""
+    received: list[object] = []
+
+    async def slow_webhook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        await asyncio.sleep(0.3)  # the answer is still on its way when close() is called
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", slow_webhook)
+    async with serve(app) as url:
+        publisher = PublisherDiscord(f"{url}/hook")
+        await publisher.start(nats_url)
+        nc = await nats.connect(nats_url)
+        await nc.publish("content.published.v1", json.dumps({"payload": {"title": "t"}}).encode())
+        await nc.flush()
+        await nc.close()
+        while not received:
+            await asyncio.sleep(0.01)
+        await publisher.close()
+    assert (publisher.received, publisher.posted, len(received)) == (1, 1, 1)
