@@ -55,6 +55,19 @@ def unmerged(row: Row) -> CatalogConflict:
     return CatalogConflict(f"row {row.id} was not merged: {why}")
 
 
+async def merged_or_gone(
+    get_row: Callable[[int], Awaitable[Row | None]], row_id: int, merged: Row | None
+) -> Row | None:
+    """`merge_meta`'s answer: the merged row; else None when the row is gone, or the conflict of a row
+    that exists but was left alone (its meta is not an object). Only reads when nothing was merged."""
+    if merged is not None:
+        return merged
+    current = await get_row(row_id)
+    if current is not None:
+        raise unmerged(current)
+    return None
+
+
 async def with_unmerged(
     fetch_rows: Callable[[Sequence[int]], Awaitable[list[Row]]], asked: Sequence[int], merged: list[Row]
 ) -> MergeResults:

@@ -37,8 +37,8 @@ from backfill.catalog import (
     MergeResults,
     keyset_pages,
     merge_each,
+    merged_or_gone,
     require_distinct,
-    unmerged,
     with_unmerged,
 )
 from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
@@ -221,12 +221,7 @@ class PostgresCatalog:
 
     async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
         rows = await self._rows(self._sql.merge, row_id, patch.defaults, patch.patch)
-        if rows:
-            return rows[0]
-        current = await self.get_row(row_id)
-        if current is not None:
-            raise unmerged(current)
-        return None
+        return await merged_or_gone(self.get_row, row_id, rows[0] if rows else None)
 
     async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
         require_distinct(items)

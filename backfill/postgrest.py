@@ -14,8 +14,8 @@ from backfill.catalog import (
     keyset_pages,
     merge_each,
     merged_meta,
+    merged_or_gone,
     require_distinct,
-    unmerged,
     with_unmerged,
 )
 from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
@@ -115,9 +115,7 @@ class PostgrestCatalog:
             installed, row = await self._merge_rpc(row_id, patch)
             self.rpc_available = installed
             if installed:
-                if row is None and (current := await self.get_row(row_id)) is not None:
-                    raise unmerged(current)
-                return row
+                return await merged_or_gone(self.get_row, row_id, row)
         return await self._merge_optimistic(row_id, patch)
 
     async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
