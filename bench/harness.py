@@ -32,6 +32,7 @@ class UpstreamsProcess:
     def __init__(self, catalog_ms: float, jellyfin_ms: float, agent_ms: float) -> None:
         self.latency_ms = {"catalog": catalog_ms, "jellyfin": jellyfin_ms, "agent_zero": agent_ms}
         self._proc: subprocess.Popen[str] | None = None
+        self._session: aiohttp.ClientSession | None = None
         self.url = ""
 
     def start(self) -> UpstreamsProcess:
@@ -68,12 +69,17 @@ class UpstreamsProcess:
             self._proc = None
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, f"{self.url}{path}", json=body) as response,
-        ):
+        """One control request, on one kept-alive session: it is polled while workers are measured."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        async with self._session.request(method, f"{self.url}{path}", json=body) as response:
             response.raise_for_status()
             return msgspec.json.decode(await response.read())
+
+    async def close_session(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def seed(self, rows: int) -> None:
         await self.call("POST", "/_bench/seed", {"rows": rows})

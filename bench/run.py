@@ -276,7 +276,7 @@ class Bench:
             merged_before = await self.up.wait_until_merged(max(count // 100, 1), within=60, every=0.01)
             cpu_before, others_before, wall_before = workers.cpu(), self._others_cpu(), time.monotonic()
             machine_before = machine_busy_seconds()
-            await self.up.wait_until_merged(count, within=600, every=0.02)
+            await self.up.wait_until_merged(count, within=600, every=0.05)
             cpu, others = workers.cpu() - cpu_before, self._others_cpu() - others_before
             machine = machine_busy_seconds() - machine_before
             wall = time.monotonic() - wall_before
@@ -510,6 +510,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await getattr(bench, section)()
             return bench.results
     finally:
+        await upstreams.close_session()
         server.close()
         upstreams.stop()
 
