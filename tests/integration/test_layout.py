@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from backfill.bus import AckPublisher, PubStatus, remove_message
 from backfill.errors import BusError, StreamConfigConflict
-from backfill.layout import build_layout, ensure_layout
+from backfill.layout import Layout, build_layout, ensure_layout
 from backfill.settings import NatsSettings
 
 
@@ -22,6 +23,14 @@ async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_url)
     yield client
     await client.drain()
+
+
+async def laid_out(nc: NatsClient, layout_env: dict[str, str]) -> tuple[JetStreamContext, Layout]:
+    """The test's streams and consumer, created as a worker creates them."""
+    js = nc.jetstream()
+    layout = build_layout(settings(layout_env))
+    await ensure_layout(js, layout)
+    return js, layout
 
 
 def settings(layout_env: dict[str, str], **extra: object) -> NatsSettings:
@@ -41,9 +50,7 @@ async def test_ensure_layout_is_idempotent_and_updates_editable_fields(
     nc: NatsClient, layout_env: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Running it twice changes nothing; a new ack_wait/max_deliver updates the consumer in place."""
-    js = nc.jetstream()
-    layout = build_layout(settings(layout_env))
-    await ensure_layout(js, layout)
+    js, layout = await laid_out(nc, layout_env)
     caplog.set_level(logging.INFO, logger="backfill.layout")
     await ensure_layout(js, layout)
     assert not [r for r in caplog.records if "updated stream" in r.getMessage()]  # no needless update
@@ -75,9 +82,7 @@ async def test_second_enqueue_of_a_pending_row_is_rejected_until_acked(
     nc: NatsClient, layout_env: dict
 ) -> None:
     """Per-subject limit: the same row twice is 'already pending'; after the ack it can be enqueued again."""
-    js = nc.jetstream()
-    layout = build_layout(settings(layout_env))
-    await ensure_layout(js, layout)
+    js, layout = await laid_out(nc, layout_env)
     publisher = AckPublisher(nc)
     subject = f"{layout.prefix}.request.7"
     assert (await publisher.publish(subject, b"1", {"Nats-Msg-Id": "a"})).status is PubStatus.STORED
@@ -101,9 +106,7 @@ async def test_publish_without_a_stream_fails_fast(nc: NatsClient, layout_env: d
 
 async def test_remove_message_deletes_once_then_reports_it_gone(nc: NatsClient, layout_env: dict) -> None:
     """`remove_message` (no secure erase): True, then False for the same or an unknown sequence."""
-    js = nc.jetstream()
-    layout = build_layout(settings(layout_env))
-    await ensure_layout(js, layout)
+    js, layout = await laid_out(nc, layout_env)
     stored = await AckPublisher(nc).publish(f"{layout.prefix}.dlq.jellyfin_not_found", b"dead letter")
     assert stored.status is PubStatus.STORED and stored.seq is not None
     assert await remove_message(js, layout.dlq_stream, stored.seq) is True
@@ -118,9 +121,7 @@ async def test_unanswered_publishes_expire_while_answered_ones_resolve(
     nc: NatsClient, layout_env: dict
 ) -> None:
     """One expiry timer for all: a publish nobody acknowledges fails after `timeout`, every time."""
-    js = nc.jetstream()
-    layout = build_layout(settings(layout_env))
-    await ensure_layout(js, layout)
+    _, layout = await laid_out(nc, layout_env)
     silent = await nc.subscribe(f"{layout.prefix}.silent.>")  # listens, never answers: no 503 either
     publisher = AckPublisher(nc, timeout=0.3)
     first = await publisher.submit(f"{layout.prefix}.request.1", b"{}")
