@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from backfill.errors import BackfillError, CatalogConflict
+from backfill.errors import BackfillError, CatalogConflict, UpstreamRejected
 from backfill.model import Row
 from backfill.payload import MetaPatch
 
@@ -38,13 +38,9 @@ PageFetcher = Callable[[int, int], Awaitable[list[Row]]]  # (after id, at most n
 MergeItem = tuple[int, MetaPatch]
 # row id -> the merged row, or the error of that row alone; a row that is gone is absent
 MergeResults = dict[int, Row | BackfillError]
-
-
-def require_distinct(items: Sequence[MergeItem]) -> None:
-    """One statement cannot apply two patches to one row faithfully: callers send each row once."""
-    ids = [row_id for row_id, _ in items]
-    if len(set(ids)) != len(ids):
-        raise ValueError("merge_many names a row more than once")
+# the items as the batch statements take them ([{id, patch, defaults}]) -> the merged rows, or None
+# when the backend has no batched merge
+BatchMerge = Callable[[list[dict[str, Any]]], Awaitable[list[Row] | None]]
 
 
 def unmerged(row: Row) -> CatalogConflict:
@@ -68,7 +64,7 @@ async def merged_or_gone(
     return None
 
 
-async def with_unmerged(
+async def _with_unmerged(
     fetch_rows: Callable[[Sequence[int]], Awaitable[list[Row]]], asked: Sequence[int], merged: list[Row]
 ) -> MergeResults:
     """The merged rows by id, plus a conflict for each row asked for that still exists but was not
@@ -81,7 +77,7 @@ async def with_unmerged(
     return results
 
 
-async def merge_each(
+async def _merge_each(
     merge_one: Callable[[int, MetaPatch], Awaitable[Row | None]], items: Sequence[MergeItem]
 ) -> MergeResults:
     """Row by row, concurrently: a row's own failure becomes its result and never its neighbours'.
@@ -98,6 +94,29 @@ async def merge_each(
         elif isinstance(outcome, BaseException):
             raise outcome
     return results
+
+
+async def merge_batched(
+    items: Sequence[MergeItem],
+    merge_batch: BatchMerge,
+    merge_one: Callable[[int, MetaPatch], Awaitable[Row | None]],
+    fetch_rows: Callable[[Sequence[int]], Awaitable[list[Row]]],
+) -> MergeResults:
+    """`Catalog.merge_many` for every backend: each row at most once (one statement cannot apply two
+    patches to one row faithfully: ValueError); several rows in one `merge_batch`; one row, a backend
+    without a batched merge, or a batch the backend rejected, row by row with `merge_one` (so only the
+    row at fault fails). Rows asked for but not merged are read back to tell gone from unmergeable."""
+    ids = [row_id for row_id, _ in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("merge_many names a row more than once")
+    if len(items) > 1:
+        try:
+            rows = await merge_batch([{"id": i, "patch": p.patch, "defaults": p.defaults} for i, p in items])
+        except UpstreamRejected:
+            rows = None
+        if rows is not None:
+            return await _with_unmerged(fetch_rows, ids, rows)
+    return await _merge_each(merge_one, items)
 
 
 async def keyset_pages(

@@ -36,10 +36,8 @@ from backfill.catalog import (
     MergeItem,
     MergeResults,
     keyset_pages,
-    merge_each,
+    merge_batched,
     merged_or_gone,
-    require_distinct,
-    with_unmerged,
 )
 from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
@@ -224,16 +222,11 @@ class PostgresCatalog:
         return await merged_or_gone(self.get_row, row_id, rows[0] if rows else None)
 
     async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
-        require_distinct(items)
-        if len(items) <= 1:
-            return await merge_each(self.merge_meta, items)
-        ids = sorted(row_id for row_id, _ in items)
-        p_items = [{"id": i, "patch": p.patch, "defaults": p.defaults} for i, p in items]
-        try:
-            rows = await self._locked_rows(self._sql.lock, (ids,), self._sql.merge_many, p_items)
-        except UpstreamRejected:
-            return await merge_each(self.merge_meta, items)  # only the row at fault fails
-        return await with_unmerged(self.fetch_rows, ids, rows)
+        return await merge_batched(items, self._merge_batch, self.merge_meta, self.fetch_rows)
+
+    async def _merge_batch(self, p_items: list[dict[str, Any]]) -> list[Row]:
+        ids = sorted(item["id"] for item in p_items)  # locked in id order
+        return await self._locked_rows(self._sql.lock, (ids,), self._sql.merge_many, p_items)
 
     async def aclose(self) -> None:
         """Close the pool; connections still busy after `close_timeout` are terminated."""

@@ -12,13 +12,11 @@ from backfill.catalog import (
     MergeItem,
     MergeResults,
     keyset_pages,
-    merge_each,
+    merge_batched,
     merged_meta,
     merged_or_gone,
-    require_distinct,
-    with_unmerged,
 )
-from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
+from backfill.errors import CatalogConflict, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
 from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
@@ -119,17 +117,15 @@ class PostgrestCatalog:
         return await self._merge_optimistic(row_id, patch)
 
     async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
-        require_distinct(items)
-        if len(items) > 1 and self.batch_rpc_available is not False:
-            p_items = [{"id": i, "patch": p.patch, "defaults": p.defaults} for i, p in items]
-            try:
-                rows = await self._call_rpc(self._batch_rpc_url, {"p_items": p_items})
-            except UpstreamRejected:
-                return await merge_each(self.merge_meta, items)  # only the row at fault fails
-            self.batch_rpc_available = rows is not None
-            if rows is not None:
-                return await with_unmerged(self.fetch_rows, [row_id for row_id, _ in items], rows)
-        return await merge_each(self.merge_meta, items)  # one row, or an install without the function
+        return await merge_batched(items, self._merge_batch_rpc, self.merge_meta, self.fetch_rows)
+
+    async def _merge_batch_rpc(self, p_items: list[dict[str, Any]]) -> list[Row] | None:
+        """The batch function's rows; None on an install without it (learnt once: one 404 PGRST202)."""
+        if self.batch_rpc_available is False:
+            return None
+        rows = await self._call_rpc(self._batch_rpc_url, {"p_items": p_items})
+        self.batch_rpc_available = rows is not None
+        return rows
 
     async def _merge_rpc(self, row_id: int, patch: MetaPatch) -> tuple[bool, Row | None]:
         """(False, None) when the function is not installed (404 PGRST202)."""
