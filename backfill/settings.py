@@ -211,8 +211,8 @@ def load_settings(groups: Sequence[type[_Group]]) -> SettingsBundle:
 class WorkerSettings(_Group):
     """How one worker process consumes; every replica may set its own."""
 
-    concurrency: int = Field(64, validation_alias="WORKER_CONCURRENCY", ge=1, le=1024)
-    fetch_batch: int = Field(16, validation_alias="WORKER_FETCH_BATCH", ge=1, le=1000)
+    concurrency: int = Field(128, validation_alias="WORKER_CONCURRENCY", ge=1, le=1024)
+    fetch_batch: int = Field(32, validation_alias="WORKER_FETCH_BATCH", ge=1, le=1000)
     fetch_timeout: float = Field(2.0, validation_alias="WORKER_FETCH_TIMEOUT", gt=0, le=30)
     lookup_batch: int = Field(40, validation_alias="WORKER_LOOKUP_BATCH", ge=1, le=1000)
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field("auto", validation_alias="WORKER_EVENT_LOOP")

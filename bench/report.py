@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS
+from bench.run import RESULTS, ceiling_concurrency
 
 
 def _mark(ok: bool) -> str:
@@ -24,7 +24,10 @@ def _worker_rows(results: dict[str, Any]) -> list[str]:
         entry = results["throughput"][mode]
         one, two = entry["workers_1"], entry["workers_2"]
         ceilings = entry["http_ceiling_rows_per_s"]
-        best_key = max(ceilings, key=ceilings.__getitem__)
+        default = entry["default_concurrency"]
+        within = {k: v for k, v in ceilings.items() if ceiling_concurrency(k) <= default}
+        best_key = max(within, key=within.__getitem__)
+        top_key = max(ceilings, key=ceilings.__getitem__)
         ratios = entry["ratios"]
         naive, ceiling, scale = (
             ratios["one_worker_vs_naive"],
@@ -36,8 +39,12 @@ def _worker_rows(results: dict[str, Any]) -> list[str]:
             f"{one['cpu_s_per_1000_rows']:.2f} CPU s per 1,000 rows | | |",
             f"| worker, {mode}: vs the plan's sequential loop ({entry['naive_rows_per_s']:.1f} rows/s) "
             f"| {naive:.0f}x | >= 40x | {_mark(naive >= 40)} |",
-            f"| worker, {mode}: vs the best raw aiohttp ceiling ({ceilings[best_key]:.0f} rows/s at "
-            f"c{best_key}) | {ceiling:.0%} | >= 50 % | {_mark(ceiling >= 0.5)} |",
+            f"| worker, {mode}: vs the best raw aiohttp ceiling up to its concurrency "
+            f"({ceilings[best_key]:.0f} rows/s at c{best_key}) | {ceiling:.0%} | >= 50 % | "
+            f"{_mark(ceiling >= 0.5)} |",
+            f"| worker, {mode}: vs the best raw aiohttp ceiling at any concurrency measured "
+            f"({ceilings[top_key]:.0f} rows/s at c{top_key}) | "
+            f"{ratios['one_worker_vs_best_ceiling_any_concurrency']:.0%} | (for reference) | |",
         ]
         same = ratios.get("one_worker_vs_ceiling_at_its_concurrency")
         if same is not None:

@@ -44,6 +44,12 @@ from bench.harness import (
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 DEFAULT_CONCURRENCY = int(WorkerSettings.model_fields["concurrency"].default)
+DEFAULT_FETCH_BATCH = int(WorkerSettings.model_fields["fetch_batch"].default)
+
+
+def ceiling_concurrency(key: str) -> int:
+    """The concurrency of a ceiling's key ("128" or "128-batched")."""
+    return int(key.split("-", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -51,9 +57,12 @@ class Sizes:
     enqueue: tuple[int, ...] = (20_000, 200_000)
     worker_rows: int = 4_000
     naive_rows: int = 60
-    ceiling_concurrency: tuple[int, ...] = (16, 64, 128)
-    worker_concurrency: tuple[int, ...] = (16, 32, 64, 128)  # one worker, to choose the default
-    fetch_batch: int = 16  # the worker's default: rows per batched read/lookup in the batched ceiling
+    # The target compares with the best ceiling up to the worker's default concurrency; the ones above
+    # it show how far the latency-bound raw client keeps growing (reported, for reference)
+    ceiling_concurrency: tuple[int, ...] = (16, 64, 128, 256)
+    worker_concurrency: tuple[int, ...] = (16, 32, 64, 128, 256)  # one worker, to choose the default
+    worker_fetch_batch: tuple[int, ...] = (16, 32, 64)  # one worker at the default concurrency, likewise
+    fetch_batch: int = DEFAULT_FETCH_BATCH  # rows per batched read/lookup/merge in the batched ceiling
     latency_rows: int = 400
     latency_rate: float = 40.0  # rows per second fed while measuring overhead (well below saturation)
     replay: int = 10_000
@@ -67,6 +76,7 @@ QUICK = Sizes(
     naive_rows=5,
     ceiling_concurrency=(16,),
     worker_concurrency=(8,),
+    worker_fetch_batch=(4,),
     latency_rows=30,
     latency_rate=30.0,
     replay=500,
@@ -199,18 +209,25 @@ class Bench:
                 str(c): await self._drain(mode, 1, count, {"WORKER_CONCURRENCY": str(c)})
                 for c in self.sizes.worker_concurrency
             }
+            entry["one_worker_by_fetch_batch"] = {
+                str(b): await self._drain(mode, 1, count, {"WORKER_FETCH_BATCH": str(b)})
+                for b in self.sizes.worker_fetch_batch
+            }
             await self.up.seed(self.sizes.naive_rows)
             entry["naive_rows_per_s"] = await naive_loop(self.up.url, self.sizes.naive_rows, mode)
             ceilings, ceiling_cpu = await self._ceilings(mode, count, repeats)
             entry["http_ceiling_rows_per_s"] = ceilings
             entry["http_ceiling_cpu_s_per_1000_rows"] = ceiling_cpu
             best = max(ceilings.values())
+            within = max(v for k, v in ceilings.items() if ceiling_concurrency(k) <= DEFAULT_CONCURRENCY)
             one = entry["workers_1"]["rows_per_s"]
             entry["default_concurrency"] = DEFAULT_CONCURRENCY
+            entry["default_fetch_batch"] = DEFAULT_FETCH_BATCH
             same = ceilings.get(f"{DEFAULT_CONCURRENCY}-batched")
             entry["ratios"] = {
                 "one_worker_vs_naive": one / entry["naive_rows_per_s"],
-                "one_worker_vs_best_ceiling": one / best,
+                "one_worker_vs_best_ceiling": one / within,
+                "one_worker_vs_best_ceiling_any_concurrency": one / best,
                 "one_worker_vs_ceiling_at_its_concurrency": None if same is None else one / same,
                 "two_workers_vs_one": entry["workers_2"]["rows_per_s"] / one,
             }
@@ -225,8 +242,10 @@ class Bench:
                 "machine_cores_busy is every core's busy time from /proc/stat); 1 and 2 "
                 f"workers are the median of {repeats} alternating runs. Naive = the plan's outline "
                 "(sequential, a new httpx client per call). Ceiling = the same requests per row from one "
-                "aiohttp session at each concurrency, one by one and batched as the worker batches, no "
-                f"NATS; median of {repeats} runs each."
+                "aiohttp session at each concurrency, one by one and batched as the worker batches "
+                f"({self.sizes.fetch_batch} rows per read, lookup and merge), no NATS; median of {repeats} "
+                "runs each. one_worker_vs_best_ceiling: against the best ceiling at concurrencies up to "
+                "the worker's default; _any_concurrency: against the best of all of them."
             ),
             **table,
         }
@@ -465,6 +484,10 @@ def _throughput_lines(throughput: dict[str, Any]) -> list[str]:
         )
         lines.append(f"    ceiling by concurrency {ceilings}")
         lines.append(f"    one worker by concurrency {sweep}")
+        batches = ", ".join(
+            f"b{b}: {v['rows_per_s']:.0f}" for b, v in entry.get("one_worker_by_fetch_batch", {}).items()
+        )
+        lines.append(f"    one worker by fetch batch (default concurrency) {batches}")
     return lines
 
 

@@ -63,9 +63,11 @@ GROUPS = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="worker", description=__doc__)
     parser.add_argument(
-        "--concurrency", type=int, help="messages handled at once (env WORKER_CONCURRENCY, 64)"
+        "--concurrency", type=int, help="messages handled at once (env WORKER_CONCURRENCY, 128)"
     )
-    parser.add_argument("--fetch-batch", type=int, help="most messages per fetch (env WORKER_FETCH_BATCH)")
+    parser.add_argument(
+        "--fetch-batch", type=int, help="most messages per fetch (env WORKER_FETCH_BATCH, 32)"
+    )
     parser.add_argument("--metrics-port", type=int, help="port for /metrics, /healthz, /readyz (0 = any)")
     parser.add_argument("--grace", type=float, help="seconds to finish in-flight work on SIGTERM (25)")
     parser.add_argument(

@@ -40,6 +40,10 @@ def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
         assert entry["workers_2"]["rows_per_s"] > 0 and entry["workers_1"]["cpu_s_per_1000_rows"] > 0
         assert set(entry["http_ceiling_rows_per_s"]) == {"16", "16-batched"}
         assert set(entry["one_worker_by_concurrency"]) == {"8"}
+        assert set(entry["one_worker_by_fetch_batch"]) == {"4"}
+        # one ceiling only, within the default concurrency: both comparisons are against it
+        ratios = entry["ratios"]
+        assert ratios["one_worker_vs_best_ceiling"] == ratios["one_worker_vs_best_ceiling_any_concurrency"]
         # the machine's load (workers, upstreams, nats-server) is accounted for, within what it has
         assert 0 < entry["workers_2"]["cores_busy"] <= (os.cpu_count() or 1) * 1.2
         # the quick run measures no ceiling at the default concurrency: that comparison is left out
@@ -51,5 +55,5 @@ def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
     report = subprocess.run(
         [sys.executable, "-m", "bench.report", str(out)], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert report.stdout.count("\n| ") == 15  # header, rule and 13 figures, one line each
+    assert report.stdout.count("\n| ") == 17  # header, rule and 15 figures, one line each
     assert "| enqueue 2,000 rows: producer vs raw `publish_async` |" in report.stdout
