@@ -10,8 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -22,6 +21,7 @@ from backfill.batching import Batcher, WriteBatcher
 from backfill.bus import AckPublisher, connect
 from backfill.catalog import Catalog
 from backfill.errors import BackfillError, BusError, ConfigError
+from backfill.eventloop import event_loop_runner
 from backfill.layout import Layout, ensure_layout
 from backfill.logs import setup_logging
 from backfill.metrics import Metrics
@@ -255,24 +255,6 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         await consumer.run(stop, args.grace if args.grace is not None else worker_cfg.grace_seconds)
     log.info("worker stopped", extra={"worker": worker_id})
     return 0
-
-
-def event_loop_runner(choice: str) -> Callable[[Coroutine[Any, Any, int]], int]:
-    """`asyncio.run` on the chosen loop: uvloop (libuv; `make bench`: ~8 % less CPU per republished
-    row) when installed and not opted out of with WORKER_EVENT_LOOP=asyncio."""
-    if choice == "asyncio":
-        return asyncio.run
-    try:
-        import uvloop  # noqa: PLC0415 - optional: not built for every platform
-    except ImportError:
-        if choice == "uvloop":
-            raise ConfigError("WORKER_EVENT_LOOP=uvloop but uvloop is not installed") from None
-        return asyncio.run
-
-    def run_on_uvloop(main: Coroutine[Any, Any, int]) -> int:
-        return uvloop.run(main)
-
-    return run_on_uvloop
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from backfill.errors import ConfigError
-from worker.cli import event_loop_runner
+from backfill.eventloop import event_loop_runner
 
 
 async def loop_module() -> str:
