@@ -47,8 +47,8 @@ def _worker_rows(results: dict[str, Any]) -> list[str]:
             f"{ratios['one_worker_vs_best_ceiling_any_concurrency']:.0%} | (for reference) | |",
         ]
         same = ratios.get("one_worker_vs_ceiling_at_its_concurrency")
-        if same is not None:
-            key = f"{entry['default_concurrency']}-batched"
+        key = f"{entry['default_concurrency']}-batched"
+        if same is not None and key != best_key:  # else the row above says it already
             lines.append(
                 f"| worker, {mode}: vs the raw ceiling at the worker's own concurrency ({ceilings[key]:.0f} "
                 f"rows/s at c{key}) | {same:.0%} | (for reference) | |"
