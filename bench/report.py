@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, ceiling_concurrency
+from bench.run import RESULTS, best_ceiling
 
 
 def _mark(ok: bool) -> str:
@@ -24,10 +24,8 @@ def _worker_rows(results: dict[str, Any]) -> list[str]:
         entry = results["throughput"][mode]
         one, two = entry["workers_1"], entry["workers_2"]
         ceilings = entry["http_ceiling_rows_per_s"]
-        default = entry["default_concurrency"]
-        within = {k: v for k, v in ceilings.items() if ceiling_concurrency(k) <= default}
-        best_key = max(within, key=within.__getitem__)
-        top_key = max(ceilings, key=ceilings.__getitem__)
+        best_key = best_ceiling(ceilings, entry["default_concurrency"])
+        top_key = best_ceiling(ceilings)
         ratios = entry["ratios"]
         naive, ceiling, scale = (
             ratios["one_worker_vs_naive"],
