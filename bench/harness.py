@@ -29,9 +29,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class UpstreamsProcess:
     """`bench.upstreams` in its own process, so its CPU never shares a GIL with what is measured."""
 
-    def __init__(self, catalog_ms: float, jellyfin_ms: float, agent_ms: float, loop: str = "auto") -> None:
+    def __init__(self, catalog_ms: float, jellyfin_ms: float, agent_ms: float) -> None:
         self.latency_ms = {"catalog": catalog_ms, "jellyfin": jellyfin_ms, "agent_zero": agent_ms}
-        self.loop = loop
         self._proc: subprocess.Popen[str] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -47,8 +46,6 @@ class UpstreamsProcess:
             str(self.latency_ms["jellyfin"]),
             "--agent-ms",
             str(self.latency_ms["agent_zero"]),
-            "--loop",
-            self.loop,
         ]
         self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None

@@ -490,7 +490,7 @@ def _throughput_lines(throughput: dict[str, Any]) -> list[str]:
         lines.append(f"    ceiling by concurrency {ceilings}")
         lines.append(f"    one worker by concurrency {sweep}")
         batches = ", ".join(
-            f"b{b}: {v['rows_per_s']:.0f}" for b, v in entry.get("one_worker_by_fetch_batch", {}).items()
+            f"b{b}: {v['rows_per_s']:.0f}" for b, v in entry["one_worker_by_fetch_batch"].items()
         )
         lines.append(f"    one worker by fetch batch (default concurrency) {batches}")
     return lines
