@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from backfill_doubles.contracts import CONTRACTS_DIR
 from tests.support.natsserver import NatsContainerServer, NatsServerProcess, docker_available, external_url
-
-REPO = Path(__file__).resolve().parents[1]
-CONTRACTS = REPO.parent / "shared" / "contracts"
-
 
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
@@ -45,7 +42,5 @@ def layout_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def contracts_dir() -> Path:
-    assert (CONTRACTS / "content.published.v1.schema.json").is_file(), (
-        f"PMOVES contracts not found at {CONTRACTS}"
-    )
-    return CONTRACTS
+    """The project's copies of the PMOVES schemas (`backfill_doubles/contracts/`)."""
+    return CONTRACTS_DIR

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,22 +13,12 @@ from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 from tests.doubles import jellyfin_setup, postgrest_setup
 
-# The contracts are data files of the `shared` folder beside the repository root (never copied in).
-CONTRACTS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "contracts"
-
-
 @pytest.fixture
 def nats_server() -> Iterator[NatsServerProcess]:
     server = NatsServerProcess(jetstream=False)
     server.start()
     yield server
     server.close()
-
-
-@pytest.fixture
-def contracts_dir() -> Path:
-    assert (CONTRACTS_DIR / "envelope.schema.json").is_file(), CONTRACTS_DIR
-    return CONTRACTS_DIR
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ async def test_invalid_payload_is_500_and_nothing_is_published(
 
 
 async def test_without_contracts_the_payload_is_not_checked(nats_server: NatsServerProcess) -> None:
-    """contracts_dir=None skips schema validation (the demo may run without the schemas)."""
+    """contracts_dir=None skips schema validation."""
     agent = AgentZeroDouble(nats_server.url, None)
     async with serve(agent.app()) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.post("/events/publish", json={"topic": TOPIC, "payload": {"anything": 1}})
