@@ -2,7 +2,8 @@
 
 Starts nats-server, an S3 API and the Jellyfin / Agent Zero / PostgREST doubles seeded with a mixed
 catalog, runs `producer enqueue --all-missing` and two `worker` processes, and prints a before/after
-summary. Ctrl-C at any point stops every process and removes every temporary directory.
+summary. Ctrl-C (or SIGTERM) at any point, or a failed start, stops every process and removes every
+temporary directory.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from backfill_doubles.natsserver import free_port
 from backfill_doubles.publisher_discord import PublisherDiscord
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 from producer.control import dead_letter_counts
-
-CONTRACTS = Path(__file__).resolve().parents[1].parent / "shared" / "contracts"
 
 
 def cli(name: str) -> str:
@@ -84,7 +83,11 @@ async def listen(url: str, seen: list[dict[str, Any]]) -> Any:
 
 async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
     before = await row_summary(stack)
-    print(f"catalog before: {before}", flush=True)
+    print(
+        f"catalog: {before['rows']} rows, {before['published']} published, of which"
+        f" {before['missing_jellyfin_url']} lack Jellyfin metadata; enqueueing them",
+        flush=True,
+    )
     env = stack.env(BACKFILL_LOG_FORMAT="text" if sys.stderr.isatty() else "json")
     envelopes: list[dict[str, Any]] = []
     nc = await listen(stack.nats_url, envelopes)
@@ -92,7 +95,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
     await discord.start(stack.nats_url)
     producer = await spawn("producer", ["enqueue", "--all-missing"], env, None)
     if await producer.wait() != 0:
-        raise RuntimeError("producer enqueue failed")
+        raise DemoFailed(f"producer enqueue exited {producer.returncode}")
     ports = [free_port() for _ in range(args.workers)]
     logs = [stack.workdir / f"worker-{n}.log" for n in range(len(ports))]
     workers = [
@@ -136,6 +139,69 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def table(summary: dict[str, Any]) -> str:
+    """The summary in words, aligned: the catalog before and after, then what the run did."""
+    before, after, discord = summary["before"], summary["after"], summary["discord"]
+    catalog = [
+        ("rows in the catalog", "rows"),
+        ("published", "published"),
+        ("published, with Jellyfin metadata", "with_jellyfin_url"),
+        ("published, still without", "missing_jellyfin_url"),
+    ]
+    letters = summary["dead_letters"]
+    run = [
+        ("rows enriched by this run", str(summary["enriched"])),
+        ("events republished (content.published.v1)", str(summary["envelopes_published"])),
+        (
+            "dead letters",
+            f"{sum(letters.values())}"
+            + (" (" + ", ".join(f"{reason} {n}" for reason, n in letters.items()) + ")" if letters else ""),
+        ),
+        ("worker exit codes", ", ".join(str(code) for code in summary["worker_exit_codes"])),
+        ("Discord embeds received", str(discord["embeds_received"])),
+        ("Discord rate limits (429)", str(discord["rate_limited_429"])),
+        ("Discord embeds lost after 3 retries", str(discord["dropped_after_3_retries"])),
+        ("Discord embeds still queued at the end", str(discord["not_posted_when_the_demo_ended"])),
+    ]
+    width = max(len(label) for label, _ in catalog + run)
+    lines = ["", "Backfill summary", "", f"  {'catalog':<{width}}  {'before':>7}  {'after':>7}"]
+    lines += [f"  {label:<{width}}  {before[key]:>7}  {after[key]:>7}" for label, key in catalog]
+    lines += [""] + [f"  {label:<{width}}  {value}" for label, value in run]
+    return "\n".join(lines)
+
+
+NEXT_STEPS = (
+    "Next: on your own stack, `producer status` shows a run's progress, each worker's /metrics"
+    " (port 9108) feeds Prometheus and Grafana, and `producer dlq list` shows why rows were set aside"
+    " (README: Runbook, Operations)."
+)
+
+
+class DemoFailed(Exception):
+    """The demo cannot go on; the message says why."""
+
+
+def start(stack: EmbeddedStack) -> None:
+    try:
+        stack.start()
+    except (RuntimeError, OSError) as exc:  # TimeoutError (a port never opened) is an OSError
+        raise DemoFailed(f"the embedded stack did not start: {exc}") from exc
+    catalog = stack.postgres_dsn or stack.urls.get("catalog")
+    print(
+        f"embedded stack up in {stack.workdir}: nats {stack.nats_url}, catalog {catalog},"
+        f" doubles {stack.urls}",
+        flush=True,
+    )
+
+
+class Terminated(Exception):
+    """SIGTERM: leave the same way as Ctrl-C, through every cleanup."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backfill_doubles.demo", description=__doc__)
     parser.add_argument("--size", type=int, default=300, help="rows in the seeded catalog")
@@ -149,25 +215,24 @@ def main(argv: list[str] | None = None) -> int:
         help="a real embedded PostgreSQL (CATALOG_DSN), or the PostgREST double",
     )
     args = parser.parse_args(argv)
-    contracts = CONTRACTS if CONTRACTS.is_dir() else None
-    with EmbeddedStack(StackOptions(size=args.size, contracts_dir=contracts, catalog=args.catalog)) as stack:
-        catalog = stack.postgres_dsn or stack.urls.get("catalog")
-        print(
-            f"embedded stack up in {stack.workdir}: nats {stack.nats_url}, catalog {catalog}, "
-            f"doubles {stack.urls}",
-            flush=True,
-        )
-        try:
-            summary = asyncio.run(run(stack, args))
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping everything", file=sys.stderr)
-            return 130
+    signal.signal(signal.SIGTERM, _terminate)
+    stack = EmbeddedStack(StackOptions(size=args.size, catalog=args.catalog))
+    try:
+        start(stack)
+        summary = asyncio.run(run(stack, args))
+    except (KeyboardInterrupt, Terminated):
+        print("\ninterrupted: stopping everything", file=sys.stderr)
+        return 130
+    except DemoFailed as exc:
+        print(f"demo failed: {exc}\nEverything it had started is stopped.", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
     if args.json:
         print(json.dumps(summary))
     else:
-        print("\n== backfill summary ==")
-        for key, value in summary.items():
-            print(f"{key:>22}: {value}")
+        print(table(summary))
+        print(f"\n{NEXT_STEPS}")
     return 0 if all(code == 0 for code in summary["worker_exit_codes"]) else 1
 
 

@@ -84,7 +84,11 @@ class NatsServerProcess:
         ]
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port("127.0.0.1", self.port)
+        try:
+            wait_for_port("127.0.0.1", self.port)
+        except BaseException:  # never leave a server behind that its owner does not know is running
+            self.stop(kill=True)
+            raise
 
     def stop(self, kill: bool = False) -> None:
         if self._proc is None:

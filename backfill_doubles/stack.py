@@ -17,6 +17,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from backfill_doubles.agent_zero import AgentZeroDouble
+from backfill_doubles.contracts import CONTRACTS_DIR
 from backfill_doubles.discord import DiscordSink
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.natsserver import NatsServerProcess, free_port
@@ -54,7 +55,7 @@ class StackOptions:
     seed: int = 7
     rpc_installed: bool = True
     nats_url: str | None = None  # an existing server; else one is started
-    contracts_dir: Path | None = None
+    contracts_dir: Path | None = CONTRACTS_DIR  # None: the Agent Zero double validates nothing
     agent_token: str | None = None
     catalog: str = "postgrest"  # or "postgres": a real embedded PostgreSQL read through CATALOG_DSN
 
@@ -79,6 +80,14 @@ class EmbeddedStack:
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self) -> EmbeddedStack:
+        """Start every part; when any part fails to start (or Ctrl-C arrives), stop what already runs."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> EmbeddedStack:
         self._tmp = tempfile.TemporaryDirectory(prefix="backfill-stack-")
         self.nats_url = self.options.nats_url or self._start_nats(Path(self._tmp.name))
         self.seed = mixed_catalog(self.options.size, self.options.seed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,3 +88,12 @@ def schemas(contracts_dir: Path) -> dict[str, Draft202012Validator]:
         return Draft202012Validator(json.loads((contracts_dir / name).read_text()))
 
     return {"envelope": load("envelope.schema.json"), "payload": load("content.published.v1.schema.json")}
+
+
+@pytest.fixture
+def demo_tmpdir() -> Iterator[Path]:
+    """An empty TMPDIR for one demo run, traversable by PostgreSQL's system user when we are root."""
+    path = Path(tempfile.mkdtemp(prefix="demo-tmp-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
+import re
+from pathlib import Path
 
 import pytest
+
+from backfill_doubles.demo import table
+from tests.e2e.demo_process import assert_nothing_left, demo
 
 pytestmark = pytest.mark.slow
 
 
-async def test_demo_runs_and_summarises() -> None:
+async def test_demo_runs_and_summarises(demo_tmpdir: Path) -> None:
     """Every resolvable row enriched, one envelope each, dead letters by reason, workers exit 0."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backfill_doubles.demo",
-        "--size",
-        "65",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, out.decode()[-2000:] + err.decode()[-3000:]
-    summary = json.loads(out.decode().strip().splitlines()[-1])
+    async with demo("--size", "65", "--json", tmpdir=demo_tmpdir) as run:
+        assert await run.exit() == 0, "".join(run.output)[-4000:]
+    summary = json.loads(run.output[-1].strip().splitlines()[-1])
     assert summary["worker_exit_codes"] == [0, 0]
     # 65 rows = 5 of each of the 13 kinds: 8 kinds resolve, 3 dead-letter, 2 must stay untouched.
     assert summary["enriched"] == 40
@@ -42,3 +33,44 @@ async def test_demo_runs_and_summarises() -> None:
         + discord["not_posted_when_the_demo_ended"]
         == 40
     )
+    await assert_nothing_left(demo_tmpdir)
+
+
+async def test_the_summary_reads_as_an_aligned_table_with_a_pointer_to_what_next(demo_tmpdir: Path) -> None:
+    """Without --json: words in aligned columns (no Python reprs), then where to look next."""
+    async with demo("--size", "26", tmpdir=demo_tmpdir) as run:
+        assert await run.exit() == 0, "".join(run.output)[-4000:]
+    output = "".join(run.output)
+    summary = output.split("Backfill summary", 1)[1]
+    assert "{" not in summary and "': " not in summary, output  # no dict reprs
+    cells = [re.split(r"\s{2,}", line.strip()) for line in summary.splitlines() if line.startswith("  ")]
+    rows = {label: values for label, *values in cells}
+    assert rows["published, still without"][1] == "6"  # 26 rows: 2 of each of the 13 kinds
+    assert rows["rows enriched by this run"] == ["16"]
+    assert rows["dead letters"][0].startswith("6 (")
+    assert "`producer status`" in summary and "/metrics" in summary and "`producer dlq list`" in summary
+
+
+def test_table_aligns_every_value_in_one_column() -> None:
+    summary = {
+        "before": {"rows": 3, "published": 2, "with_jellyfin_url": 0, "missing_jellyfin_url": 2},
+        "after": {"rows": 3, "published": 2, "with_jellyfin_url": 1, "missing_jellyfin_url": 1},
+        "worker_exit_codes": [0, 0],
+        "enriched": 1,
+        "envelopes_published": 1,
+        "dead_letters": {"ambiguous_match": 1, "jellyfin_not_found": 2},
+        "discord": {
+            "embeds_received": 1,
+            "rate_limited_429": 0,
+            "dropped_after_3_retries": 0,
+            "not_posted_when_the_demo_ended": 0,
+        },
+    }
+    text = table(summary)
+    lines = [line for line in text.splitlines() if line.startswith("  ")]
+    catalog, run = lines[:5], [line for line in lines[5:] if line.strip()]
+    assert catalog[0].split() == ["catalog", "before", "after"]
+    assert len({len(line) for line in catalog}) == 1  # before and after right-aligned in fixed columns
+    assert len({len(line) - len(line.split("  ")[-1].lstrip()) for line in run}) == 1  # one value column
+    assert "dead letters" in text and "3 (ambiguous_match 1, jellyfin_not_found 2)" in text
+    assert "worker exit codes" in text and "0, 0" in text

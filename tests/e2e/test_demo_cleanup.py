@@ -1,20 +1,31 @@
-"""Ctrl-C during the demo leaves no stray process, port or temporary directory, and a rerun works."""
+"""Every way out of the demo and of a test fixture leaves no process, port or temporary directory."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.demo_process import (
+    alive,
+    assert_nothing_left,
+    children,
+    demo,
+    processes_mentioning,
+)
 from tests.e2e.processes import eventually
 
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+# PostgreSQL refuses to start with this setting (out of its range): a real failed start, no mock.
+BREAK_POSTGRES = "from backfill_doubles import postgres; postgres._SERVER_SETTINGS['max_connections'] = '-1'"
 
 
 def listening(url: str) -> bool:
@@ -23,65 +34,86 @@ def listening(url: str) -> bool:
         return sock.connect_ex((host, int(port))) == 0
 
 
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-async def test_ctrl_c_mid_run_cleans_up_everything() -> None:
-    """SIGINT while workers run: exit 130 promptly; workers, nats-server, PostgreSQL and temp dir gone."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backfill_doubles.demo",
-        "--size",
-        "400",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    assert proc.stdout is not None
-    header = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-    workdir = Path(re.search(r"up in (\S+):", header).group(1))  # type: ignore[union-attr]
-    nats_url = re.search(r"nats (\S+),", header).group(1)  # type: ignore[union-attr]
-    pg_url = re.search(r"catalog (\S+),", header).group(1)  # type: ignore[union-attr]
-    while b"workers running" not in await asyncio.wait_for(proc.stdout.readline(), 60):
-        pass
-    spawned = children(proc.pid)
-    assert spawned, "the demo should have child processes (nats-server, workers)"
-    proc.send_signal(signal.SIGINT)
-    await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 130
+async def test_ctrl_c_mid_run_cleans_up_everything(demo_tmpdir: Path) -> None:
+    """SIGINT while workers run: exit 130; workers, nats-server, PostgreSQL and temp dirs gone."""
+    async with demo("--size", "400", tmpdir=demo_tmpdir) as run:
+        header = await run.wait_for(r"up in (\S+): nats (\S+), catalog (\S+),")
+        workdir, nats_url, pg_url = Path(header[1]), header[2], header[3]
+        await run.wait_for("workers running")
+        spawned = children(run.pid)
+        assert spawned, "the demo should have child processes (nats-server, workers)"
+        run.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+        assert await run.exit() == 130
     assert not workdir.exists()
     await eventually(lambda: not any(alive(p) for p in spawned), timeout=10, what="children gone")
     assert not listening(nats_url)
     assert not listening(pg_url)
-    rerun = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backfill_doubles.demo",
-        "--size",
-        "26",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ},
+    await assert_nothing_left(demo_tmpdir)
+    async with demo("--size", "26", "--json", tmpdir=demo_tmpdir) as rerun:
+        assert await rerun.exit() == 0, "".join(rerun.output)
+    await assert_nothing_left(demo_tmpdir)
+
+
+async def test_sigterm_during_start_cleans_up_everything(demo_tmpdir: Path) -> None:
+    """SIGTERM as soon as the stack is up (before any worker): exit 130 and nothing left."""
+    async with demo("--size", "26", tmpdir=demo_tmpdir) as run:
+        await run.wait_for(r"up in \S+:")
+        run.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert await run.exit() == 130
+    await assert_nothing_left(demo_tmpdir)
+
+
+async def test_a_failed_start_says_why_and_leaves_nothing(demo_tmpdir: Path) -> None:
+    """PostgreSQL refusing to start (after nats-server, S3 and the doubles are up): a clear error, exit 1,
+    and every part that had started is stopped, every temporary directory removed."""
+    code = f"{BREAK_POSTGRES}\nfrom backfill_doubles.demo import main\nraise SystemExit(main())"
+    async with demo("--size", "26", tmpdir=demo_tmpdir, python_code=code) as run:
+        assert await run.exit() == 1
+    output = "".join(run.output)
+    assert "the embedded stack did not start" in output, output
+    assert "max_connections" in output, output  # PostgreSQL's own reason is passed on
+    assert "Traceback" not in output, output
+    await assert_nothing_left(demo_tmpdir)
+
+
+PROBE = f"""
+import pytest
+
+from backfill_doubles.stack import EmbeddedStack, StackOptions
+
+
+@pytest.fixture
+def broken_stack(nats_url):
+    {BREAK_POSTGRES}
+    with EmbeddedStack(StackOptions(size=10, catalog="postgres")) as stack:
+        yield stack
+
+
+def test_needs_the_stack(broken_stack):
+    raise AssertionError("the fixture should have failed at setup")
+"""
+
+
+async def test_a_fixture_failing_at_setup_leaves_nothing(demo_tmpdir: Path, tmp_path: Path) -> None:
+    """A pytest run whose fixture fails at setup (its stack's PostgreSQL refuses to start, after the
+    session's nats-server and the stack's own nats-server are up) ends with nothing left behind."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "test_probe.py").write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    ran = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider"),
+            *("--rootdir", str(probe), "--basetemp", str(tmp_path / "base"), str(probe)),
+        ],
+        cwd=REPO,
+        env={**env, "TMPDIR": str(demo_tmpdir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    await asyncio.wait_for(rerun.communicate(), 120)
-    assert rerun.returncode == 0
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "1 error" in ran.stdout and "max_connections" in ran.stdout, ran.stdout
+    assert not processes_mentioning(str(demo_tmpdir))
+    await assert_nothing_left(demo_tmpdir)
