@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from backfill_doubles.stack import EmbeddedStack
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import cli, run_cli
 
 pytestmark = pytest.mark.slow
 CLEAN_ENV = {
@@ -94,16 +95,29 @@ async def test_listen_snapshot_and_diff_give_the_runbook_evidence(
     env = stack.env(**layout_env)
     before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
     assert (await run_cli("producer", ["snapshot", "--out", str(before)], env)).code == 0
-    listener = asyncio.create_task(
-        run_cli("producer", ["listen", "--topics", "content.published.v1", "--max", "5", "--compact"], env)
+    listener = await asyncio.create_subprocess_exec(
+        cli("producer"),
+        *("listen", "--topics", "content.published.v1", "--max", "5", "--compact"),
+        env={**os.environ, **env, "BACKFILL_LOG_FORMAT": "text"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(1.0)  # listen is core NATS: it must be subscribed before the run publishes
-    enq = await run_cli("producer", ["enqueue", "--all-missing", "--limit", "20"], env)
-    assert enq.code == 0, enq.stderr
-    assert await (await WorkerProcess(env, "--exit-when-idle", "2").start()).wait() == 0
-    heard = await asyncio.wait_for(listener, 30)
-    assert heard.code == 0
-    assert len([line for line in heard.stdout.splitlines() if "content.published.v1" in line]) == 5
+    try:
+        # listen is core NATS: the run must publish only once it is subscribed, which it says on stderr
+        assert listener.stderr is not None
+        async with asyncio.timeout(30):
+            while b"listening on" not in (line := await listener.stderr.readline()):
+                assert line, "listen ended before subscribing"
+        enq = await run_cli("producer", ["enqueue", "--all-missing", "--limit", "20"], env)
+        assert enq.code == 0, enq.stderr
+        assert await (await WorkerProcess(env, "--exit-when-idle", "2").start()).wait() == 0
+        heard, _ = await asyncio.wait_for(listener.communicate(), 30)
+    finally:
+        if listener.returncode is None:
+            listener.kill()
+            await listener.wait()
+    assert listener.returncode == 0
+    assert len([line for line in heard.decode().splitlines() if "content.published.v1" in line]) == 5
     snap = await run_cli("producer", ["snapshot", "--out", str(after), "--ids-from", str(before)], env)
     assert snap.code == 0, snap.stderr
     report = await run_cli("producer", ["diff", str(before), str(after), "--json"], env)

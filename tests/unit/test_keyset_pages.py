@@ -13,12 +13,14 @@ class Table:
         self.ids = list(range(1, count + 1))
         self.requests: list[tuple[int, int]] = []
         self.finished: list[int] = []
+        self.page_read = asyncio.Event()  # set whenever a page read completes
 
     async def fetch(self, after: int, size: int) -> list[Row]:
         self.requests.append((after, size))
         await asyncio.sleep(0.01)
         page = [Row(id=i) for i in self.ids if i > after][:size]
         self.finished.append(after)
+        self.page_read.set()
         return page
 
 
@@ -46,7 +48,8 @@ async def test_the_next_page_is_already_being_read_while_the_caller_works() -> N
     pages = keyset_pages(table.fetch, 0, None, 3)
     first = await anext(pages)
     assert [r.id for r in first] == [1, 2, 3]
-    await asyncio.sleep(0.05)  # the caller is busy with page 1
+    table.page_read.clear()
+    await asyncio.wait_for(table.page_read.wait(), 10)  # the caller is busy with page 1 and asks nothing
     assert table.finished == [0, 3]  # page 2 arrived meanwhile
     await pages.aclose()
 
