@@ -1,8 +1,9 @@
-"""Local check of a payload against PMOVES' `content.published.v1` contract (FACTS §1).
+"""Local check of a payload against PMOVES' `content.published.v1` contract (docs/upstreams.md §1).
 
 Agent Zero answers an invalid payload with an unhandled 500, so nothing leaves the worker before this
-passes. The rules mirror `shared/contracts/content.published.v1.schema.json`; the test suite checks this
-function against that schema with a real JSON Schema validator so the two cannot drift.
+passes. The rules mirror PMOVES' `content.published.v1.schema.json` (copied in `backfill_doubles/contracts/`);
+the test suite checks this function against that schema with a real JSON Schema validator so the two
+cannot drift.
 """
 
 from __future__ import annotations

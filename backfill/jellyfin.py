@@ -1,4 +1,4 @@
-"""Jellyfin adapter: item by id and title search, with the MediaBrowser auth header (FACTS §2)."""
+"""Jellyfin adapter: item by id and title search, with the MediaBrowser auth header (docs/upstreams.md §2)."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ class JellyfinClient:
     async def get_items(self, item_ids: Sequence[str]) -> dict[str, JellyfinItem]:
         """Items by canonical id in one `GET /Items?ids=`; ids Jellyfin does not have are absent.
 
-        FACTS §2: invalid ids are silently dropped and a list of only invalid ids lists everything, so
-        only canonical ids are sent and only items that were asked for are returned.
+        docs/upstreams.md §2: invalid ids are silently dropped and a list of only invalid ids lists
+        everything, so only canonical ids are sent and only items that were asked for are returned.
         """
         wanted = {canonical for raw in item_ids if (canonical := normalize_item_id(raw)) is not None}
         if not wanted:

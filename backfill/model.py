@@ -16,7 +16,7 @@ _ZERO_ID = "0" * 32
 
 
 class Row(msgspec.Struct, frozen=True):
-    """One `studio_board` row (FACTS §1). `meta` may be SQL null upstream; read it via `meta_dict`.
+    """One `studio_board` row (docs/upstreams.md §1). `meta` may be SQL null upstream: read `meta_dict`.
 
     `meta` is whatever JSON the column holds: a row whose meta is an array or a string must not make
     its whole page unreadable (the worker dead-letters that one row; `meta_object_problem`)."""
@@ -70,7 +70,7 @@ def normalize_item_id(raw: object) -> str | None:
     """Return Jellyfin's canonical id (32 lowercase hex) or None when `raw` is not a usable id.
 
     Accepts the dashed GUID form. The all-zero id is refused: Jellyfin answers it with the root
-    folder instead of 404 (FACTS §2), which would enrich a row with the wrong item.
+    folder instead of 404 (docs/upstreams.md §2), which would enrich a row with the wrong item.
     """
     if not isinstance(raw, str):
         return None

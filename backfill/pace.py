@@ -1,7 +1,7 @@
 """One republish pace for all replicas together: a token bucket kept in a JetStream key-value bucket.
 
-Every Agent Zero post becomes a Discord embed (FACTS §4: about 5 requests per 2 s per webhook, 30 per
-minute per channel), so the rate is global, not per process: each worker takes a token with a
+Every Agent Zero post becomes a Discord embed (docs/upstreams.md §4: about 5 requests per 2 s per
+webhook, 30 per minute per channel), so the rate is global, not per process: each worker takes a token with a
 compare-and-set update of the shared bucket state; a lost race just reads again. Adding replicas
 never raises the rate. The refill uses each worker's wall clock: keep hosts on NTP.
 """

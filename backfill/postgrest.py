@@ -1,4 +1,4 @@
-"""PostgREST (Supabase REST) adapter for the catalog port (FACTS §3)."""
+"""PostgREST (Supabase REST) adapter for the catalog port (docs/upstreams.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Object storage adapter for the thumbnail fallback (FACTS §5): HEAD candidates, hand out a public URL."""
+"""Object storage adapter for the thumbnail fallback (docs/upstreams.md §5): HEAD candidates, hand out a
+public URL."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one shared HTTP client and the boundary where HTTP failures become project errors.
 
-FACTS §7 and `make bench`: HTTP is this workload's bottleneck. httpx's default pool collapses past ~16
-concurrent requests, and even over the aiohttp transport httpx's request and response models cost as
+docs/upstreams.md §7 and `make bench`: HTTP is this workload's bottleneck. httpx's default pool collapses
+past ~16 concurrent requests, and even over the aiohttp transport httpx's request and response models cost as
 much CPU per request as aiohttp itself (py-spy on a worker: ~20 % of all samples in httpx). So the
 workers and the producer talk to upstreams through a thin client on one `aiohttp.ClientSession`: bytes
 in, bytes out, no cookie jar. Build it once per process and pass it to every adapter.

@@ -1,4 +1,4 @@
-"""A faithful local double of Agent Zero's event endpoints (FACTS §1).
+"""A faithful local double of Agent Zero's event endpoints (docs/upstreams.md §1).
 
 `POST /events/publish` wraps the payload in a PMOVES envelope and publishes it with **core NATS**
 on subject = topic (nothing is stored: subscribe first). The order of checks follows the real

@@ -1,4 +1,4 @@
-"""A Discord webhook sink that enforces the limits a republishing backfill must respect (FACTS §4).
+"""A Discord webhook sink enforcing the limits a republishing backfill must respect (docs/upstreams.md §4).
 
 `POST /api/webhooks/{id}/{token}` records the JSON body in `messages` (204, or 200 with a message
 object for `?wait=true`). Limits, all sliding windows over accepted requests:

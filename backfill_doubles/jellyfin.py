@@ -1,4 +1,4 @@
-"""A faithful local double of the Jellyfin server API the backfill uses (FACTS §2).
+"""A faithful local double of the Jellyfin server API the backfill uses (docs/upstreams.md §2).
 
 State is plain and open: `double.items[id]` holds each item in wire (PascalCase) form, `requests`
 logs `(method, path, query)`, `calls` counts answered calls per route (plus `unauthorized`), and the

@@ -1,4 +1,4 @@
-"""How Jellyfin finds the API key in a request (FACTS §2).
+"""How Jellyfin finds the API key in a request (docs/upstreams.md §2).
 
 `Authorization: MediaBrowser Token="<key>", Client="x", Device="y"` is the current way and always
 works. The legacy ways (`X-Emby-Token` / `X-MediaBrowser-Token` headers, the `X-Emby-Authorization`

@@ -1,4 +1,4 @@
-"""Jellyfin's item catalogue semantics, with no HTTP in them (FACTS §2).
+"""Jellyfin's item catalogue semantics, with no HTTP in them (docs/upstreams.md §2).
 
 - `parse_guid` accepts what ASP.NET binds as a `Guid` here (32 hex or dashed 8-4-4-4-12, any case).
 - `render_item` turns a stored item into the wire DTO: PascalCase, nulls omitted, and in listings the

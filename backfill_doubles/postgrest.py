@@ -1,4 +1,4 @@
-"""A faithful local double of PostgREST / Supabase REST over table `studio_board` (FACTS §3).
+"""A faithful local double of PostgREST / Supabase REST over table `studio_board` (docs/upstreams.md §3).
 
 State is plain: `double.rows[id]` is a row dict, `requests` logs `(method, path, query)`, `calls`
 counts `select` / `patch` / `rpc` / `unauthorized`. The real behaviours that bite are kept:

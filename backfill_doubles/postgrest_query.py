@@ -1,4 +1,5 @@
-"""The subset of PostgREST's request grammar the backfill may use, for table `studio_board` (FACTS §3).
+"""The subset of PostgREST's request grammar the backfill may use, for table `studio_board`
+(docs/upstreams.md §3).
 
 Filters `col=[not.]op.value` with op in eq, neq, gt, gte, lt, lte, in.(a,b), is.null|true|false, on
 a column or on `meta->>key` (text; a missing key and JSON null are both SQL NULL); `meta=eq.<json>`

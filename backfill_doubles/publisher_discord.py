@@ -1,4 +1,5 @@
-"""A double of PMOVES' publisher-discord (FACTS §1): core NATS subscriber that posts one embed per event.
+"""A double of PMOVES' publisher-discord (docs/upstreams.md §1): core NATS subscriber posting one embed
+per event.
 
 Like the real one it does not pace itself: on 429 it sleeps `retry_after`, retries 3 times, then the
 embed is lost. The demo runs it so the Discord side of a backfill is visible.

@@ -11,6 +11,7 @@ import pytest
 from backfill_doubles.contracts import CONTRACTS_DIR
 from tests.support.natsserver import NatsContainerServer, NatsServerProcess, docker_available, external_url
 
+
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     """`NATS_URL` when set; else a testcontainer when Docker answers; else the nats-server binary."""

@@ -1,6 +1,6 @@
 """Moves messages that exhausted `max_deliver` out of the work stream into the dead letters.
 
-A WorkQueue stream keeps such a message forever and JetStream never redelivers it (FACTS §6); with
+A WorkQueue stream keeps such a message forever and JetStream never redelivers it (docs/upstreams.md §6); with
 one message per row subject it would also block every later enqueue of that row. The worker
 dead-letters on the last delivery itself, so these are messages whose worker died on that delivery.
 

@@ -13,6 +13,7 @@ from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 from tests.doubles import jellyfin_setup, postgrest_setup
 
+
 @pytest.fixture
 def nats_server() -> Iterator[NatsServerProcess]:
     server = NatsServerProcess(jetstream=False)

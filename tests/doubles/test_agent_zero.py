@@ -1,4 +1,4 @@
-"""AgentZeroDouble publishes like Agent Zero does: envelopes on core NATS, schema-checked (FACTS §1)."""
+"""AgentZeroDouble publishes like Agent Zero does: envelopes on core NATS, schema-checked (docs/upstreams.md §1)."""
 
 from __future__ import annotations
 

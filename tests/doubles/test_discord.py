@@ -1,4 +1,4 @@
-"""DiscordSink enforces the webhook limits a republishing backfill must respect (FACTS §4)."""
+"""DiscordSink enforces the webhook limits a republishing backfill must respect (docs/upstreams.md §4)."""
 
 from __future__ import annotations
 

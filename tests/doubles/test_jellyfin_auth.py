@@ -1,4 +1,4 @@
-"""JellyfinDouble: credentials, the open image endpoint, URL size and injected faults (FACTS §2)."""
+"""JellyfinDouble: credentials, the open image endpoint, URL size and injected faults (docs/upstreams.md §2)."""
 
 from __future__ import annotations
 

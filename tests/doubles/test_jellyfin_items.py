@@ -1,4 +1,4 @@
-"""JellyfinDouble: item lookups and `/Items` queries, traps included (FACTS §2)."""
+"""JellyfinDouble: item lookups and `/Items` queries, traps included (docs/upstreams.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PostgrestDouble: auth, reads, the filter grammar, paging, the row cap and faults (FACTS §3)."""
+"""PostgrestDouble: auth, reads, the filter grammar, paging, the row cap and faults (docs/upstreams.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PostgrestDouble: PATCH replaces, optimistic pinning, and the merge RPC (FACTS §3)."""
+"""PostgrestDouble: PATCH replaces, optimistic pinning, and the merge RPC (docs/upstreams.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The publisher-discord double builds embeds the way PMOVES' publisher does (FACTS §1)."""
+"""The publisher-discord double builds embeds the way PMOVES' publisher does (docs/upstreams.md §1)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,11 @@ from jsonschema import Draft202012Validator
 
 from backfill_doubles.contracts import CONTRACTS_DIR
 
-SCHEMAS = ["content.published.v1.schema.json", "envelope.schema.json", "content.publish.failed.v1.schema.json"]
+SCHEMAS = [
+    "content.published.v1.schema.json",
+    "envelope.schema.json",
+    "content.publish.failed.v1.schema.json",
+]
 SAMPLE = "content.published.v1.sample.json"
 # An optional cross-check: the developers' checkout keeps PMOVES' contract files beside the repository.
 # A user's clone has no such folder and this one test skips; nothing else looks outside the repository.
