@@ -171,9 +171,8 @@ def table(summary: dict[str, Any]) -> str:
 
 
 NEXT_STEPS = (
-    "Next: on your own stack, `producer status` shows a run's progress, each worker's /metrics"
-    " (port 9108) feeds Prometheus and Grafana, and `producer dlq list` shows why rows were set aside"
-    " (README: Runbook, Operations)."
+    "Next, on your own stack: `producer status` shows a run's progress, each worker's /metrics (port 9108)\n"
+    "feeds Prometheus and Grafana, `producer dlq list` says why rows were set aside (README: Runbook)."
 )
 
 

@@ -6,9 +6,11 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from backfill_doubles.demo import table
+from backfill_doubles.stack import EmbeddedStack, StackOptions
 from tests.e2e.demo_process import assert_nothing_left, demo
 
 pytestmark = pytest.mark.slow
@@ -74,3 +76,14 @@ def test_table_aligns_every_value_in_one_column() -> None:
     assert len({len(line) - len(line.split("  ")[-1].lstrip()) for line in run}) == 1  # one value column
     assert "dead letters" in text and "3 (ambiguous_match 1, jellyfin_not_found 2)" in text
     assert "worker exit codes" in text and "0, 0" in text
+
+
+async def test_the_demo_stack_checks_every_payload_against_the_pmoves_contracts() -> None:
+    """The stack as the demo starts it (default options) validates: an invalid payload is Agent Zero's 500."""
+    with EmbeddedStack(StackOptions(size=1, catalog="postgrest")) as stack:
+        async with httpx.AsyncClient(base_url=stack.urls["agent_zero"]) as http:
+            body = {"topic": "content.published.v1", "source": "backfill"}
+            valid = {"artifact_uri": "s3://outputs/a.mp4", "published_path": "a.mp4"}
+            assert (await http.post("/events/publish", json={**body, "payload": valid})).status_code == 200
+            invalid = {**valid, "artifact_uri": "https://not-s3/a.mp4"}
+            assert (await http.post("/events/publish", json={**body, "payload": invalid})).status_code == 500
