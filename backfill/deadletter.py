@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from backfill.wire import Header
+from backfill.wire import Header, parse_id
 
 DETAIL_LIMIT = 1000
 _SECRETS = [
@@ -50,6 +50,13 @@ def dead_letter_msg_id(stream: str, stream_seq: int) -> str:
     return f"dlq:{stream}:{stream_seq}"
 
 
+def header_value(text: str) -> str:
+    """One line of printable ASCII: a header value every NATS client reads back as a plain string
+    (non-ASCII becomes `\\u00b2`-style escapes, control characters and line breaks spaces)."""
+    flat = "".join(char if char.isprintable() else " " for char in text)
+    return flat.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def dead_letter_headers(failure: Failure, original: dict[str, str] | None) -> dict[str, str]:
     """The original headers (minus its Nats-Msg-Id), plus the Backfill-* failure headers."""
     headers = {k: v for k, v in (original or {}).items() if k != Header.MSG_ID}
@@ -57,14 +64,14 @@ def dead_letter_headers(failure: Failure, original: dict[str, str] | None) -> di
         {
             Header.MSG_ID: dead_letter_msg_id(failure.stream, failure.stream_seq),
             Header.REASON: failure.reason,
-            Header.DETAIL: redact(failure.detail).replace("\r", " ").replace("\n", " "),
-            Header.ORIGINAL_SUBJECT: failure.original_subject,
+            Header.DETAIL: redact(header_value(failure.detail)),
+            Header.ORIGINAL_SUBJECT: header_value(failure.original_subject),
             Header.STREAM_SEQ: str(failure.stream_seq),
             Header.DELIVERIES: str(failure.deliveries),
             Header.FIRST_FAILURE: failure.first_failure,
             Header.LAST_FAILURE: failure.last_failure,
-            Header.WORKER: failure.worker,
-            Header.VERSION: failure.version,
+            Header.WORKER: header_value(failure.worker),
+            Header.VERSION: header_value(failure.version),
         }
     )
     if failure.row_id is not None:
@@ -73,6 +80,5 @@ def dead_letter_headers(failure: Failure, original: dict[str, str] | None) -> di
 
 
 def row_id_from_subject(subject: str) -> int | None:
-    """`<prefix>.request.<id>` -> id, or None when the last token is not a positive integer."""
-    token = subject.rsplit(".", 1)[-1]
-    return int(token) if token.isdigit() and int(token) > 0 else None
+    """`<prefix>.request.<id>` -> id, or None when the last token is not a row id in ASCII digits."""
+    return parse_id(subject.rsplit(".", 1)[-1])

@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 import msgspec
 
 WIRE_VERSION = 1
+MAX_ROW_ID = 2**63 - 1  # studio_board.id is a bigint
 
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_ID_RE = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: "²".isdigit() is true, and int("²") raises
+_LABEL_LIMIT = 200  # backfill_version and run_id: stored on the row and in headers
 
 
 class Mode(enum.StrEnum):
@@ -46,6 +49,19 @@ def encode_request(request: BackfillRequest) -> bytes:
     return _encoder.encode(request)
 
 
+def parse_id(text: str | None) -> int | None:
+    """A row id (or any positive bigint) written in ASCII digits, else None: never raises."""
+    if text is None or not _ID_RE.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_ROW_ID else None
+
+
+def parse_count(text: str | None) -> int | None:
+    """A non-negative count (e.g. a deliveries header) in ASCII digits, else None: never raises."""
+    return 0 if text == "0" else parse_id(text)
+
+
 def decode_request(data: bytes, subject: str, prefix: str) -> BackfillRequest:
     """Decode and cross-check against the subject; raise InvalidMessage with a readable reason."""
     try:
@@ -54,10 +70,13 @@ def decode_request(data: bytes, subject: str, prefix: str) -> BackfillRequest:
         raise InvalidMessage(f"undecodable request: {exc}") from exc
     if request.v != WIRE_VERSION:
         raise InvalidMessage(f"unsupported wire version {request.v} (this worker speaks {WIRE_VERSION})")
-    if request.row_id <= 0:
-        raise InvalidMessage(f"row_id must be positive, got {request.row_id}")
+    if not 0 < request.row_id <= MAX_ROW_ID:
+        raise InvalidMessage(f"row_id must be a positive bigint, got {request.row_id}")
+    for name, value in (("backfill_version", request.backfill_version), ("run_id", request.run_id)):
+        if not value or len(value) > _LABEL_LIMIT or not value.isprintable():
+            raise InvalidMessage(f"{name} must be 1-{_LABEL_LIMIT} printable characters, got {value[:80]!r}")
     if subject != request_subject(prefix, request.row_id):
-        raise InvalidMessage(f"subject {subject!r} does not match row_id {request.row_id}")
+        raise InvalidMessage(f"subject {subject[:200]!r} does not match row_id {request.row_id}")
     return request
 
 

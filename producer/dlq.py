@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,8 @@ from backfill.wire import (
     encode_request,
     msg_id,
     new_request,
+    parse_count,
+    parse_id,
 )
 from backfill.wire import request_subject as work_subject
 
@@ -44,6 +46,11 @@ FETCH_BATCH = 1000
 READ_TIMEOUT = 10.0
 SETTLE_BATCH = 512  # publishes awaited behind the reader; also how often the replayed prefix is purged
 log = logging.getLogger("producer")
+
+
+def text_headers(headers: Mapping[Any, Any] | None) -> dict[str, str]:
+    """Headers as plain strings: nats-py hands a non-ASCII value over as an `email.header.Header`."""
+    return {str(key): str(value) for key, value in (headers or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,7 @@ class DeadLetterRecord:
 
     @property
     def row_id(self) -> int | None:
-        value = self.headers.get(Header.ROW_ID, "")
-        return int(value) if value.isdigit() else None
+        return parse_id(self.headers.get(Header.ROW_ID))
 
     def age_seconds(self, now: datetime) -> float | None:
         return (now - self.stored_at).total_seconds() if self.stored_at else None
@@ -72,7 +78,7 @@ class DeadLetterRecord:
             "seq": self.seq,
             "row_id": self.row_id,
             "reason": self.reason,
-            "attempts": int(self.headers.get(Header.DELIVERIES, "0") or 0),
+            "attempts": parse_count(self.headers.get(Header.DELIVERIES)) or 0,
             "age_seconds": round(age) if age is not None else None,
             "error": self.headers.get(Header.DETAIL, ""),
         }
@@ -147,7 +153,7 @@ async def read_dead_letters(
             for msg in batch.msgs:
                 meta = msg.metadata
                 yield DeadLetterRecord(
-                    meta.sequence.stream, msg.subject, dict(msg.headers or {}), msg.data, meta.timestamp
+                    meta.sequence.stream, msg.subject, text_headers(msg.headers), msg.data, meta.timestamp
                 )
             remaining = batch.msgs[-1].metadata.num_pending
     finally:
@@ -163,7 +169,7 @@ async def show(js: JetStreamContext, layout: Layout, seq: int) -> DeadLetterReco
     except NotFoundError:
         return None
     return DeadLetterRecord(
-        int(raw.seq or seq), raw.subject or "", dict(raw.headers or {}), raw.data or b"", raw.time
+        int(raw.seq or seq), raw.subject or "", text_headers(raw.headers), raw.data or b"", raw.time
     )
 
 

@@ -79,11 +79,18 @@ class Sweeper:
             except (ValueError, KeyError, TypeError):
                 log.warning("unreadable max-deliveries advisory", extra={"data": msg.data[:200]})
                 return
-            task = asyncio.create_task(self.sweep(seq, deliveries, "max deliveries advisory"))
+            task = asyncio.create_task(self._sweep_logged(seq, deliveries, "max deliveries advisory"))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         await self._nc.subscribe(advisory_subject(self._layout), cb=on_advisory)
+
+    async def _sweep_logged(self, seq: int, deliveries: int, why: str) -> bool:
+        try:
+            return await self.sweep(seq, deliveries, why)
+        except Exception:  # the periodic scan tries this message again
+            log.exception("sweep failed", extra={"seq": seq})
+            return False
 
     async def sweep(self, seq: int, deliveries: int, why: str) -> bool:
         """Copy message `seq` to the dead letters, await the ack, then delete it. False when already gone."""
@@ -156,4 +163,6 @@ class Sweeper:
                 await self.scan_once()
             except (NatsError, TimeoutError) as exc:
                 log.warning("sweep scan failed; will retry", extra={"error": str(exc) or type(exc).__name__})
+            except Exception:  # whatever one message does to a scan, the next scan still runs
+                log.exception("sweep scan failed; will retry")
             await asyncio.sleep(every)

@@ -1,0 +1,134 @@
+"""What JetStream does not remember about a delivery, kept in one JetStream key-value bucket.
+
+- **When a message first failed** (`failure.<stream>.<seq>`): the retry budget counts from there, not
+  from the enqueue, so time spent waiting in the queue (hours, in a paced run) never counts as retrying.
+  Any replica may see a message's later deliveries, so this is shared, not per process.
+- **Which event Agent Zero accepted for a row and backfill version** (`event.<row_id>.<version>`),
+  written as soon as the publish returns and before the row is merged: a redelivery after a failed
+  merge finds it and merges with that event id instead of publishing a second Discord-bound event.
+  The window left is a crash between Agent Zero's answer and this write (one key-value put).
+
+The bucket's entries expire (`max_age`) a day after the retry budget, so nothing needs cleaning up by
+hand. Every failure of the bucket is a `BusError`; callers decide what it costs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from backfill.errors import BusError
+
+log = logging.getLogger(__name__)
+KEEP_AFTER_BUDGET = 24 * 3600.0
+_KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,64}")
+
+
+def version_token(version: str) -> str:
+    """A backfill version as one key token: itself when key-safe, else a digest of it."""
+    if _KEY_SAFE.fullmatch(version):
+        return version
+    return "h" + hashlib.sha256(version.encode()).hexdigest()[:32]
+
+
+class DeliveryLedger(Protocol):
+    async def retrying_for(self, stream: str, seq: int) -> float: ...
+    async def settled(self, stream: str, seq: int) -> None: ...
+    async def event_for(self, row_id: int, version: str) -> str | None: ...
+    async def record_event(self, row_id: int, version: str, event_id: str) -> None: ...
+
+
+class Ledger:
+    def __init__(self, kv: KeyValue, clock: Callable[[], float] = time.time) -> None:
+        self._kv = kv
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str, budget_seconds: float) -> Ledger:
+        try:
+            kv = await js.create_key_value(
+                bucket=bucket,
+                history=1,
+                ttl=budget_seconds + KEEP_AFTER_BUDGET,
+                description="backfill: first failure per message, accepted event per row and version",
+            )
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"cannot open the ledger bucket {bucket}: {exc}") from exc
+        return cls(kv)
+
+    async def retrying_for(self, stream: str, seq: int) -> float:
+        """Seconds since message `seq` first failed; records now as its first failure when none is."""
+        key = f"failure.{stream}.{seq}"
+        now = self._clock()
+        try:
+            try:
+                await self._kv.create(key, repr(now).encode())
+                return 0.0
+            except (KeyWrongLastSequenceError, BadRequestError):  # an earlier delivery failed first
+                entry = await self._kv.get(key)
+            first = float((entry.value or b"").decode())
+        except (NatsError, TimeoutError, KeyNotFoundError) as exc:
+            raise BusError(f"ledger: first failure of message {seq}: {exc}") from exc
+        except ValueError:  # unreadable entry: start the count again rather than fail the message
+            log.warning("ledger: unreadable first-failure entry replaced", extra={"seq": seq})
+            await self._put(key, repr(now).encode())
+            return 0.0
+        return max(now - first, 0.0)
+
+    async def settled(self, stream: str, seq: int) -> None:
+        """Message `seq` left the stream (acked or dead-lettered): forget its first failure."""
+        try:
+            await self._kv.purge(f"failure.{stream}.{seq}")
+        except (NatsError, TimeoutError) as exc:  # it expires on its own
+            log.warning("ledger: could not forget a first failure", extra={"seq": seq, "error": str(exc)})
+
+    async def event_for(self, row_id: int, version: str) -> str | None:
+        """The envelope id Agent Zero accepted for this row and version, if one was recorded."""
+        try:
+            entry = await self._kv.get(f"event.{row_id}.{version_token(version)}")
+        except KeyNotFoundError:
+            return None
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"ledger: event of row {row_id}: {exc}") from exc
+        value = (entry.value or b"").decode(errors="replace")
+        return value or None
+
+    async def record_event(self, row_id: int, version: str, event_id: str) -> None:
+        await self._put(f"event.{row_id}.{version_token(version)}", event_id.encode())
+
+    async def _put(self, key: str, value: bytes) -> None:
+        try:
+            await self._kv.put(key, value)
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"ledger: cannot write {key}: {exc}") from exc
+
+
+class LocalLedger:
+    """The same bookkeeping in this process only: for one worker without a bucket (tests, benchmarks)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.failures: dict[tuple[str, int], float] = {}
+        self.events: dict[tuple[int, str], str] = {}
+
+    async def retrying_for(self, stream: str, seq: int) -> float:
+        now = self._clock()
+        return max(now - self.failures.setdefault((stream, seq), now), 0.0)
+
+    async def settled(self, stream: str, seq: int) -> None:
+        self.failures.pop((stream, seq), None)
+
+    async def event_for(self, row_id: int, version: str) -> str | None:
+        return self.events.get((row_id, version))
+
+    async def record_event(self, row_id: int, version: str, event_id: str) -> None:
+        self.events[(row_id, version)] = event_id
