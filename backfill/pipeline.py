@@ -6,14 +6,15 @@ the adapters are classified here, in one place.
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from backfill.agent_zero import AgentZeroClient
 from backfill.catalog import Catalog
 from backfill.enrich import Enricher, Plan
-from backfill.errors import BackfillError
+from backfill.errors import BackfillError, BusError
+from backfill.ledger import DeliveryLedger, LocalLedger
 from backfill.model import Row
 from backfill.outcome import ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
 from backfill.pace import GlobalPace, NoPace
@@ -21,6 +22,7 @@ from backfill.payload import LinkConfig, MetaPatch, build_meta_patch, correlatio
 from backfill.wire import BackfillRequest, Mode
 
 Pace = GlobalPace | NoPace
+log = logging.getLogger(__name__)
 
 
 def utc_stamp(now: datetime) -> str:
@@ -39,9 +41,12 @@ class RowProcessor:
         pace: Pace | None = None,
         read_row: Callable[[int], Awaitable[Row | None]] | None = None,
         merge: Callable[[int, MetaPatch], Awaitable[Row | None]] | None = None,
+        ledger: DeliveryLedger | None = None,
     ) -> None:
         """`read_row` / `merge`: how the current row is read and its meta merged (default
-        `catalog.get_row` / `catalog.merge_meta`; the worker batches both)."""
+        `catalog.get_row` / `catalog.merge_meta`; the worker batches both). `ledger`: where an accepted
+        event is recorded before the merge (default: in this process only)."""
+        self._ledger: DeliveryLedger = ledger or LocalLedger()
         self._pace: Pace = pace or NoPace()
         self._read_row = read_row or catalog.get_row
         self._merge = merge or catalog.merge_meta
@@ -69,9 +74,7 @@ class RowProcessor:
         event_id: str | None = None
         sent_at: str | None = None
         if request.mode is Mode.REPUBLISH:
-            cid = correlation_id(plan.row.id, request.backfill_version)
-            await self._pace.acquire()  # one global rate for every replica's republishes
-            event_id = await self._agent_zero.publish(plan.payload, cid)
+            event_id = await self._publish_once(plan, request.backfill_version)
             sent_at = utc_stamp(self._clock())
         patch = build_meta_patch(
             plan.enrichment,
@@ -89,11 +92,19 @@ class RowProcessor:
             resolved += ("storage_thumbnail",)
         return Ack("done", "republished" if event_id else "metadata_updated", resolved)
 
-
-def elapsed_since(stamp: str, now: float | None = None) -> float:
-    """Seconds since an ISO timestamp (the request's `enqueued_at`); 0 when unreadable."""
-    try:
-        then = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-    return max((now if now is not None else time.time()) - then, 0.0)
+    async def _publish_once(self, plan: Plan, version: str) -> str:
+        """At most one event per row and version: an event accepted by an earlier delivery (whose merge
+        then failed) is reused; a new one is recorded before the merge is attempted."""
+        recorded = await self._ledger.event_for(plan.row.id, version)
+        if recorded is not None:
+            log.info("event already accepted; merging it", extra={"row_id": plan.row.id, "event": recorded})
+            return recorded
+        await self._pace.acquire()  # one global rate for every replica's republishes
+        event_id = await self._agent_zero.publish(plan.payload, correlation_id(plan.row.id, version))
+        try:
+            await self._ledger.record_event(plan.row.id, version, event_id)
+        except BusError as exc:  # the merge right after is the record that counts; only if it fails too
+            log.warning(  # can a redelivery publish again
+                "accepted event not recorded", extra={"row_id": plan.row.id, "error": str(exc)}
+            )
+        return event_id

@@ -227,6 +227,9 @@ class WorkerSettings(_Group):
     pace_bucket: str = Field(
         "BACKFILL_PACE", validation_alias="BACKFILL_PACE_BUCKET", pattern=r"^[A-Za-z0-9_-]+$"
     )
+    ledger_bucket: str = Field(
+        "BACKFILL_LEDGER", validation_alias="BACKFILL_LEDGER_BUCKET", pattern=r"^[A-Za-z0-9_-]+$"
+    )
     retry_base_delay: float = Field(1.0, validation_alias="BACKFILL_RETRY_BASE_DELAY", gt=0)
     retry_max_delay: float = Field(60.0, validation_alias="BACKFILL_RETRY_MAX_DELAY", gt=0)
     retry_budget_seconds: float = Field(6 * 3600.0, validation_alias="BACKFILL_RETRY_BUDGET_SECONDS", gt=0)

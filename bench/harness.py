@@ -122,6 +122,7 @@ class UpstreamsProcess:
             "BACKFILL_CONSUMER": f"bench-{section}",
             "BACKFILL_SUBJECT_PREFIX": f"bench.{section}",
             "BACKFILL_PACE_BUCKET": f"BENCH_{tag}_PACE",
+            "BACKFILL_LEDGER_BUCKET": f"BENCH_{tag}_LEDGER",
             "BACKFILL_PACE_PER_MINUTE": "0",  # the pace is Discord's limit, not a cost of the system
             "BACKFILL_LOG_FORMAT": "json",
             "BACKFILL_MAX_ACK_PENDING": "10000",

@@ -38,6 +38,7 @@ def layout_env() -> dict[str, str]:
         "BACKFILL_CONSUMER": f"workers-{tag}",
         "BACKFILL_SUBJECT_PREFIX": f"t{tag}.backfill",
         "BACKFILL_PACE_BUCKET": f"PACE_{tag}",
+        "BACKFILL_LEDGER_BUCKET": f"LEDGER_{tag}",
     }
 
 

@@ -23,6 +23,7 @@ from backfill.catalog import Catalog
 from backfill.errors import BackfillError, BusError, ConfigError
 from backfill.eventloop import event_loop_runner
 from backfill.layout import Layout, ensure_layout
+from backfill.ledger import Ledger
 from backfill.logs import setup_logging
 from backfill.metrics import Metrics
 from backfill.model import Row
@@ -157,6 +158,7 @@ async def build_consumer(
         pace = await GlobalPace.open(
             js, worker_cfg.pace_bucket, PaceConfig(worker_cfg.pace_per_minute, worker_cfg.pace_burst)
         )
+    ledger = await Ledger.open(js, worker_cfg.ledger_bucket, worker_cfg.retry_budget_seconds)
     batch = worker_cfg.lookup_batch
     processor = RowProcessor(
         catalog,
@@ -167,6 +169,7 @@ async def build_consumer(
         pace=pace,
         read_row=row_reader(catalog, batch),
         merge=row_merger(catalog, batch),
+        ledger=ledger,
     )
     version = settings.get(BackfillSettings).version
     settler = Settler(publisher, layout.prefix, layout.stream, worker_id, version, metrics)
@@ -183,6 +186,7 @@ async def build_consumer(
         fetch_timeout=worker_cfg.fetch_timeout,
         ack_wait=nats_cfg.ack_wait,
         pace=pace,
+        ledger=ledger,
     )
 
 

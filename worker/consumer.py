@@ -21,11 +21,22 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from backfill.errors import BusError
 from backfill.layout import Layout
+from backfill.ledger import DeliveryLedger, LocalLedger
 from backfill.metrics import Metrics
-from backfill.outcome import INVALID_MESSAGE, DeadLetter, Outcome, RetryPolicy, resolutions_of, settle_retry
+from backfill.outcome import (
+    INVALID_MESSAGE,
+    DeadLetter,
+    Outcome,
+    Retry,
+    RetryPolicy,
+    backoff_delay,
+    resolutions_of,
+    settle_retry,
+)
 from backfill.pace import NoPace
-from backfill.pipeline import Pace, RowProcessor, elapsed_since
+from backfill.pipeline import Pace, RowProcessor
 from backfill.wire import InvalidMessage, decode_request
 from worker.settle import Settler
 
@@ -47,8 +58,10 @@ class Consumer:
         fetch_timeout: float,
         ack_wait: float,
         pace: Pace | None = None,
+        ledger: DeliveryLedger | None = None,
     ) -> None:
         self._pace: Pace = pace or NoPace()
+        self._ledger: DeliveryLedger = ledger or LocalLedger()
         self._js = js
         self._layout = layout
         self._processor = processor
@@ -124,8 +137,8 @@ class Consumer:
         started = time.perf_counter()
         self._working[id(msg)] = (msg, time.monotonic())
         try:
-            outcome = await self._decide(msg)
-            label = await self._settler.settle(msg, outcome)
+            outcome = await self._decide_safely(msg)
+            label = await self._settle_safely(msg, outcome)
             if label in ("done", "dead_lettered"):
                 for method in resolutions_of(outcome):
                     self._metrics.resolutions.labels(method).inc()
@@ -138,6 +151,26 @@ class Consumer:
         self._metrics.messages.labels(label).inc()
         self._metrics.processing.labels(label).observe(time.perf_counter() - started)
 
+    async def _decide_safely(self, msg: Msg) -> Outcome:
+        """`_decide`, where a bug costs this message a retry (in the end a dead letter), never the loop."""
+        try:
+            return await self._decide(msg)
+        except Exception as exc:
+            log.exception("unexpected error handling a message", extra={"subject": msg.subject[:200]})
+            attempt = msg.metadata.num_delivered
+            retry = Retry(backoff_delay(attempt, self._policy), f"internal error: {exc!r}"[:500])
+            return settle_retry(retry, attempt, await self._retrying_for(msg), self._policy)
+
+    async def _settle_safely(self, msg: Msg, outcome: Outcome) -> str:
+        try:
+            label = await self._settler.settle(msg, outcome)
+            if label != "retried" and msg.metadata.num_delivered > 1:  # a failure may have been recorded
+                await self._ledger.settled(self._layout.stream, msg.metadata.sequence.stream)
+        except Exception:  # unsettled: JetStream redelivers it after ack_wait
+            log.exception("unexpected error settling a message", extra={"subject": msg.subject[:200]})
+            return "retried"
+        return label
+
     async def _decide(self, msg: Msg) -> Outcome:
         attempt = msg.metadata.num_delivered
         try:
@@ -145,7 +178,18 @@ class Consumer:
         except InvalidMessage as exc:
             return DeadLetter(INVALID_MESSAGE, f"{exc}; raw bytes kept in this dead letter")
         outcome = await self._processor.handle(request, attempt)
-        return settle_retry(outcome, attempt, elapsed_since(request.enqueued_at), self._policy)
+        if not isinstance(outcome, Retry):
+            return outcome
+        return settle_retry(outcome, attempt, await self._retrying_for(msg), self._policy)
+
+    async def _retrying_for(self, msg: Msg) -> float:
+        """How long this message has been failing: from its first failed delivery, on any replica (time
+        spent waiting in the queue or for the pace before that never counts)."""
+        try:
+            return await self._ledger.retrying_for(self._layout.stream, msg.metadata.sequence.stream)
+        except BusError as exc:  # the delivery limit still bounds the retries
+            log.warning("retry budget unknown; counting deliveries only", extra={"error": str(exc)})
+            return 0.0
 
     async def _heartbeats(self) -> None:
         """`in_progress` keeps a slow message from being redelivered while it is still being worked on.

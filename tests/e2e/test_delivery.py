@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from backfill.deadletter import header_value
 from backfill.payload import correlation_id
 from backfill.wire import Mode, encode_request, new_request, request_subject
 from backfill_doubles.natsserver import NatsServerProcess
@@ -134,6 +136,74 @@ async def test_garbage_on_a_request_subject_is_dead_lettered_with_its_bytes(
     assert bad.data == garbage
     assert bad.headers["Backfill-Row-Id"] == "777777"
     assert enriched(stack) > 5
+
+
+async def test_time_waiting_in_the_queue_does_not_count_against_the_retry_budget(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """Requests enqueued two hours ago (a paced run's queue wait) meet transient Jellyfin faults with a
+    60 s budget: they are retried and enriched, not dead-lettered by their first 500."""
+    env = stack.env(**layout_env, BACKFILL_RETRY_BUDGET_SECONDS="60")
+    first, *waited = resolvable(stack)[:11]
+    await enqueue(stack, env, "--ids", str(first), "--mode", "metadata-only")  # lays the streams out
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    nc = await nats.connect(stack.nats_url)
+    for row_id in waited:
+        request = new_request(row_id, VERSION, Mode.METADATA_ONLY, "old-run", now=two_hours_ago)
+        await nc.jetstream().publish(
+            request_subject(layout_env["BACKFILL_SUBJECT_PREFIX"], row_id), encode_request(request)
+        )
+    await nc.drain()
+    stack.jellyfin.fail_next = 3
+    worker = await WorkerProcess(env, "--exit-when-idle", "3").start()
+    assert await worker.wait() == 0, worker.stderr[-3000:]
+    assert stack.jellyfin.injected, "the faults under test were not injected"
+    assert await dlq_reasons(stack, layout_env) == Counter()
+    assert all(stack.catalog.rows[row_id]["meta"].get("backfill_version") for row_id in [first, *waited])
+
+
+async def test_poison_subjects_and_ids_are_dead_lettered_and_hurt_no_neighbour(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """A Unicode-digit id token (`"²".isdigit()` is true, `int("²")` raises) and a row id beyond bigint:
+    both are `invalid_message` dead letters with their bytes; every other row is enriched, the worker
+    exits 0 and `producer dlq list --json` reads them."""
+    env = stack.env(**layout_env)
+    prefix = layout_env["BACKFILL_SUBJECT_PREFIX"]
+    await enqueue(stack, env, "--mode", "metadata-only")
+    too_big = 2**63
+    poison = {
+        f"{prefix}.request.\u00b2": encode_request(new_request(2, VERSION, Mode.METADATA_ONLY, "poison")),
+        f"{prefix}.request.{too_big}": json.dumps(
+            {
+                "row_id": too_big,
+                "backfill_version": VERSION,
+                "mode": "metadata-only",
+                "run_id": "p",
+                "enqueued_at": "2025-01-01T00:00:00Z",
+            }
+        ).encode(),
+    }
+    nc = await nats.connect(stack.nats_url)
+    for subject, body in poison.items():
+        await nc.jetstream().publish(subject, body)
+    await nc.drain()
+    worker = await WorkerProcess(env, "--exit-when-idle", "2", "--fetch-batch", "40").start()
+    assert await worker.wait() == 0, worker.stderr[-3000:]
+    dead = await read_stream(stack.nats_url, layout_env["BACKFILL_DLQ_STREAM"])
+    invalid = {
+        m.headers["Backfill-Original-Subject"]: m
+        for m in dead
+        if m.headers["Backfill-Reason"] == "invalid_message"
+    }
+    assert set(invalid) == {header_value(subject) for subject in poison}  # headers stay ASCII
+    assert all(invalid[header_value(subject)].data == body for subject, body in poison.items())
+    assert all("Backfill-Row-Id" not in m.headers for m in invalid.values())
+    assert enriched(stack) == len([r for r in stack.rows.values() if r.expect in ("republished",)])
+    listed = await run_cli("producer", ["dlq", "list", "--json"], env)
+    assert listed.code == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
+    assert {r["row_id"] for r in rows if r["reason"] == "invalid_message"} == {None}
 
 
 async def test_sigterm_under_load_exits_zero_and_leaves_nothing_waiting_for_ack_wait(

@@ -9,6 +9,7 @@ import pytest
 
 from backfill.outcome import Ack, DeadLetter, Retry
 from backfill.wire import Mode, new_request
+from backfill_doubles.postgrest_query import PostgrestError
 from tests.support.pipeline import Rig, pipeline_rig
 
 
@@ -135,3 +136,21 @@ async def test_a_meta_turned_into_an_array_under_the_merge_is_retried_then_dead_
     second = await handle(rig, row_id, Mode.METADATA_ONLY)
     assert isinstance(second, DeadLetter) and second.reason == "invalid_payload"
     assert rig.db.rows[row_id]["meta"] == ["replaced"]
+
+
+async def test_a_merge_failing_after_the_publish_never_publishes_twice(rig: Rig) -> None:
+    """Agent Zero accepted the event, then the merge failed: the redelivery merges the recorded event id
+    instead of sending a second Discord-bound event."""
+    row_id = add(rig)
+
+    def database_down(_row_id: int) -> None:
+        raise PostgrestError(503, "PGRST001", "Database client error. Retrying the connection.")
+
+    rig.db.before_write = database_down
+    request = new_request(row_id, "2025-10-14", Mode.REPUBLISH, "run-t")
+    assert isinstance(await rig.processor.handle(request, attempt=1), Retry)
+    (envelope,) = rig.agent.envelopes
+    rig.db.before_write = None
+    assert await rig.processor.handle(request, attempt=2) == Ack("done", "republished", ("jellyfin_id",))
+    assert len(rig.agent.envelopes) == 1
+    assert rig.db.rows[row_id]["meta"]["backfill_event_id"] == envelope["id"]
