@@ -92,11 +92,18 @@ class GlobalPace:
         """0.0 when a token was taken; else how long to wait. A lost compare-and-set retries at once."""
         try:
             entry = await self._kv.get(KEY)
-            current, revision = _decoder.decode(entry.value or b""), entry.revision
         except KeyNotFoundError:
             current, revision = None, None
-        except msgspec.DecodeError:
-            current, revision = None, None
+        else:
+            revision = entry.revision
+            try:
+                current = _decoder.decode(entry.value or b"")
+            except msgspec.DecodeError:  # overwritten below from a full bucket, by compare-and-set
+                log.warning(
+                    "pace bucket state unreadable; repairing it",
+                    extra={"value": repr((entry.value or b"")[:100])},
+                )
+                current = None
         state, wait = take(current, self._clock(), self._config)
         if wait > 0.0:
             return wait
