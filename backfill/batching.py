@@ -9,7 +9,8 @@ stays as it was: it awaits `load(key)` or `submit(key, arg)`.
 The batch is dispatched with `loop.call_soon` from the first call of a turn, so every task that reaches
 its call in that turn joins it; nothing waits on a timer. A failed batch fails every waiter with the
 same error, which each row then handles as it would its own failed request; a result that is itself
-an exception fails only its own waiter (a row rejected on its own).
+an exception fails only its own waiter (a row rejected on its own). `each_on_failure` turns a failed
+batched read into one read per key, so a transient fault fails only the reads that fail again.
 
 - `Batcher` (reads): a key asked for twice in one turn is loaded once and both waiters get the value.
 - `WriteBatcher` (writes): each submission carries its own argument, so a key submitted twice in one
@@ -22,11 +23,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from backfill.errors import BackfillError
+
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")
 V = TypeVar("V")
 
-LoadMany = Callable[[Sequence[K]], Awaitable[Mapping[K, V]]]
+LoadMany = Callable[[Sequence[K]], Awaitable[Mapping[K, "V | BaseException"]]]
 WriteMany = Callable[[Sequence[tuple[K, A]]], Awaitable[Mapping[K, "V | BaseException"]]]
 _Entry = tuple[K, A, list["asyncio.Future[V | None]"]]
 
@@ -103,6 +106,24 @@ def _settle(futures: list[asyncio.Future[V | None]], value: V | None, error: Bas
             future.set_exception(error)
         else:
             future.set_result(value)
+
+
+def each_on_failure(
+    load_many: LoadMany[K, V], load_one: Callable[[K], Awaitable[V | None]]
+) -> LoadMany[K, V]:
+    """`load_many`; when it fails with a retryable error for several keys, each key is loaded on its
+    own, so one unlucky request (or one key the upstream chokes on) fails only the rows it must."""
+
+    async def load(keys: Sequence[K]) -> Mapping[K, V | BaseException]:
+        try:
+            return await load_many(keys)
+        except BackfillError as exc:
+            if len(keys) == 1 or not exc.retryable:
+                raise
+        found = await asyncio.gather(*(load_one(key) for key in keys), return_exceptions=True)
+        return {key: value for key, value in zip(keys, found, strict=True) if value is not None}
+
+    return load
 
 
 class Batcher(_Coalescer[K, None, V]):

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from backfill.batching import Batcher
+from backfill.batching import Batcher, each_on_failure
 from backfill.errors import UpstreamUnavailable
 from backfill.matching import DateHint
 from backfill.model import JellyfinItem, SearchResult, normalize_item_id
@@ -44,7 +44,9 @@ class JellyfinClient:
         self._headers = {"Authorization": auth_header(api_key), "Accept": "application/json"}
         self._user_id = user_id
         self._batcher: Batcher[str, JellyfinItem] | None = (
-            Batcher(self.get_items, min(batch, MAX_IDS_PER_REQUEST)) if batch > 1 else None
+            Batcher(each_on_failure(self.get_items, self._get_item), min(batch, MAX_IDS_PER_REQUEST))
+            if batch > 1
+            else None
         )
 
     async def get_item(self, item_id: str) -> JellyfinItem | None:
@@ -54,7 +56,10 @@ class JellyfinClient:
             return None
         if self._batcher is not None:
             return await self._batcher.load(canonical)
-        response = await self._up.request(
+        return await self._get_item(canonical)
+
+    async def _get_item(self, canonical: str) -> JellyfinItem | None:
+        response = await self._up.read(
             "GET",
             f"{self._base}/Items/{canonical}",
             params={"userId": self._user_id},
@@ -78,7 +83,7 @@ class JellyfinClient:
         if not wanted:
             return {}
         params = {"userId": self._user_id, "ids": ",".join(sorted(wanted)), "fields": _SEARCH_FIELDS}
-        response = await self._up.request("GET", f"{self._base}/Items", params=params, headers=self._headers)
+        response = await self._up.read("GET", f"{self._base}/Items", params=params, headers=self._headers)
         self._up.check(response)
         result: SearchResult = self._decode(response, _search_decoder)
         found = {normalize_item_id(item.id): item for item in result.items}
@@ -98,7 +103,7 @@ class JellyfinClient:
             params["minPremiereDate"], params["maxPremiereDate"] = window
         elif hint is not None and hint.year is not None:
             params["years"] = hint.year
-        response = await self._up.request("GET", f"{self._base}/Items", params=params, headers=self._headers)
+        response = await self._up.read("GET", f"{self._base}/Items", params=params, headers=self._headers)
         self._up.check(response)
         result = self._decode(response, _search_decoder)
         return [item for item in result.items if normalize_item_id(item.id) is not None]

@@ -61,7 +61,7 @@ class PostgrestCatalog:
         self, params: dict[str, Any], prefer: str | None = None
     ) -> tuple[list[Row], HttpResponse]:
         headers = {**self._headers, "Prefer": prefer} if prefer else self._headers
-        response = await self._up.request("GET", self._table_url, params=params, headers=headers)
+        response = await self._up.read("GET", self._table_url, params=params, headers=headers)
         self._up.check(response)
         try:
             return _rows_decoder.decode(response.content), response

@@ -53,7 +53,7 @@ class ObjectStorage:
     async def exists(self, bucket: str, key: str) -> bool:
         url = object_url(self._endpoint, bucket, key)
         headers = signed_headers("HEAD", url, self._creds, self._clock())
-        response = await self._up.request("HEAD", url, headers=headers)
+        response = await self._up.read("HEAD", url, headers=headers)
         if response.status_code == 200:
             return True
         if response.status_code in (404, 403):  # 403 is what a missing key looks like without list rights

@@ -9,7 +9,9 @@ in, bytes out, no cookie jar. Build it once per process and pass it to every ada
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
+import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -24,6 +26,9 @@ from multidict import CIMultiDictProxy
 from backfill.errors import UpstreamRejected, UpstreamUnavailable
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_BODY_BYTES = 8 * 1024 * 1024  # no answer the backfill asks for comes near this
+READ_ATTEMPTS = 3  # an idempotent read: the first try and two more within one delivery
+READ_BACKOFF = 0.2  # seconds before the second try (doubled for the third, jittered)
 
 # Called after every request with (service, HTTP status or None when no answer came, seconds).
 Observer = Callable[[str, int | None, float], None]
@@ -69,10 +74,20 @@ class HttpResponse:
         return jsonlib.loads(self.content)
 
 
-class HttpClient:
-    """One pooled aiohttp session for every upstream (created on first use, inside the running loop)."""
+class BodyTooLarge(Exception):
+    """An answer larger than the client accepts."""
 
-    def __init__(self, timeout: float, max_connections: int = 100) -> None:
+
+class HttpClient:
+    """One pooled aiohttp session for every upstream (created on first use, inside the running loop).
+
+    Redirects are never followed: a request carries its upstream's credentials (`apikey`, the agent
+    token, Jellyfin's key), which must not reach another host; a 3xx is reported as an error naming
+    where it pointed. Answers are read up to `max_body` bytes."""
+
+    def __init__(self, timeout: float, max_connections: int = 100, max_body: int = MAX_BODY_BYTES) -> None:
+        self.timeout = timeout
+        self._max_body = max_body
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -103,12 +118,28 @@ class HttpClient:
             data = _json_encoder.encode(json)
             headers = {**(headers or {}), "Content-Type": "application/json"}
         query = {k: str(v) for k, v in params.items()} if params else None
-        async with session.request(method, url, params=query, headers=headers, data=data) as response:
-            body = await response.read()
+        async with session.request(
+            method, url, params=query, headers=headers, data=data, allow_redirects=False
+        ) as response:
+            body = await self._read(response)
             answer_headers: CIMultiDictProxy[str] = response.headers
             return HttpResponse(
                 response.status, answer_headers, body, method, response.url.path, response.reason or ""
             )
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is not None:
+            if declared > self._max_body:
+                raise BodyTooLarge(f"answer of {declared} bytes, more than {self._max_body}")
+            return await response.read()
+        chunks, size = [], 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > self._max_body:
+                raise BodyTooLarge(f"answer larger than {self._max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -153,6 +184,9 @@ async def send(
         raise UpstreamUnavailable(
             service, f"{method} {_path(url)} failed: {type(exc).__name__}: {exc}"
         ) from exc
+    except BodyTooLarge as exc:
+        observe(service, None, time.perf_counter() - started)
+        raise UpstreamRejected(service, f"{method} {_path(url)}: {exc}; refused") from exc
     observe(service, response.status_code, time.perf_counter() - started)
     return response
 
@@ -172,12 +206,32 @@ def raise_for_status(service: str, response: HttpResponse) -> None:
     if response.is_success:
         return
     where = f"{response.method} {response.path}"
+    if 300 <= response.status_code < 400:
+        target = yarl.URL(response.headers.get("location", ""))
+        raise UpstreamRejected(
+            service,
+            f"{where} -> {response.status_code} redirect to {target.host or 'the same host'}{target.path};"
+            f" redirects are not followed (credentials stay with their host): set {service}'s URL to"
+            " the address that answers",
+            status=response.status_code,
+        )
     detail = f"{where} -> {response.status_code}: {error_detail(response)}"
     if response.status_code in TRANSIENT_STATUSES or response.status_code >= 500:
         raise UpstreamUnavailable(
             service, detail, status=response.status_code, retry_after=retry_after_seconds(response)
         )
     raise UpstreamRejected(service, detail, status=response.status_code)
+
+
+async def _pause(attempt: int, retry_after: float | None, deadline: float) -> bool:
+    """Sleep before the next try; False (no sleep) when the wait would not fit before `deadline`."""
+    delay = READ_BACKOFF * 2 ** (attempt - 1) * (0.5 + 0.5 * random.random())  # noqa: S311 - jitter
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    if time.monotonic() + delay >= deadline:
+        return False
+    await asyncio.sleep(delay)
+    return True
 
 
 class Upstream:
@@ -190,6 +244,28 @@ class Upstream:
 
     async def request(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
         return await send(self.http, self.service, method, url, self._observe, **kwargs)
+
+    async def read(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
+        """An idempotent request (GET, HEAD): a transient failure (no answer, 5xx, 429) is tried again
+        up to READ_ATTEMPTS times, with a short jittered backoff or the upstream's Retry-After, while
+        that fits in one request timeout; a transient fault then costs a request, not a delivery. What
+        still fails is returned (a status) or raised, as by `request`."""
+        deadline, attempt = time.monotonic() + self.http.timeout, 1
+        while True:
+            try:
+                response = await self.request(method, url, **kwargs)
+            except UpstreamUnavailable:
+                if attempt == READ_ATTEMPTS or not await _pause(attempt, None, deadline):
+                    raise
+            else:
+                transient = response.status_code in TRANSIENT_STATUSES or response.status_code >= 500
+                if (
+                    not transient
+                    or attempt == READ_ATTEMPTS
+                    or not await _pause(attempt, retry_after_seconds(response), deadline)
+                ):
+                    return response
+            attempt += 1
 
     def check(self, response: HttpResponse) -> None:
         raise_for_status(self.service, response)

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from backfill.adapters import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
-from backfill.batching import Batcher, WriteBatcher
+from backfill.batching import Batcher, WriteBatcher, each_on_failure
 from backfill.bus import AckPublisher, connect
 from backfill.catalog import Catalog
 from backfill.errors import BackfillError, BusError, ConfigError
@@ -130,7 +130,7 @@ def row_reader(catalog: Catalog, batch: int) -> Callable[[int], Awaitable[Row | 
     async def rows_by_id(ids: Sequence[int]) -> dict[int, Row]:
         return {row.id: row for row in await catalog.fetch_rows(ids)}
 
-    return Batcher(rows_by_id, batch).load
+    return Batcher(each_on_failure(rows_by_id, catalog.get_row), batch).load
 
 
 def row_merger(catalog: Catalog, batch: int) -> Callable[[int, MetaPatch], Awaitable[Row | None]]:

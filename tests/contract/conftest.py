@@ -23,7 +23,7 @@ import pytest
 from backfill.catalog import Catalog
 from backfill.pgcatalog import PostgresCatalog
 from backfill.postgrest import PostgrestCatalog
-from backfill.transport import HttpClient, Observer, make_client, no_observer
+from backfill.transport import READ_ATTEMPTS, HttpClient, Observer, make_client, no_observer
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.pgbouncer import PgBouncer
 from backfill_doubles.pgbouncer import binary as pgbouncer_binary
@@ -45,6 +45,7 @@ MISSING_TABLE = "no_such_table"
 
 class Backend(Protocol):
     name: str
+    tries_per_read: int  # requests one transiently failing read makes before it gives up
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
         """Store rows (any subset of the columns) directly, bypassing the catalog; returns their ids."""
@@ -67,6 +68,7 @@ class Backend(Protocol):
 
 class PostgrestBackend:
     name = "postgrest"
+    tries_per_read = READ_ATTEMPTS
 
     def __init__(self, double: PostgrestDouble, url: str, http: HttpClient) -> None:
         self.double, self.url, self.http = double, url, http
@@ -80,8 +82,12 @@ class PostgrestBackend:
         return PostgrestCatalog(self.http, self.url, KEY, table=table, page_size=page_size, observe=observe)
 
     async def interrupted(self, call: Callable[[], Awaitable[T]]) -> T:
-        self.double.fail_next = 1
-        return await call()
+        """503 to every try of the call (a read is tried READ_ATTEMPTS times), nothing after it."""
+        self.double.fail_next = READ_ATTEMPTS
+        try:
+            return await call()
+        finally:
+            self.double.fail_next = 0
 
     async def unreachable(self) -> Catalog:
         return PostgrestCatalog(self.http, f"http://127.0.0.1:{free_port()}", KEY)
@@ -102,6 +108,7 @@ class PostgresBackend:
         self.dsn = dsn
         self.pooler_dsn = pooler_dsn
         self.name = "postgres" if pooler_dsn is None else "pgbouncer"
+        self.tries_per_read = 1
         self._opened: list[Catalog] = []
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[int]:

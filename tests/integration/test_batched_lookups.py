@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from backfill.outcome import Ack, Retry
+from backfill.transport import READ_ATTEMPTS
 from backfill.wire import Mode, new_request
 from tests.support.pipeline import SERVER, Rig, pipeline_rig
 
@@ -75,9 +76,26 @@ async def test_an_item_missing_from_the_batch_falls_back_to_search_and_a_gone_ro
     assert len(rig.agent.envelopes) == 2
 
 
-async def test_a_failed_batch_read_retries_each_row(rig: Rig) -> None:
+async def test_a_catalog_that_stays_down_retries_each_row(rig: Rig) -> None:
     rows = [add(rig, f"Retry {n}") for n in range(3)]
-    rig.db.fail_next = 1  # the one shared read answers 503
+    rig.db.fail_rate = 1.0  # the shared read, and each row's own read after it, answer 503
     outcomes = await handle_all(rig, [r for r, _ in rows], Mode.METADATA_ONLY)
     assert all(isinstance(o, Retry) and "catalog" in o.error for o in outcomes)
     assert not rig.agent.envelopes
+
+
+async def test_a_failed_batch_read_falls_back_to_one_read_per_row(rig: Rig) -> None:
+    """The shared read fails on every try; each row is then read on its own and only its own fault
+    can fail it."""
+    rows = [add(rig, f"Fallback {n}") for n in range(3)]
+    rig.db.fail_next = READ_ATTEMPTS  # exactly the tries of the one shared read
+    outcomes = await handle_all(rig, [r for r, _ in rows], Mode.METADATA_ONLY)
+    assert outcomes == [Ack("done", "metadata_updated", ("jellyfin_id",))] * 3
+    assert rig.db.calls["select"] == 3  # no batched read got through; one per row did
+
+
+async def test_a_failed_batch_lookup_falls_back_to_one_lookup_per_item(rig: Rig) -> None:
+    rows = [add(rig, f"Lookup {n}") for n in range(3)]
+    rig.jellyfin.fail_next = READ_ATTEMPTS  # every try of the one `ids=` lookup
+    outcomes = await handle_all(rig, [r for r, _ in rows], Mode.METADATA_ONLY)
+    assert outcomes == [Ack("done", "metadata_updated", ("jellyfin_id",))] * 3

@@ -7,7 +7,7 @@ import pytest
 from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
 from backfill.payload import MetaPatch
 from backfill.postgrest import PostgrestCatalog
-from backfill.transport import HttpClient
+from backfill.transport import READ_ATTEMPTS, HttpClient
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 
@@ -169,13 +169,16 @@ async def test_optimistic_merge_gives_up_with_a_retryable_conflict(http: HttpCli
 
 
 async def test_transient_and_auth_errors_map_to_retryable_and_rejected(http: HttpClient) -> None:
-    """503 PGRST002 is retryable; a wrong key (401 PGRST301) is a rejection; neither leaks the key."""
+    """503 PGRST002 is retryable (and retried within the read); a wrong key (401 PGRST301) is a
+    rejection; neither leaks the key."""
     db = seeded(5)
     async with serve(db.app()) as url:
-        db.fail_next = 1
+        db.fail_next = READ_ATTEMPTS  # every try of the read
         with pytest.raises(UpstreamUnavailable) as transient:
             await PostgrestCatalog(http, url, KEY).get_row(1)
         assert transient.value.status == 503
+        db.fail_next = READ_ATTEMPTS - 1  # a fault that passes within the read costs no error
+        assert (await PostgrestCatalog(http, url, KEY).get_row(1)) is not None
         with pytest.raises(UpstreamRejected) as rejected:
             await PostgrestCatalog(http, url, "wrong-key").get_row(1)
         assert rejected.value.status == 401

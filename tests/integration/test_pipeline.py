@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from backfill.outcome import Ack, DeadLetter, Retry
+from backfill.transport import READ_ATTEMPTS
 from backfill.wire import Mode, new_request
 from backfill_doubles.postgrest_query import PostgrestError
 from tests.support.pipeline import Rig, pipeline_rig
@@ -38,9 +39,9 @@ async def test_happy_path_republishes_then_merges(rig: Rig) -> None:
 
 
 async def test_jellyfin_500_is_retried_and_nothing_is_written(rig: Rig) -> None:
-    """A Jellyfin 5xx gives Retry with a delay; no event, no row change."""
+    """A Jellyfin 5xx that outlasts the read's own tries gives Retry with a delay; no event, no row change."""
     row_id = add(rig)
-    rig.jellyfin.fail_next = 1
+    rig.jellyfin.fail_next = READ_ATTEMPTS
     outcome = await handle(rig, row_id)
     assert isinstance(outcome, Retry)
     assert "jellyfin" in outcome.error
@@ -154,3 +155,10 @@ async def test_a_merge_failing_after_the_publish_never_publishes_twice(rig: Rig)
     assert await rig.processor.handle(request, attempt=2) == Ack("done", "republished", ("jellyfin_id",))
     assert len(rig.agent.envelopes) == 1
     assert rig.db.rows[row_id]["meta"]["backfill_event_id"] == envelope["id"]
+
+
+async def test_a_jellyfin_fault_that_passes_within_the_read_costs_no_retry(rig: Rig) -> None:
+    row_id = add(rig)
+    rig.jellyfin.fail_next = 1  # (this rig's 0.5 s request timeout leaves room for one more try)
+    assert await handle(rig, row_id) == Ack("done", "republished", ("jellyfin_id",))
+    assert rig.jellyfin.injected

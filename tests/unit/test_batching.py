@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from backfill.batching import Batcher, WriteBatcher
+from backfill.batching import Batcher, WriteBatcher, each_on_failure
+from backfill.errors import UpstreamRejected, UpstreamUnavailable
 
 
 class Source:
@@ -124,3 +125,39 @@ async def test_a_failed_write_call_fails_every_waiter_of_that_call() -> None:
     results = await asyncio.gather(*(batcher.submit(k, "a") for k in [1, 2]), return_exceptions=True)
     assert [str(r) for r in results] == ["catalog down", "catalog down"]
     assert batcher.batches == 1
+
+
+async def test_each_on_failure_reads_each_key_alone_when_the_batch_fails_transiently() -> None:
+    calls: list[list[int]] = []
+
+    async def load_many(keys: Sequence[int]) -> dict[int, str]:
+        calls.append(list(keys))
+        raise UpstreamUnavailable("catalog", "503")
+
+    async def load_one(key: int) -> str | None:
+        if key == 2:
+            raise UpstreamUnavailable("catalog", "still 503 for row 2")
+        return None if key == 3 else f"row {key}"
+
+    found = await each_on_failure(load_many, load_one)([1, 2, 3])
+    assert calls == [[1, 2, 3]]
+    assert found[1] == "row 1"
+    assert isinstance(found[2], UpstreamUnavailable)  # fails only its own waiter
+    assert 3 not in found  # missing stays missing
+
+
+async def test_each_on_failure_passes_a_rejection_and_a_single_key_through() -> None:
+    async def rejected(keys: Sequence[int]) -> dict[int, str]:
+        raise UpstreamRejected("catalog", "401")
+
+    async def never(key: int) -> str | None:
+        raise AssertionError("a rejection is not retried key by key")
+
+    with pytest.raises(UpstreamRejected):
+        await each_on_failure(rejected, never)([1, 2])
+
+    async def unavailable(keys: Sequence[int]) -> dict[int, str]:
+        raise UpstreamUnavailable("catalog", "503")
+
+    with pytest.raises(UpstreamUnavailable):
+        await each_on_failure(unavailable, never)([1])
