@@ -12,6 +12,7 @@ import asyncio
 import collections
 import enum
 import logging
+import re
 from dataclasses import dataclass
 
 import msgspec
@@ -29,11 +30,20 @@ API_TIMEOUT = 10.0
 DELETE_FAILED = 10057  # "no message found" / "stream store EOF": the sequence is not (any longer) there
 
 
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def mask_credentials(text: str) -> str:
+    """`nats://user:password@host` (or `nats://token@host`) as `nats://***@host`, wherever it appears."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
 async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient:
-    """Connect; a worker reconnects forever (nats-py gives up after ~2 minutes by default)."""
+    """Connect; a worker reconnects forever (nats-py gives up after ~2 minutes by default). NATS_URL may
+    carry credentials: nothing printed here shows them."""
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats: %s", exc)
+        log.warning("nats: %s", mask_credentials(str(exc)))
 
     client: list[NatsClient] = []
 
@@ -58,7 +68,9 @@ async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient
             allow_reconnect=True,
         )
     except (NatsError, OSError, TimeoutError) as exc:
-        raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
+        raise BusError(
+            f"cannot connect to NATS at {mask_credentials(url)}: {mask_credentials(str(exc))}"
+        ) from exc
     client.append(nc)
     return nc
 
