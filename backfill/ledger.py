@@ -3,6 +3,10 @@
 - **When a message first failed** (`failure.<stream>.<seq>`): the retry budget counts from there, not
   from the enqueue, so time spent waiting in the queue (hours, in a paced run) never counts as retrying.
   Any replica may see a message's later deliveries, so this is shared, not per process.
+- **Until when a message is known to be alive** (`alive.<stream>.<seq>`): written when a delivery
+  fails (its redelivery is due after the delay) and when a slow delivery reports progress, with the
+  delivery count. The sweeper uses it to tell a message JetStream will still deliver from one it has
+  given up on.
 - **Which event Agent Zero accepted for a row and backfill version** (`event.<row_id>.<version>`),
   written as soon as the publish returns and before the row is merged: a redelivery after a failed
   merge finds it and merges with that event id instead of publishing a second Discord-bound event.
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
@@ -40,9 +45,20 @@ def version_token(version: str) -> str:
     return "h" + hashlib.sha256(version.encode()).hexdigest()[:32]
 
 
+class Alive(msgspec.Struct, frozen=True):
+    until: float  # wall-clock seconds: the delivery (or the redelivery it waits for) is due by then
+    delivery: int  # the delivery count when this was noted
+
+
+_alive_encoder = msgspec.json.Encoder()
+_alive_decoder = msgspec.json.Decoder(Alive)
+
+
 class DeliveryLedger(Protocol):
     async def retrying_for(self, stream: str, seq: int) -> float: ...
     async def settled(self, stream: str, seq: int) -> None: ...
+    async def note_alive(self, stream: str, seq: int, alive: Alive) -> None: ...
+    async def alive(self, stream: str, seq: int) -> Alive | None: ...
     async def event_for(self, row_id: int, version: str) -> str | None: ...
     async def record_event(self, row_id: int, version: str, event_id: str) -> None: ...
 
@@ -53,11 +69,16 @@ class Ledger:
         self._clock = clock
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str, budget_seconds: float) -> Ledger:
+    async def open(
+        cls, js: JetStreamContext, bucket: str, budget_seconds: float, replicas: int = 1
+    ) -> Ledger:
+        """Open (or create) the bucket, replicated like the work stream: a ledger on one node of a
+        cluster would stop every republish when that node is lost."""
         try:
             kv = await js.create_key_value(
                 bucket=bucket,
                 history=1,
+                replicas=replicas,
                 ttl=budget_seconds + KEEP_AFTER_BUDGET,
                 description="backfill: first failure per message, accepted event per row and version",
             )
@@ -85,11 +106,27 @@ class Ledger:
         return max(now - first, 0.0)
 
     async def settled(self, stream: str, seq: int) -> None:
-        """Message `seq` left the stream (acked or dead-lettered): forget its first failure."""
+        """Message `seq` left the stream (acked or dead-lettered): forget what was noted about it."""
         try:
-            await self._kv.purge(f"failure.{stream}.{seq}")
+            for kind in ("failure", "alive"):
+                await self._kv.purge(f"{kind}.{stream}.{seq}")
         except (NatsError, TimeoutError) as exc:  # it expires on its own
-            log.warning("ledger: could not forget a first failure", extra={"seq": seq, "error": str(exc)})
+            log.warning("ledger: could not forget a message", extra={"seq": seq, "error": str(exc)})
+
+    async def note_alive(self, stream: str, seq: int, alive: Alive) -> None:
+        await self._put(f"alive.{stream}.{seq}", _alive_encoder.encode(alive))
+
+    async def alive(self, stream: str, seq: int) -> Alive | None:
+        try:
+            entry = await self._kv.get(f"alive.{stream}.{seq}")
+        except KeyNotFoundError:
+            return None
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"ledger: liveness of message {seq}: {exc}") from exc
+        try:
+            return _alive_decoder.decode(entry.value or b"")
+        except msgspec.DecodeError:
+            return None  # unreadable: judged as if nothing had been noted
 
     async def event_for(self, row_id: int, version: str) -> str | None:
         """The envelope id Agent Zero accepted for this row and version, if one was recorded."""
@@ -118,6 +155,7 @@ class LocalLedger:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self.failures: dict[tuple[str, int], float] = {}
+        self.alive_until: dict[tuple[str, int], Alive] = {}
         self.events: dict[tuple[int, str], str] = {}
 
     async def retrying_for(self, stream: str, seq: int) -> float:
@@ -126,6 +164,13 @@ class LocalLedger:
 
     async def settled(self, stream: str, seq: int) -> None:
         self.failures.pop((stream, seq), None)
+        self.alive_until.pop((stream, seq), None)
+
+    async def note_alive(self, stream: str, seq: int, alive: Alive) -> None:
+        self.alive_until[(stream, seq)] = alive
+
+    async def alive(self, stream: str, seq: int) -> Alive | None:
+        return self.alive_until.get((stream, seq))
 
     async def event_for(self, row_id: int, version: str) -> str | None:
         return self.events.get((row_id, version))

@@ -66,9 +66,13 @@ class GlobalPace:
         self.waiting = 0
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str, config: PaceConfig) -> GlobalPace:
+    async def open(
+        cls, js: JetStreamContext, bucket: str, config: PaceConfig, replicas: int = 1
+    ) -> GlobalPace:
         try:
-            kv = await js.create_key_value(bucket=bucket, history=1, description="backfill republish pace")
+            kv = await js.create_key_value(
+                bucket=bucket, history=1, replicas=replicas, description="backfill republish pace"
+            )
         except (NatsError, TimeoutError) as exc:
             raise BusError(f"cannot open the pace bucket {bucket}: {exc}") from exc
         return cls(kv, config)

@@ -50,6 +50,7 @@ from worker.stats import refresh_forever, refresh_once
 from worker.sweeper import Sweeper
 
 log = logging.getLogger("worker")
+SWEEP_GRACE = 30.0  # seconds past the last moment JetStream could still deliver a message
 GROUPS = (
     NatsSettings,
     CatalogSettings,
@@ -149,6 +150,7 @@ async def build_consumer(
     publisher: AckPublisher,
     metrics: Metrics,
     worker_id: str,
+    ledger: Ledger,
 ) -> Consumer:
     nats_cfg, worker_cfg = settings.get(NatsSettings), settings.get(WorkerSettings)
     layout = layout_from(settings)
@@ -156,9 +158,11 @@ async def build_consumer(
     pace: Pace = NoPace()
     if worker_cfg.pace_per_minute > 0:
         pace = await GlobalPace.open(
-            js, worker_cfg.pace_bucket, PaceConfig(worker_cfg.pace_per_minute, worker_cfg.pace_burst)
+            js,
+            worker_cfg.pace_bucket,
+            PaceConfig(worker_cfg.pace_per_minute, worker_cfg.pace_burst),
+            replicas=nats_cfg.replicas,
         )
-    ledger = await Ledger.open(js, worker_cfg.ledger_bucket, worker_cfg.retry_budget_seconds)
     batch = worker_cfg.lookup_batch
     processor = RowProcessor(
         catalog,
@@ -214,7 +218,12 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         publisher = AckPublisher(nc)
         await publisher.start()
         resources.push_async_callback(publisher.close)
-        consumer = await build_consumer(settings, args, js, catalog, http, publisher, metrics, worker_id)
+        ledger = await Ledger.open(
+            js, worker_cfg.ledger_bucket, worker_cfg.retry_budget_seconds, replicas=nats_cfg.replicas
+        )
+        consumer = await build_consumer(
+            settings, args, js, catalog, http, publisher, metrics, worker_id, ledger
+        )
 
         def ready() -> tuple[bool, str]:
             if not nc.is_connected:
@@ -226,7 +235,6 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         resources.push_async_callback(runner.cleanup)
         with contextlib.suppress(NatsError, TimeoutError):  # the periodic refresh below retries
             await refresh_once(js, layout, metrics)
-        policy = policy_from(settings)
         sweeper = Sweeper(
             nc,
             js,
@@ -235,7 +243,10 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
             metrics,
             worker_id,
             settings.get(BackfillSettings).version,
-            settle_after=policy.retry_after_cap + 2 * nats_cfg.ack_wait,
+            ledger,
+            ack_wait=nats_cfg.ack_wait,
+            max_deliver=nats_cfg.max_deliver,
+            grace=SWEEP_GRACE,
         )
         await sweeper.listen()
         background = [

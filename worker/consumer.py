@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from backfill.errors import BusError
 from backfill.layout import Layout
-from backfill.ledger import DeliveryLedger, LocalLedger
+from backfill.ledger import Alive, DeliveryLedger, LocalLedger
 from backfill.metrics import Metrics
 from backfill.outcome import (
     INVALID_MESSAGE,
@@ -76,7 +76,9 @@ class Consumer:
         # batches made a lone message wait for the batch in flight (bench: overhead p50 40 ms). Half a
         # batch keeps both: a busy worker refills in groups, a quiet one fetches at once.
         self._refill_at = max(min(fetch_batch, concurrency) // 2, 1)
+        self._ack_wait = ack_wait
         self._heartbeat_every = max(ack_wait / 3, 0.5)
+        self._noted: set[int] = set()  # stream seqs with a liveness note to forget once settled
         self._tasks: set[asyncio.Task[None]] = set()
         # id(message) -> (message, when it started or was last reported in progress)
         self._working: dict[int, tuple[Msg, float]] = {}
@@ -164,12 +166,26 @@ class Consumer:
     async def _settle_safely(self, msg: Msg, outcome: Outcome) -> str:
         try:
             label = await self._settler.settle(msg, outcome)
-            if label != "retried" and msg.metadata.num_delivered > 1:  # a failure may have been recorded
-                await self._ledger.settled(self._layout.stream, msg.metadata.sequence.stream)
+            seq = msg.metadata.sequence.stream
+            if label == "retried" and isinstance(outcome, Retry):
+                await self._note_alive(msg, outcome.delay + self._ack_wait)  # the redelivery is due by then
+            elif label != "retried" and (msg.metadata.num_delivered > 1 or seq in self._noted):
+                self._noted.discard(seq)
+                await self._ledger.settled(self._layout.stream, seq)
         except Exception:  # unsettled: JetStream redelivers it after ack_wait
             log.exception("unexpected error settling a message", extra={"subject": msg.subject[:200]})
             return "retried"
         return label
+
+    async def _note_alive(self, msg: Msg, for_seconds: float) -> None:
+        """Tell the sweepers this message is still JetStream's to deliver (a failure or a heartbeat)."""
+        seq = msg.metadata.sequence.stream
+        alive = Alive(until=time.time() + for_seconds, delivery=msg.metadata.num_delivered)
+        try:
+            await self._ledger.note_alive(self._layout.stream, seq, alive)
+            self._noted.add(seq)
+        except BusError as exc:  # the sweeper then waits out the longest life such a message can have
+            log.warning("liveness not noted", extra={"seq": seq, "error": str(exc)})
 
     async def _decide(self, msg: Msg) -> Outcome:
         attempt = msg.metadata.num_delivered
@@ -208,6 +224,7 @@ class Consumer:
                     self._working[key] = (entry[0], now)
                     with contextlib.suppress(NatsError):
                         await entry[0].in_progress()
+                    await self._note_alive(entry[0], self._ack_wait)
 
     async def _finish(self, grace: float) -> None:
         if not self._tasks:

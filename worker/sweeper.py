@@ -7,8 +7,11 @@ dead-letters on the last delivery itself, so these are messages whose worker die
 Two ways in, both idempotent on the stream sequence and safe with many workers sweeping at once:
 - the MAX_DELIVERIES advisory (core NATS: may be missed or repeated);
 - a periodic scan of the stream below the consumer's delivered sequence, for missed advisories. A
-  message there is either exhausted or still in flight; it is swept when the consumer has nothing
-  ack-pending, or once it has sat there longer than any delivery can last (`settle_after`).
+  message there is either exhausted or still JetStream's to deliver (in flight, or waiting out a
+  retry delay). It is swept when the consumer has nothing ack-pending, or when JetStream can no longer
+  deliver it: past the time the ledger last knew it alive (a failed delivery notes when its redelivery
+  is due, a slow one each heartbeat) plus what the deliveries it has left could take (ack wait each),
+  plus a grace. A message nothing was ever noted about is judged from when the scan first saw it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
@@ -30,6 +34,7 @@ from backfill.bus import AckPublisher, remove_message
 from backfill.deadletter import Failure, row_id_from_subject
 from backfill.errors import BusError
 from backfill.layout import Layout
+from backfill.ledger import DeliveryLedger
 from backfill.metrics import Metrics
 from backfill.outcome import RETRIES_EXHAUSTED
 from backfill.pipeline import utc_stamp
@@ -53,7 +58,12 @@ class Sweeper:
         metrics: Metrics,
         worker_id: str,
         version: str,
-        settle_after: float,
+        ledger: DeliveryLedger,
+        *,
+        ack_wait: float,
+        max_deliver: int,
+        grace: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -62,7 +72,11 @@ class Sweeper:
         self._metrics = metrics
         self._worker_id = worker_id
         self._version = version
-        self._settle_after = settle_after
+        self._ledger = ledger
+        self._ack_wait = ack_wait
+        self._max_deliver = max_deliver
+        self._grace = grace
+        self._clock = clock
         self._suspects: dict[
             int, float
         ] = {}  # stream seq -> when a scan first saw it below the delivered seq
@@ -151,11 +165,25 @@ class Sweeper:
                 break
             seen.add(msg.seq)
             first_seen = self._suspects.setdefault(msg.seq, now)
-            if idle or now - first_seen >= self._settle_after:
+            if idle or await self._given_up(msg.seq, now - first_seen):
                 swept += await self.sweep(msg.seq, info.config.max_deliver or 0, "periodic scan")
             seq = msg.seq + 1
         self._suspects = {s: t for s, t in self._suspects.items() if s in seen}
         return swept
+
+    async def _given_up(self, seq: int, suspected_for: float) -> bool:
+        """True when JetStream can no longer deliver message `seq` (see the module's docstring)."""
+        if suspected_for < self._ack_wait + self._grace:
+            return False  # a delivery that started before the scan may still be under way
+        try:
+            alive = await self._ledger.alive(self._layout.stream, seq)
+        except BusError as exc:
+            log.warning("liveness unknown; not sweeping this time", extra={"seq": seq, "error": str(exc)})
+            return False
+        if alive is None:  # never failed, never slow: each delivery left within ack wait
+            return suspected_for >= self._max_deliver * self._ack_wait + self._grace
+        left = max(self._max_deliver - alive.delivery, 0)
+        return self._clock() >= alive.until + left * self._ack_wait + self._grace
 
     async def scan_forever(self, every: float) -> None:
         while True:

@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from backfill.errors import BusError
-from backfill.ledger import Ledger, LocalLedger, version_token
+from backfill.ledger import Alive, Ledger, LocalLedger, version_token
 
 
 class Clock:
@@ -96,3 +96,14 @@ async def test_the_local_ledger_keeps_the_same_rules() -> None:
     assert await ledger.retrying_for("BF", 1) == 0.0
     await ledger.record_event(1, "v", "e")
     assert await ledger.event_for(1, "v") == "e"
+
+
+async def test_liveness_is_noted_read_back_and_forgotten_when_settled(nc: NatsClient, bucket: str) -> None:
+    ledger, other = await replicas(nc, bucket, Clock())
+    assert await other.alive("BF", 4) is None
+    await ledger.note_alive("BF", 4, Alive(until=123.5, delivery=2))
+    assert await other.alive("BF", 4) == Alive(until=123.5, delivery=2)
+    await ledger._kv.put("alive.BF.5", b"garbage")
+    assert await other.alive("BF", 5) is None  # unreadable: judged as if nothing had been noted
+    await other.settled("BF", 4)
+    assert await ledger.alive("BF", 4) is None
