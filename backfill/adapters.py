@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from backfill.agent_zero import AgentZeroClient
@@ -77,7 +77,10 @@ async def open_catalog(
 
 
 def build_storage(
-    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
+    settings: SettingsBundle,
+    http: HttpClient,
+    observe: Observer = no_observer,
+    refused: Callable[[], None] = lambda: None,
 ) -> ObjectStorage | None:
     storage = settings.get(StorageSettings)
     if not storage.enabled or storage.access_key is None or storage.secret_key is None:
@@ -86,12 +89,23 @@ def build_storage(
         storage.access_key.get_secret_value(), storage.secret_key.get_secret_value(), storage.region
     )
     return ObjectStorage(
-        http, storage.endpoint_url, creds, storage.public_base_url, storage.presign_seconds, observe=observe
+        http,
+        storage.endpoint_url,
+        creds,
+        storage.public_base_url,
+        storage.presign_seconds,
+        observe=observe,
+        buckets=storage.thumbnail_buckets,
+        refused=refused,
     )
 
 
 def build_enricher(
-    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer, batch: int = 1
+    settings: SettingsBundle,
+    http: HttpClient,
+    observe: Observer = no_observer,
+    batch: int = 1,
+    refused: Callable[[], None] = lambda: None,
 ) -> Enricher:
     """`batch` > 1 shares one Jellyfin `ids=` lookup among the rows being enriched at the same time."""
     jellyfin = settings.get(JellyfinSettings)
@@ -105,7 +119,7 @@ def build_enricher(
     )
     return Enricher(
         client,
-        build_storage(settings, http, observe),
+        build_storage(settings, http, observe, refused),
         links_from(jellyfin),
         settings.get(BackfillSettings).default_namespace,
         search_limit=jellyfin.search_limit,

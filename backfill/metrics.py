@@ -62,6 +62,11 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.thumbnail_bucket_refused = Counter(
+            "backfill_thumbnail_bucket_refused",
+            "Storage thumbnail fallbacks skipped: the artifact's bucket is not in MINIO_THUMBNAIL_BUCKETS.",
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "backfill_in_flight", "Messages this worker is working on now.", registry=registry
         )

@@ -116,6 +116,17 @@ class StorageSettings(_Group):
     presign_seconds: int = Field(
         7 * 24 * 3600, validation_alias="MINIO_PRESIGN_SECONDS", ge=60, le=7 * 24 * 3600
     )
+    # Only these buckets are looked into (HEAD) and handed out (URL, presigned or public): a row's
+    # `s3://` artifact URI may name any bucket, and every fallback signs with our credentials.
+    thumbnail_buckets_csv: str = Field(
+        "outputs",
+        validation_alias="MINIO_THUMBNAIL_BUCKETS",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,62}(,[a-z0-9][a-z0-9.-]{1,62})*$",
+    )
+
+    @property
+    def thumbnail_buckets(self) -> frozenset[str]:
+        return frozenset(self.thumbnail_buckets_csv.split(","))
 
     @property
     def enabled(self) -> bool:

@@ -42,8 +42,15 @@ class ObjectStorage:
         presign_seconds: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         observe: Observer = no_observer,
+        *,
+        buckets: frozenset[str] = frozenset({"outputs"}),
+        refused: Callable[[], None] = lambda: None,
     ) -> None:
+        """`buckets`: the only buckets looked into; an artifact in any other gets no thumbnail and
+        `refused()` is called (a metric)."""
         self._up = Upstream(http, SERVICE, observe)
+        self._buckets = buckets
+        self._refused = refused
         self._endpoint = endpoint.rstrip("/")
         self._creds = creds
         self._public_base = public_base_url.rstrip("/") if public_base_url else None
@@ -74,6 +81,10 @@ class ObjectStorage:
         if location is None:
             return None
         bucket, key = location
+        if bucket not in self._buckets:
+            self._refused()
+            log.info("thumbnail: bucket not allowed", extra={"bucket": bucket[:63]})
+            return None
         for candidate in thumbnail_candidates(key):
             if await self.exists(bucket, candidate):
                 return self.public_url(bucket, candidate)

@@ -166,7 +166,7 @@ async def build_consumer(
     batch = worker_cfg.lookup_batch
     processor = RowProcessor(
         catalog,
-        build_enricher(settings, http, observe, batch=batch),
+        build_enricher(settings, http, observe, batch=batch, refused=metrics.thumbnail_bucket_refused.inc),
         build_agent_zero(settings, http, observe),
         links_from(settings.get(JellyfinSettings)),
         policy_from(settings),

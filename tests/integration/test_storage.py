@@ -76,3 +76,38 @@ async def test_unreachable_storage_is_a_retryable_error(http: HttpClient) -> Non
     storage = ObjectStorage(http, f"http://127.0.0.1:{free_port()}", CREDS, None, 3600)
     with pytest.raises(UpstreamUnavailable, match="storage"):
         await storage.find_thumbnail("s3://outputs/a.mp4")
+
+
+async def test_a_bucket_outside_the_allowed_list_is_never_signed_for(
+    s3: tuple[str, Any], http: HttpClient
+) -> None:
+    """A row naming another bucket (even one that exists) gets no thumbnail: no HEAD is signed, no URL is
+    presigned, and the refusal is counted."""
+    endpoint, client = s3
+    client.create_bucket(Bucket="private")
+    client.put_object(Bucket="private", Key="secret.png", Body=b"png")
+    requests: list[str] = []
+    refused: list[int] = []
+    storage = ObjectStorage(
+        http,
+        endpoint,
+        CREDS,
+        None,
+        3600,
+        observe=lambda service, _status, _seconds: requests.append(service),
+        buckets=frozenset({"outputs"}),
+        refused=lambda: refused.append(1),
+    )
+    assert await storage.find_thumbnail("s3://private/secret.png") is None
+    assert (requests, refused) == ([], [1])
+    assert await storage.find_thumbnail("s3://outputs/stills/poster.png") is not None
+    assert requests == ["storage"]
+
+
+def test_the_allowed_buckets_default_to_pmoves_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backfill.settings import StorageSettings
+
+    monkeypatch.delenv("MINIO_THUMBNAIL_BUCKETS", raising=False)
+    assert StorageSettings().thumbnail_buckets == frozenset({"outputs"})
+    monkeypatch.setenv("MINIO_THUMBNAIL_BUCKETS", "outputs,stills")
+    assert StorageSettings().thumbnail_buckets == frozenset({"outputs", "stills"})
