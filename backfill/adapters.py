@@ -46,7 +46,6 @@ async def build_catalog(
         dsn = catalog.dsn.get_secret_value()
         catalog_pg: Catalog = await PostgresCatalog.open(
             dsn,
-            table=catalog.table,
             page_size=catalog.page_size,
             observe=observe,
             transaction_pooler=behind_transaction_pooler(dsn, catalog.pool_mode),
@@ -57,7 +56,6 @@ async def build_catalog(
         http,
         catalog.rest_url,
         catalog.service_key.get_secret_value(),
-        table=catalog.table,
         merge_function=catalog.merge_function,
         page_size=catalog.page_size,
         observe=observe,

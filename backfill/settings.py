@@ -71,7 +71,9 @@ class CatalogSettings(_Group):
     service_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY", min_length=1)
     dsn: SecretStr | None = Field(None, validation_alias=AliasChoices("CATALOG_DSN", "SUPABASE_DB_URL"))
     pool_mode: Literal["auto", "session", "transaction"] = Field("auto", validation_alias="CATALOG_POOL_MODE")
-    table: str = Field("studio_board", validation_alias="BACKFILL_TABLE", pattern=r"^[a-z_][a-z0-9_]*$")
+    # Not a setting: the merge functions write `public.studio_board`, so reads must come from there too.
+    # Kept only to refuse it clearly (it once changed what was read, not what was written).
+    table: str | None = Field(None, validation_alias="BACKFILL_TABLE")
     merge_function: str = Field(
         "backfill_merge_meta", validation_alias="BACKFILL_MERGE_FUNCTION", pattern=r"^[a-z_][a-z0-9_]*$"
     )
@@ -169,6 +171,11 @@ def _describe(group: type[_Group], error: Any) -> str:
 
 
 def _catalog_problems(catalog: CatalogSettings) -> list[str]:
+    if catalog.table is not None:
+        return [
+            "BACKFILL_TABLE: not supported; the backfill reads and writes public.studio_board, the table"
+            " its merge functions write (unset it)"
+        ]
     if catalog.dsn is not None:
         dsn = catalog.dsn.get_secret_value()
         ok = dsn.startswith(("postgres://", "postgresql://"))

@@ -111,3 +111,12 @@ def test_secrets_are_hidden_in_repr(env: pytest.MonkeyPatch) -> None:
     bundle = load_settings([CatalogSettings, JellyfinSettings])
     assert "service-secret" not in repr(bundle.get(CatalogSettings))
     assert "jf-secret" not in repr(bundle.get(JellyfinSettings))
+
+
+def test_backfill_table_is_refused_because_the_merge_functions_write_studio_board(
+    env: pytest.MonkeyPatch,
+) -> None:
+    """It used to change what was read (and PATCHed) but not what the merge functions wrote."""
+    env.setenv("BACKFILL_TABLE", "studio_board_copy")
+    with pytest.raises(ConfigError, match=r"BACKFILL_TABLE: not supported.*public\.studio_board"):
+        load_settings(ALL)
