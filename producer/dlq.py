@@ -129,7 +129,9 @@ async def read_dead_letters(
         info = await js.add_consumer(layout.dlq_stream, config)
     except (NatsError, TimeoutError) as exc:
         raise BusError(f"cannot read {layout.dlq_stream}: {exc or type(exc).__name__}") from exc
-    remaining = info.num_pending or 0
+    # Exactly the dead letters there now, in order: those added while reading (a replay's own rows
+    # failing again) are not read, so a replay ends and never replays its own output.
+    left = info.num_pending or 0
     nc = js._nc  # the JetStream context's connection: pull requests are plain publishes
     next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{layout.dlq_stream}.{info.name}"
     inbox = nc.new_inbox()
@@ -140,8 +142,8 @@ async def read_dead_letters(
 
     sub = await nc.subscribe(inbox, cb=collect)
     try:
-        while remaining > 0:
-            batch = _PullBatch(min(FETCH_BATCH, remaining))
+        while left > 0:
+            batch = _PullBatch(min(FETCH_BATCH, left))
             request = {"batch": batch.want, "no_wait": True}
             await nc.publish(next_subject, json.dumps(request).encode(), reply=inbox)
             try:
@@ -150,12 +152,12 @@ async def read_dead_letters(
                 raise BusError(f"reading {layout.dlq_stream}: no answer within {READ_TIMEOUT}s") from exc
             if not batch.msgs:
                 return
+            left -= len(batch.msgs)
             for msg in batch.msgs:
                 meta = msg.metadata
                 yield DeadLetterRecord(
                     meta.sequence.stream, msg.subject, text_headers(msg.headers), msg.data, meta.timestamp
                 )
-            remaining = batch.msgs[-1].metadata.num_pending
     finally:
         with contextlib.suppress(NatsError, TimeoutError):
             await sub.unsubscribe()

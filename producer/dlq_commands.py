@@ -13,6 +13,7 @@ from backfill.adapters import layout_from
 from backfill.bus import AckPublisher, connect
 from backfill.errors import BusError
 from backfill.layout import Layout, ensure_layout
+from backfill.outcome import DLQ_REASONS
 from backfill.settings import NatsSettings, SettingsBundle
 from backfill.wire import dlq_filter, dlq_subject
 from producer.dlq import (
@@ -34,7 +35,7 @@ def add_dlq_parser(commands: argparse._SubParsersAction) -> None:  # type: ignor
     dlq = commands.add_parser("dlq", help="inspect, replay and purge dead letters")
     sub = dlq.add_subparsers(dest="dlq_command", required=True)
     listing = sub.add_parser("list", help="sequence, row id, reason, attempts, age, error")
-    listing.add_argument("--reason")
+    listing.add_argument("--reason", choices=DLQ_REASONS)
     listing.add_argument("--json", action="store_true")
     one = sub.add_parser("show", help="one dead letter in full")
     one.add_argument("seq", type=int)
@@ -43,7 +44,7 @@ def add_dlq_parser(commands: argparse._SubParsersAction) -> None:  # type: ignor
     )
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true")
-    which.add_argument("--reason")
+    which.add_argument("--reason", choices=DLQ_REASONS)
     which.add_argument("--seq", type=int, nargs="+")
     which.add_argument("--ids", type=lambda t: [int(x) for x in t.split(",") if x.strip()])
     replay.add_argument("--dry-run", action="store_true")
@@ -51,7 +52,7 @@ def add_dlq_parser(commands: argparse._SubParsersAction) -> None:  # type: ignor
     wipe = sub.add_parser("purge", help="delete dead letters for good")
     scope = wipe.add_mutually_exclusive_group(required=True)
     scope.add_argument("--all", action="store_true")
-    scope.add_argument("--reason")
+    scope.add_argument("--reason", choices=DLQ_REASONS)
     wipe.add_argument("--yes", action="store_true", help="required: purging cannot be undone")
 
 

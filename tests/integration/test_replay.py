@@ -161,3 +161,40 @@ async def test_replay_of_many_uses_batches_and_leaves_nothing_behind(
     assert summary["replayed"] == 1300
     assert (await js.stream_info(layout.dlq_stream)).state.messages == 0
     assert (await js.stream_info(layout.stream)).state.messages == 1300
+
+
+async def test_reading_stops_at_the_last_dead_letter_present_when_it_started(
+    nc: NatsClient, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dead letters added while a replay reads (its own rows failing again) are left for the next run."""
+    from producer import dlq
+    from producer.dlq import read_dead_letters
+
+    monkeypatch.setattr(dlq, "FETCH_BATCH", 1)  # one pull per dead letter: new ones arrive between pulls
+
+    present = [await dead_letter(nc, layout, row_id, "jellyfin_not_found") for row_id in (1, 2, 3)]
+    seen = []
+    async for record in read_dead_letters(nc.jetstream(), layout):
+        seen.append(record.seq)
+        if len(seen) == 1:
+            for row_id in (4, 5):
+                await dead_letter(nc, layout, row_id, "jellyfin_not_found")
+    assert seen == present
+
+
+def test_reason_arguments_are_checked_against_the_known_reasons(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--reason '>'` once purged every dead letter (a wildcard in the subject filter)."""
+    from producer.dlq_commands import add_dlq_parser
+
+    parser = argparse.ArgumentParser()
+    add_dlq_parser(parser.add_subparsers(dest="command"))
+    for command in (["purge", "--yes"], ["replay"], ["list"]):
+        for bad in (">", "*", "jellyfin_not_found.>", "nope"):
+            with pytest.raises(SystemExit) as exited:
+                parser.parse_args(["dlq", *command, "--reason", bad])
+            assert exited.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert (
+        parser.parse_args(["dlq", "purge", "--reason", "ambiguous_match", "--yes"]).reason
+        == "ambiguous_match"
+    )
