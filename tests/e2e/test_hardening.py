@@ -1,0 +1,78 @@
+"""A long paced run in a hostile world, with real processes: rows wait in the queue longer than the retry
+budget, the catalog answers 503 to a quarter of its requests and Agent Zero to a tenth, two poison
+messages sit among the requests, two replicas share the work."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from backfill.deadletter import header_value
+from backfill.wire import Mode, encode_request, new_request
+from backfill_doubles.stack import EmbeddedStack
+from tests.e2e.conftest import run_cli
+from tests.e2e.processes import WorkerProcess
+from tests.e2e.test_delivery import VERSION, dlq_reasons, resolvable
+from tests.e2e.test_pipeline import read_stream
+
+pytestmark = pytest.mark.slow
+ROWS = 40
+
+
+async def test_a_slow_paced_run_through_faults_and_poison_enriches_every_row_with_one_event(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    env = stack.env(
+        **layout_env,
+        BACKFILL_PACE_PER_MINUTE="120",  # 40 rows take ~20 s: the last wait twice the retry budget
+        BACKFILL_PACE_BURST="2",
+        BACKFILL_RETRY_BUDGET_SECONDS="10",
+    )
+    prefix = layout_env["BACKFILL_SUBJECT_PREFIX"]
+    rows = resolvable(stack)[:ROWS]
+    events: Counter[str] = Counter()
+    listener = await nats.connect(stack.nats_url)
+
+    async def on_event(msg: Msg) -> None:
+        events[json.loads(msg.data)["correlation_id"]] += 1
+
+    await listener.subscribe("content.published.v1", cb=on_event)
+    await listener.flush()
+    enqueued = await run_cli("producer", ["enqueue", "--ids", ",".join(map(str, rows))], env)
+    assert enqueued.code == 0, enqueued.stderr
+    poison = {
+        f"{prefix}.request.\u00b2": encode_request(new_request(2, VERSION, Mode.REPUBLISH, "poison")),
+        f"{prefix}.request.{2**63}": json.dumps(
+            {
+                "row_id": 2**63,
+                "backfill_version": VERSION,
+                "mode": "republish",
+                "run_id": "poison",
+                "enqueued_at": "2025-01-01T00:00:00Z",
+            }
+        ).encode(),
+    }
+    for subject, body in poison.items():
+        await listener.jetstream().publish(subject, body)
+    stack.catalog.fail_rate = 0.25
+    stack.agent.fail_rate = 0.10
+    workers = [await WorkerProcess(env, "--exit-when-idle", "4").start() for _ in range(2)]
+    codes = [await worker.wait(240) for worker in workers]
+    stack.catalog.fail_rate = stack.agent.fail_rate = 0.0
+    await listener.flush()
+    await listener.drain()
+
+    assert codes == [0, 0], [w.stderr[-3000:] for w in workers]
+    assert stack.catalog.injected and stack.agent.injected, "the faults under test were not injected"
+    assert all(stack.catalog.rows[r]["meta"].get("jellyfin_public_url") for r in rows)
+    assert len(events) == ROWS and set(events.values()) == {1}  # one event per row, never two
+    assert await dlq_reasons(stack, layout_env) == Counter({"invalid_message": 2})  # no row dead-lettered
+    dead = await read_stream(stack.nats_url, layout_env["BACKFILL_DLQ_STREAM"])
+    assert {m.headers["Backfill-Original-Subject"] for m in dead} == {header_value(s) for s in poison}
+    listed = await run_cli("producer", ["dlq", "list", "--json"], env)
+    assert listed.code == 0, listed.stderr
+    assert len([line for line in listed.stdout.splitlines() if line.startswith("{")]) == 2
