@@ -117,27 +117,27 @@ class Ledger:
         await self._put(f"alive.{stream}.{seq}", _alive_encoder.encode(alive))
 
     async def alive(self, stream: str, seq: int) -> Alive | None:
+        value = await self._get(f"alive.{stream}.{seq}")
         try:
-            entry = await self._kv.get(f"alive.{stream}.{seq}")
-        except KeyNotFoundError:
-            return None
-        except (NatsError, TimeoutError) as exc:
-            raise BusError(f"ledger: liveness of message {seq}: {exc}") from exc
-        try:
-            return _alive_decoder.decode(entry.value or b"")
+            return None if value is None else _alive_decoder.decode(value)
         except msgspec.DecodeError:
             return None  # unreadable: judged as if nothing had been noted
 
     async def event_for(self, row_id: int, version: str) -> str | None:
         """The envelope id Agent Zero accepted for this row and version, if one was recorded."""
+        value = await self._get(f"event.{row_id}.{version_token(version)}")
+        if not value:
+            return None
+        return value.decode(errors="replace")
+
+    async def _get(self, key: str) -> bytes | None:
         try:
-            entry = await self._kv.get(f"event.{row_id}.{version_token(version)}")
+            entry = await self._kv.get(key)
         except KeyNotFoundError:
             return None
         except (NatsError, TimeoutError) as exc:
-            raise BusError(f"ledger: event of row {row_id}: {exc}") from exc
-        value = (entry.value or b"").decode(errors="replace")
-        return value or None
+            raise BusError(f"ledger: cannot read {key}: {exc}") from exc
+        return entry.value or b""
 
     async def record_event(self, row_id: int, version: str, event_id: str) -> None:
         await self._put(f"event.{row_id}.{version_token(version)}", event_id.encode())

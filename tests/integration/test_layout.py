@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -16,13 +14,6 @@ from backfill.bus import AckPublisher, PubStatus, remove_message
 from backfill.errors import BusError, StreamConfigConflict
 from backfill.layout import Layout, build_layout, ensure_layout
 from backfill.settings import NatsSettings
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
 
 
 async def laid_out(nc: NatsClient, layout_env: dict[str, str]) -> tuple[JetStreamContext, Layout]:

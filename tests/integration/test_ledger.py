@@ -6,27 +6,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from backfill.errors import BusError
 from backfill.ledger import Alive, Ledger, LocalLedger, version_token
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
+from tests.support.clock import Clock
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import nats
@@ -26,13 +25,6 @@ from backfill.wire import Header, Mode, dlq_subject, encode_request, msg_id, new
 from producer.dlq_commands import _replay
 
 STAMP = datetime(2026, 11, 30, tzinfo=UTC).isoformat()
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
 
 
 @pytest.fixture

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import nats
-import pytest
 from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
@@ -18,24 +15,10 @@ from backfill.ledger import Alive, LocalLedger
 from backfill.metrics import Metrics
 from backfill.wire import request_subject
 from tests.integration.test_layout import laid_out
+from tests.support.clock import Clock
 from worker.sweeper import Sweeper
 
 ACK_WAIT, MAX_DELIVER, GRACE = 1.0, 3, 0.5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
 
 
 def sweeper_for(nc: NatsClient, layout: Layout, ledger: LocalLedger, clock: Clock) -> Sweeper:
