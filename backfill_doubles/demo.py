@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -88,7 +87,10 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
         f" {before['missing_jellyfin_url']} lack Jellyfin metadata; enqueueing them",
         flush=True,
     )
-    env = stack.env(BACKFILL_LOG_FORMAT="text" if sys.stderr.isatty() else "json")
+    env = stack.env(
+        BACKFILL_LOG_FORMAT="text" if sys.stderr.isatty() else "json",
+        BACKFILL_PACE_PER_MINUTE=f"{args.pace:g}",
+    )
     envelopes: list[dict[str, Any]] = []
     nc = await listen(stack.nats_url, envelopes)
     discord = PublisherDiscord(stack.discord_webhook)
@@ -205,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backfill_doubles.demo", description=__doc__)
     parser.add_argument("--size", type=int, default=300, help="rows in the seeded catalog")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=0,
+        metavar="PER_MINUTE",
+        help="the global republish pace (BACKFILL_PACE_PER_MINUTE; production default 30); 0: unpaced",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the workers' logs")
     parser.add_argument("--json", action="store_true", help="print the final summary as JSON")
     parser.add_argument(
@@ -236,5 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         sys.exit(main())
+    except KeyboardInterrupt:  # after the stack was stopped (e.g. while the summary printed)
+        sys.exit(130)
