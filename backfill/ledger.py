@@ -55,7 +55,7 @@ _alive_decoder = msgspec.json.Decoder(Alive)
 
 
 class DeliveryLedger(Protocol):
-    async def retrying_for(self, stream: str, seq: int) -> float: ...
+    async def retrying_for(self, stream: str, seq: int, not_counting: float = 0.0) -> float: ...
     async def settled(self, stream: str, seq: int) -> None: ...
     async def note_alive(self, stream: str, seq: int, alive: Alive) -> None: ...
     async def alive(self, stream: str, seq: int) -> Alive | None: ...
@@ -86,8 +86,10 @@ class Ledger:
             raise BusError(f"cannot open the ledger bucket {bucket}: {exc}") from exc
         return cls(kv)
 
-    async def retrying_for(self, stream: str, seq: int) -> float:
-        """Seconds since message `seq` first failed; records now as its first failure when none is."""
+    async def retrying_for(self, stream: str, seq: int, not_counting: float = 0.0) -> float:
+        """Seconds since message `seq` first failed, less the `not_counting` seconds of this failed
+        delivery that were not retrying (its wait for the pace); records now as its first failure when
+        none is."""
         key = f"failure.{stream}.{seq}"
         now = self._clock()
         try:
@@ -103,6 +105,9 @@ class Ledger:
             log.warning("ledger: unreadable first-failure entry replaced", extra={"seq": seq})
             await self._put(key, repr(now).encode())
             return 0.0
+        if not_counting > 0:  # the count starts that much later
+            first = min(first + not_counting, now)
+            await self._put(key, repr(first).encode())
         return max(now - first, 0.0)
 
     async def settled(self, stream: str, seq: int) -> None:
@@ -158,9 +163,13 @@ class LocalLedger:
         self.alive_until: dict[tuple[str, int], Alive] = {}
         self.events: dict[tuple[int, str], str] = {}
 
-    async def retrying_for(self, stream: str, seq: int) -> float:
+    async def retrying_for(self, stream: str, seq: int, not_counting: float = 0.0) -> float:
         now = self._clock()
-        return max(now - self.failures.setdefault((stream, seq), now), 0.0)
+        if (stream, seq) not in self.failures:
+            self.failures[(stream, seq)] = now
+            return 0.0
+        first = self.failures[(stream, seq)] = min(self.failures[(stream, seq)] + not_counting, now)
+        return max(now - first, 0.0)
 
     async def settled(self, stream: str, seq: int) -> None:
         self.failures.pop((stream, seq), None)

@@ -24,6 +24,7 @@ class Ack:
 class Retry:
     delay: float
     error: str
+    paced: float = 0.0  # seconds this delivery waited for the global pace: never counted as retrying
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ never raises the rate. The refill uses each worker's wall clock: keep hosts on N
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -63,6 +64,7 @@ class GlobalPace:
         self._kv = kv
         self._config = config
         self._clock = clock
+        self._closing = asyncio.Event()
         self.waiting = 0
 
     @classmethod
@@ -81,14 +83,21 @@ class GlobalPace:
         """How many more republish messages are worth fetching now (never hoard what the pace forbids)."""
         return max(self._config.burst - self.waiting, 0)
 
+    def close(self) -> None:
+        """Shutting down: every waiter gives up now (a retry: another replica takes the message) instead
+        of holding its message through the shutdown grace."""
+        self._closing.set()
+
     async def acquire(self) -> None:
         self.waiting += 1
         try:
-            while True:
+            while not self._closing.is_set():
                 wait = await self._try_take()
                 if wait == 0.0:
                     return
-                await asyncio.sleep(min(wait, 1.0))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), timeout=min(wait, 1.0))
+            raise BusError("shutting down: not waiting for the pace")
         finally:
             self.waiting -= 1
 
@@ -130,4 +139,7 @@ class NoPace:
         return 1_000_000
 
     async def acquire(self) -> None:
+        return None
+
+    def close(self) -> None:
         return None

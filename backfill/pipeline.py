@@ -7,7 +7,9 @@ the adapters are classified here, in one place.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from backfill.agent_zero import AgentZeroClient
@@ -16,7 +18,7 @@ from backfill.enrich import Enricher, Plan
 from backfill.errors import BackfillError, BusError
 from backfill.ledger import DeliveryLedger, LocalLedger
 from backfill.model import Row
-from backfill.outcome import ROW_MISSING, Ack, Outcome, RetryPolicy, classify_error
+from backfill.outcome import ROW_MISSING, Ack, Outcome, Retry, RetryPolicy, classify_error
 from backfill.pace import GlobalPace, NoPace
 from backfill.payload import LinkConfig, MetaPatch, build_meta_patch, correlation_id
 from backfill.wire import BackfillRequest, Mode
@@ -27,6 +29,13 @@ log = logging.getLogger(__name__)
 
 def utc_stamp(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _PaceWaits:
+    """How long one handled request waited for the pace (its retry budget does not count it)."""
+
+    seconds: float = 0.0
 
 
 class RowProcessor:
@@ -57,24 +66,28 @@ class RowProcessor:
         self._clock = clock
 
     async def handle(self, request: BackfillRequest, attempt: int) -> Outcome:
+        waits = _PaceWaits()
         try:
-            return await self._run(request)
+            return await self._run(request, waits)
         except BackfillError as exc:
-            return classify_error(exc, attempt, self._policy)
+            outcome = classify_error(exc, attempt, self._policy)
+        if isinstance(outcome, Retry) and waits.seconds:
+            return replace(outcome, paced=waits.seconds)
+        return outcome
 
-    async def _run(self, request: BackfillRequest) -> Outcome:
+    async def _run(self, request: BackfillRequest, waits: _PaceWaits) -> Outcome:
         row = await self._read_row(request.row_id)
         planned = await self._enricher.plan(row)
         if not isinstance(planned, Plan):
             return planned
-        return await self._execute(request, planned)
+        return await self._execute(request, planned, waits)
 
-    async def _execute(self, request: BackfillRequest, plan: Plan) -> Outcome:
+    async def _execute(self, request: BackfillRequest, plan: Plan, waits: _PaceWaits) -> Outcome:
         """Publish (republish mode) then merge at once: the crash window between the two stays small."""
         event_id: str | None = None
         sent_at: str | None = None
         if request.mode is Mode.REPUBLISH:
-            event_id = await self._publish_once(plan, request.backfill_version)
+            event_id = await self._publish_once(plan, request.backfill_version, waits)
             sent_at = utc_stamp(self._clock())
         patch = build_meta_patch(
             plan.enrichment,
@@ -92,14 +105,16 @@ class RowProcessor:
             resolved += ("storage_thumbnail",)
         return Ack("done", "republished" if event_id else "metadata_updated", resolved)
 
-    async def _publish_once(self, plan: Plan, version: str) -> str:
+    async def _publish_once(self, plan: Plan, version: str, waits: _PaceWaits) -> str:
         """At most one event per row and version: an event accepted by an earlier delivery (whose merge
         then failed) is reused; a new one is recorded before the merge is attempted."""
         recorded = await self._ledger.event_for(plan.row.id, version)
         if recorded is not None:
             log.info("event already accepted; merging it", extra={"row_id": plan.row.id, "event": recorded})
             return recorded
+        started = time.monotonic()
         await self._pace.acquire()  # one global rate for every replica's republishes
+        waits.seconds += time.monotonic() - started
         event_id = await self._agent_zero.publish(plan.payload, correlation_id(plan.row.id, version))
         try:
             await self._ledger.record_event(plan.row.id, version, event_id)

@@ -101,6 +101,7 @@ class Consumer:
                     self._spawn(msg)
         finally:
             self.bound = False
+            self._pace.close()  # what waits for a pace token is handed back now, not after the grace
             await self._finish(grace)
             heartbeats.cancel()
             await self._nak_buffered(psub)
@@ -196,13 +197,13 @@ class Consumer:
         outcome = await self._processor.handle(request, attempt)
         if not isinstance(outcome, Retry):
             return outcome
-        return settle_retry(outcome, attempt, await self._retrying_for(msg), self._policy)
+        return settle_retry(outcome, attempt, await self._retrying_for(msg, outcome.paced), self._policy)
 
-    async def _retrying_for(self, msg: Msg) -> float:
+    async def _retrying_for(self, msg: Msg, paced: float = 0.0) -> float:
         """How long this message has been failing: from its first failed delivery, on any replica (time
         spent waiting in the queue or for the pace before that never counts)."""
         try:
-            return await self._ledger.retrying_for(self._layout.stream, msg.metadata.sequence.stream)
+            return await self._ledger.retrying_for(self._layout.stream, msg.metadata.sequence.stream, paced)
         except BusError as exc:  # the delivery limit still bounds the retries
             log.warning("retry budget unknown; counting deliveries only", extra={"error": str(exc)})
             return 0.0

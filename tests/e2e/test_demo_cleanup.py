@@ -36,7 +36,7 @@ def listening(url: str) -> bool:
 
 async def test_ctrl_c_mid_run_cleans_up_everything(demo_tmpdir: Path) -> None:
     """SIGINT while workers run: exit 130; workers, nats-server, PostgreSQL and temp dirs gone."""
-    async with demo("--size", "400", "--pace", "60", tmpdir=demo_tmpdir) as run:  # paced: minutes of work
+    async with demo("--size", "150", "--pace", "60", tmpdir=demo_tmpdir) as run:  # paced: minutes of work
         header = await run.wait_for(r"up in (\S+): nats (\S+), catalog (\S+),")
         workdir, nats_url, pg_url = Path(header[1]), header[2], header[3]
         await run.wait_for("workers running")

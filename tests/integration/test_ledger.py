@@ -92,3 +92,18 @@ async def test_liveness_is_noted_read_back_and_forgotten_when_settled(nc: NatsCl
     assert await other.alive("BF", 5) is None  # unreadable: judged as if nothing had been noted
     await other.settled("BF", 4)
     assert await ledger.alive("BF", 4) is None
+
+
+async def test_time_spent_waiting_for_the_pace_does_not_count(nc: NatsClient, bucket: str) -> None:
+    clock = Clock()
+    ledger, other = await replicas(nc, bucket, clock)
+    ledger._clock = clock
+    assert await ledger.retrying_for("BF", 11) == 0.0
+    clock.now += 100
+    assert await other.retrying_for("BF", 11, not_counting=30) == 70.0  # 30 s of it waited for a token
+    clock.now += 10
+    assert await ledger.retrying_for("BF", 11) == 80.0
+    local = LocalLedger(clock)
+    assert await local.retrying_for("BF", 11) == 0.0
+    clock.now += 100
+    assert await local.retrying_for("BF", 11, not_counting=30) == 70.0

@@ -11,6 +11,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from backfill.errors import BusError
 from backfill.pace import KEY, GlobalPace, PaceConfig
 
 
@@ -41,3 +42,16 @@ async def test_an_unreadable_state_is_repaired_not_retried_forever(
     await asyncio.wait_for(limiter.acquire(), 5)
     entry = await limiter._kv.get(KEY)
     assert entry.value is not None and b"tokens" in entry.value
+
+
+async def test_closing_releases_every_waiter_at_once(pace: tuple[GlobalPace, NatsClient]) -> None:
+    """On shutdown a message waiting for a token becomes a retry now, not after the grace period."""
+    limiter, _ = pace
+    for _ in range(3):
+        await limiter.acquire()  # the burst is spent: the next token is a second away
+    waiter = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(0)
+    limiter.close()
+    with pytest.raises(BusError, match="shutting down"):
+        await asyncio.wait_for(waiter, 0.5)
+    assert limiter.waiting == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -162,3 +163,25 @@ async def test_a_jellyfin_fault_that_passes_within_the_read_costs_no_retry(rig: 
     rig.jellyfin.fail_next = 1  # (this rig's 0.5 s request timeout leaves room for one more try)
     assert await handle(rig, row_id) == Ack("done", "republished", ("jellyfin_id",))
     assert rig.jellyfin.injected
+
+
+async def test_a_retry_says_how_long_it_waited_for_the_pace(rig: Rig) -> None:
+    """That wait is not retrying: the consumer leaves it out of the retry budget."""
+
+    class SlowPace:
+        waiting = 0
+
+        def headroom(self) -> int:
+            return 1
+
+        async def acquire(self) -> None:
+            await asyncio.sleep(0.2)
+
+        def close(self) -> None:
+            return None
+
+    rig.processor._pace = SlowPace()  # type: ignore[assignment]
+    row_id = add(rig)
+    rig.agent.fail_next = 1
+    outcome = await handle(rig, row_id)
+    assert isinstance(outcome, Retry) and outcome.paced >= 0.2
