@@ -178,15 +178,16 @@ class Consumer:
             return "retried"
         return label
 
-    async def _note_alive(self, msg: Msg, for_seconds: float) -> None:
+    async def _note_alive(self, msg: Msg, for_seconds: float) -> bool:
         """Tell the sweepers this message is still JetStream's to deliver (a failure or a heartbeat)."""
         seq = msg.metadata.sequence.stream
         alive = Alive(until=time.time() + for_seconds, delivery=msg.metadata.num_delivered)
         try:
             await self._ledger.note_alive(self._layout.stream, seq, alive)
-            self._noted.add(seq)
         except BusError as exc:  # the sweeper then waits out the longest life such a message can have
             log.warning("liveness not noted", extra={"seq": seq, "error": str(exc)})
+            return False
+        return True
 
     async def _decide(self, msg: Msg) -> Outcome:
         attempt = msg.metadata.num_delivered
@@ -200,8 +201,8 @@ class Consumer:
         return settle_retry(outcome, attempt, await self._retrying_for(msg, outcome.paced), self._policy)
 
     async def _retrying_for(self, msg: Msg, paced: float = 0.0) -> float:
-        """How long this message has been failing: from its first failed delivery, on any replica (time
-        spent waiting in the queue or for the pace before that never counts)."""
+        """How long this message has been failing: from its first failed delivery, on any replica; time
+        spent waiting in the queue, or for the pace (`paced`, this delivery's wait), never counts."""
         try:
             return await self._ledger.retrying_for(self._layout.stream, msg.metadata.sequence.stream, paced)
         except BusError as exc:  # the delivery limit still bounds the retries
@@ -225,7 +226,9 @@ class Consumer:
                     self._working[key] = (entry[0], now)
                     with contextlib.suppress(NatsError):
                         await entry[0].in_progress()
-                    await self._note_alive(entry[0], self._ack_wait)
+                    if await self._note_alive(entry[0], self._ack_wait):
+                        # forgotten when settled (a redelivered message always is: it was delivered before)
+                        self._noted.add(entry[0].metadata.sequence.stream)
 
     async def _finish(self, grace: float) -> None:
         if not self._tasks:
