@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C stops the demo even when it was started from a shell that ignores SIGINT (a background
+    # job without job control inherits SIG_IGN, and Python keeps it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = EmbeddedStack(StackOptions(size=args.size, catalog=args.catalog))
     try:
         start(stack)

@@ -7,9 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from backfill_doubles.contracts import CONTRACTS_DIR
 from tests.support.natsserver import NatsContainerServer, NatsServerProcess, docker_available, external_url
+
+# Property-based tests: the same examples on every run (a failure reproduces), no per-example deadline
+# (a loaded CI machine is not a bug).
+settings.register_profile("suite", derandomize=True, deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")
