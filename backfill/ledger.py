@@ -50,12 +50,39 @@ class Alive(msgspec.Struct, frozen=True):
     delivery: int  # the delivery count when this was noted
 
 
+class Failing(msgspec.Struct, frozen=True):
+    """What the ledger keeps about a failing message (`failure.<stream>.<seq>`)."""
+
+    first: float  # when its retry count started: its first failure, moved later by time not retrying
+    due: float  # when the redelivery its last failure asked for was due
+
+
+class FailedDelivery(msgspec.Struct, frozen=True):
+    """One failed delivery, as the consumer saw it (wall-clock seconds)."""
+
+    started: float  # when this delivery began
+    delay: float  # the retry delay it asks for
+    paced: float = 0.0  # how long it waited for the global pace
+
+
+def count_failure(previous: Failing | None, delivery: FailedDelivery, now: float) -> Failing:
+    """The retry count goes on from the previous failure, less the time that was not retrying: the
+    wait in the queue past the redelivery's due time (behind other work, or a paced backlog) and the
+    wait for the pace inside this delivery."""
+    if previous is None:
+        return Failing(first=now, due=now + delivery.delay)
+    queued = max(delivery.started - previous.due, 0.0)
+    return Failing(first=min(previous.first + queued + delivery.paced, now), due=now + delivery.delay)
+
+
+_failing_encoder = msgspec.json.Encoder()
+_failing_decoder = msgspec.json.Decoder(Failing)
 _alive_encoder = msgspec.json.Encoder()
 _alive_decoder = msgspec.json.Decoder(Alive)
 
 
 class DeliveryLedger(Protocol):
-    async def retrying_for(self, stream: str, seq: int, not_counting: float = 0.0) -> float: ...
+    async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float: ...
     async def settled(self, stream: str, seq: int) -> None: ...
     async def note_alive(self, stream: str, seq: int, alive: Alive) -> None: ...
     async def alive(self, stream: str, seq: int) -> Alive | None: ...
@@ -86,29 +113,27 @@ class Ledger:
             raise BusError(f"cannot open the ledger bucket {bucket}: {exc}") from exc
         return cls(kv)
 
-    async def retrying_for(self, stream: str, seq: int, not_counting: float = 0.0) -> float:
-        """Seconds since message `seq` first failed, less the `not_counting` seconds of this failed
-        delivery that were not retrying (its wait for the pace); records now as its first failure when
-        none is."""
+    async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float:
+        """Seconds message `seq` has been retrying, this failed `delivery` included (see
+        `count_failure`); notes the failure for the next delivery, on whichever replica it lands."""
         key = f"failure.{stream}.{seq}"
         now = self._clock()
         try:
             try:
-                await self._kv.create(key, repr(now).encode())
+                await self._kv.create(key, _failing_encoder.encode(count_failure(None, delivery, now)))
                 return 0.0
             except (KeyWrongLastSequenceError, BadRequestError):  # an earlier delivery failed first
                 entry = await self._kv.get(key)
-            first = float((entry.value or b"").decode())
         except (NatsError, TimeoutError, KeyNotFoundError) as exc:
             raise BusError(f"ledger: first failure of message {seq}: {exc}") from exc
-        except ValueError:  # unreadable entry: start the count again rather than fail the message
+        try:
+            previous: Failing | None = _failing_decoder.decode(entry.value or b"")
+        except msgspec.DecodeError:  # unreadable entry: start the count again rather than fail the message
             log.warning("ledger: unreadable first-failure entry replaced", extra={"seq": seq})
-            await self._put(key, repr(now).encode())
-            return 0.0
-        if not_counting > 0:  # the count starts that much later
-            first = min(first + not_counting, now)
-            await self._put(key, repr(first).encode())
-        return max(now - first, 0.0)
+            previous = None
+        failing = count_failure(previous, delivery, now)
+        await self._put(key, _failing_encoder.encode(failing))
+        return max(now - failing.first, 0.0)
 
     async def settled(self, stream: str, seq: int) -> None:
         """Message `seq` left the stream (acked or dead-lettered): forget what was noted about it."""
@@ -159,17 +184,16 @@ class LocalLedger:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self.failures: dict[tuple[str, int], float] = {}
+        self.failures: dict[tuple[str, int], Failing] = {}
         self.alive_until: dict[tuple[str, int], Alive] = {}
         self.events: dict[tuple[int, str], str] = {}
 
-    async def retrying_for(self, stream: str, seq: int, not_counting: float = 0.0) -> float:
+    async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float:
         now = self._clock()
-        if (stream, seq) not in self.failures:
-            self.failures[(stream, seq)] = now
-            return 0.0
-        first = self.failures[(stream, seq)] = min(self.failures[(stream, seq)] + not_counting, now)
-        return max(now - first, 0.0)
+        failing = self.failures[(stream, seq)] = count_failure(
+            self.failures.get((stream, seq)), delivery, now
+        )
+        return max(now - failing.first, 0.0)
 
     async def settled(self, stream: str, seq: int) -> None:
         self.failures.pop((stream, seq), None)

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from backfill.errors import BusError
 from backfill.layout import Layout
-from backfill.ledger import Alive, DeliveryLedger, LocalLedger
+from backfill.ledger import Alive, DeliveryLedger, FailedDelivery, LocalLedger
 from backfill.metrics import Metrics
 from backfill.outcome import (
     INVALID_MESSAGE,
@@ -139,8 +139,9 @@ class Consumer:
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
         self._working[id(msg)] = (msg, time.monotonic())
+        began = time.time()  # wall clock, shared with other replicas through the ledger
         try:
-            outcome = await self._decide_safely(msg)
+            outcome = await self._decide_safely(msg, began)
             label = await self._settle_safely(msg, outcome)
             if label in ("done", "dead_lettered"):
                 for method in resolutions_of(outcome):
@@ -154,15 +155,15 @@ class Consumer:
         self._metrics.messages.labels(label).inc()
         self._metrics.processing.labels(label).observe(time.perf_counter() - started)
 
-    async def _decide_safely(self, msg: Msg) -> Outcome:
+    async def _decide_safely(self, msg: Msg, began: float) -> Outcome:
         """`_decide`, where a bug costs this message a retry (in the end a dead letter), never the loop."""
         try:
-            return await self._decide(msg)
+            return await self._decide(msg, began)
         except Exception as exc:
             log.exception("unexpected error handling a message", extra={"subject": msg.subject[:200]})
             attempt = msg.metadata.num_delivered
             retry = Retry(backoff_delay(attempt, self._policy), f"internal error: {exc!r}"[:500])
-            return settle_retry(retry, attempt, await self._retrying_for(msg), self._policy)
+            return settle_retry(retry, attempt, await self._retrying_for(msg, began, retry), self._policy)
 
     async def _settle_safely(self, msg: Msg, outcome: Outcome) -> str:
         try:
@@ -189,7 +190,7 @@ class Consumer:
             return False
         return True
 
-    async def _decide(self, msg: Msg) -> Outcome:
+    async def _decide(self, msg: Msg, began: float) -> Outcome:
         attempt = msg.metadata.num_delivered
         try:
             request = decode_request(msg.data, msg.subject, self._layout.prefix)
@@ -198,13 +199,16 @@ class Consumer:
         outcome = await self._processor.handle(request, attempt)
         if not isinstance(outcome, Retry):
             return outcome
-        return settle_retry(outcome, attempt, await self._retrying_for(msg, outcome.paced), self._policy)
+        return settle_retry(outcome, attempt, await self._retrying_for(msg, began, outcome), self._policy)
 
-    async def _retrying_for(self, msg: Msg, paced: float = 0.0) -> float:
-        """How long this message has been failing: from its first failed delivery, on any replica; time
-        spent waiting in the queue, or for the pace (`paced`, this delivery's wait), never counts."""
+    async def _retrying_for(self, msg: Msg, began: float, retry: Retry) -> float:
+        """How long this message has been retrying: from its first failed delivery, on any replica; time
+        spent waiting in the queue, or for the pace, never counts."""
+        delivery = FailedDelivery(started=began, delay=retry.delay, paced=retry.paced)
         try:
-            return await self._ledger.retrying_for(self._layout.stream, msg.metadata.sequence.stream, paced)
+            return await self._ledger.retrying_for(
+                self._layout.stream, msg.metadata.sequence.stream, delivery
+            )
         except BusError as exc:  # the delivery limit still bounds the retries
             log.warning("retry budget unknown; counting deliveries only", extra={"error": str(exc)})
             return 0.0

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from backfill.errors import BusError
-from backfill.ledger import Alive, Ledger, LocalLedger, version_token
+from backfill.ledger import Alive, FailedDelivery, Failing, Ledger, LocalLedger, count_failure, version_token
 from tests.support.clock import Clock
 
 
@@ -19,6 +19,12 @@ async def bucket(nc: NatsClient) -> AsyncIterator[str]:
     name = f"LEDGER_{uuid.uuid4().hex[:10]}"
     yield name
     await nc.jetstream().delete_key_value(name)
+
+
+def failed(clock: Clock) -> FailedDelivery:
+    """A failed delivery beginning now whose retry is due far enough away that no clock move of these
+    tests counts as waiting in the queue."""
+    return FailedDelivery(started=clock.now, delay=1000.0)
 
 
 async def replicas(nc: NatsClient, bucket: str, clock: Clock) -> tuple[Ledger, Ledger]:
@@ -30,13 +36,15 @@ async def test_the_first_failure_counts_for_every_replica_until_settled(nc: Nats
     clock = Clock()
     first, second = await replicas(nc, bucket, clock)
     first._clock = clock
-    assert await first.retrying_for("BF", 7) == 0.0
+    assert await first.retrying_for("BF", 7, failed(clock)) == 0.0
     clock.now += 90
-    assert await second.retrying_for("BF", 7) == 90.0  # another replica, a later delivery
-    assert await second.retrying_for("BF", 8) == 0.0  # another message has its own count
+    assert await second.retrying_for("BF", 7, failed(clock)) == 90.0  # another replica, a later delivery
+    assert await second.retrying_for("BF", 8, failed(clock)) == 0.0  # another message has its own count
     await first.settled("BF", 7)
     clock.now += 30
-    assert await second.retrying_for("BF", 7) == 0.0  # a settled message starts again (e.g. a replay)
+    assert (
+        await second.retrying_for("BF", 7, failed(clock)) == 0.0
+    )  # a settled message starts again (e.g. a replay)
 
 
 async def test_an_accepted_event_is_found_by_row_and_version_only(nc: NatsClient, bucket: str) -> None:
@@ -57,9 +65,9 @@ async def test_an_unreadable_first_failure_is_replaced_not_fatal(nc: NatsClient,
     ledger, _ = await replicas(nc, bucket, clock)
     ledger._clock = clock
     await ledger._kv.put("failure.BF.9", b"\xff not a time")
-    assert await ledger.retrying_for("BF", 9) == 0.0
+    assert await ledger.retrying_for("BF", 9, failed(clock)) == 0.0
     clock.now += 5
-    assert await ledger.retrying_for("BF", 9) == 5.0
+    assert await ledger.retrying_for("BF", 9, failed(clock)) == 5.0
 
 
 async def test_a_write_to_a_lost_bucket_is_a_bus_error(nc: NatsClient, bucket: str) -> None:
@@ -74,11 +82,11 @@ async def test_a_write_to_a_lost_bucket_is_a_bus_error(nc: NatsClient, bucket: s
 async def test_the_local_ledger_keeps_the_same_rules() -> None:
     clock = Clock()
     ledger = LocalLedger(clock)
-    assert await ledger.retrying_for("BF", 1) == 0.0
+    assert await ledger.retrying_for("BF", 1, failed(clock)) == 0.0
     clock.now += 12
-    assert await ledger.retrying_for("BF", 1) == 12.0
+    assert await ledger.retrying_for("BF", 1, failed(clock)) == 12.0
     await ledger.settled("BF", 1)
-    assert await ledger.retrying_for("BF", 1) == 0.0
+    assert await ledger.retrying_for("BF", 1, failed(clock)) == 0.0
     await ledger.record_event(1, "v", "e")
     assert await ledger.event_for(1, "v") == "e"
 
@@ -94,16 +102,23 @@ async def test_liveness_is_noted_read_back_and_forgotten_when_settled(nc: NatsCl
     assert await ledger.alive("BF", 4) is None
 
 
-async def test_time_spent_waiting_for_the_pace_does_not_count(nc: NatsClient, bucket: str) -> None:
+async def test_time_waiting_in_the_queue_or_for_the_pace_does_not_count(nc: NatsClient, bucket: str) -> None:
     clock = Clock()
     ledger, other = await replicas(nc, bucket, clock)
     ledger._clock = clock
-    assert await ledger.retrying_for("BF", 11) == 0.0
-    clock.now += 100
-    assert await other.retrying_for("BF", 11, not_counting=30) == 70.0  # 30 s of it waited for a token
-    clock.now += 10
-    assert await ledger.retrying_for("BF", 11) == 80.0
-    local = LocalLedger(clock)
-    assert await local.retrying_for("BF", 11) == 0.0
-    clock.now += 100
-    assert await local.retrying_for("BF", 11, not_counting=30) == 70.0
+    assert await ledger.retrying_for("BF", 11, FailedDelivery(started=clock.now, delay=10)) == 0.0
+    clock.now += 100  # redelivered 90 s after it was due (behind a paced backlog), waited 30 s for a token
+    late = FailedDelivery(started=clock.now - 40, delay=10, paced=30)  # began 50 s after due
+    assert await other.retrying_for("BF", 11, late) == 100 - 50 - 30
+    clock.now += 10  # the next delivery comes right when due
+    assert await ledger.retrying_for("BF", 11, FailedDelivery(started=clock.now, delay=10)) == 30.0
+
+
+def test_count_failure_moves_the_start_by_time_not_retrying() -> None:
+    first = count_failure(None, FailedDelivery(started=0, delay=5), now=1)
+    assert first == Failing(first=1, due=6)
+    on_time = count_failure(first, FailedDelivery(started=6, delay=5, paced=0), now=7)
+    assert on_time == Failing(first=1, due=12)
+    queued = count_failure(on_time, FailedDelivery(started=40, delay=5, paced=3), now=44)
+    assert queued == Failing(first=1 + 28 + 3, due=49)
+    assert count_failure(queued, FailedDelivery(started=0, delay=1, paced=10_000), now=50).first == 50
