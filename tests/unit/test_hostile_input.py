@@ -4,13 +4,14 @@ project's own `InvalidMessage`: poison is a dead letter, never a crash (property
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.deadletter import Failure, dead_letter_headers, row_id_from_subject
+from backfill.deadletter import dead_letter_headers, row_id_from_subject
 from backfill.wire import (
     MAX_ROW_ID,
     InvalidMessage,
@@ -23,6 +24,7 @@ from backfill.wire import (
     request_subject,
 )
 from producer.dlq import DeadLetterRecord
+from tests.unit.test_deadletter import FAILURE
 
 PREFIX = "backfill"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -183,20 +185,8 @@ def test_dead_letter_listing_reads_any_record(
 def test_dead_letter_headers_are_built_for_any_message(
     subject: str, detail: str, original: dict[str, str]
 ) -> None:
-    failure = Failure(
-        reason="invalid_message",
-        detail=detail,
-        original_subject=subject,
-        stream="BF",
-        stream_seq=1,
-        deliveries=1,
-        first_failure="t",
-        last_failure="t",
-        worker="w",
-        version="v",
-        row_id=row_id_from_subject(subject),
-    )
+    failure = replace(FAILURE, detail=detail, original_subject=subject, row_id=row_id_from_subject(subject))
     headers = dead_letter_headers(failure, original)
     for name in ("Backfill-Detail", "Backfill-Original-Subject"):  # nats-py reads non-ASCII back as objects
         assert headers[name].isascii() and headers[name].isprintable()
-    assert headers["Nats-Msg-Id"] == "dlq:BF:1"
+    assert headers["Nats-Msg-Id"] == "dlq:BACKFILL:1234"
