@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -49,6 +50,7 @@ from worker.settle import Settler
 from worker.stats import refresh_forever, refresh_once
 from worker.sweeper import Sweeper
 
+T = TypeVar("T")
 log = logging.getLogger("worker")
 SWEEP_GRACE = 30.0  # seconds past the last moment JetStream could still deliver a message
 GROUPS = (
@@ -106,6 +108,20 @@ async def watch_idle(js: JetStreamContext, layout: Layout, idle_for: float, stop
         if quiet_since is not None and loop.time() - quiet_since >= idle_for:
             log.info("consumer idle; exiting", extra={"idle_seconds": idle_for})
             stop.set()
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None when `stop` is set first (SIGTERM while NATS is out of reach: a worker
+    that retries its connection forever must still stop when asked)."""
+    task, stopped = asyncio.ensure_future(work), asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, BackfillError):
+        await task
+    return None
 
 
 async def ensure_layout_patiently(js: JetStreamContext, layout: Layout, stop: asyncio.Event) -> bool:
@@ -209,7 +225,12 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
             settings.get(BackfillSettings).http_timeout, max_connections=max(concurrency * 2, 16)
         )
         resources.push_async_callback(http.aclose)
-        nc = await connect(nats_cfg.url, f"backfill-worker {worker_id}", reconnect_forever=True)
+        nc = await unless_stopped(
+            connect(nats_cfg.url, f"backfill-worker {worker_id}", reconnect_forever=True), stop
+        )
+        if nc is None:  # stopped while NATS was still out of reach
+            log.info("stopped before NATS answered")
+            return 0
         resources.push_async_callback(nc.drain)
         js = nc.jetstream(timeout=10)
         if not await ensure_layout_patiently(js, layout, stop):

@@ -97,3 +97,12 @@ def demo_tmpdir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test() -> Iterator[None]:
+    """A test that fails or times out before waiting for its workers does not leave them running."""
+    from tests.e2e.processes import stop_leftovers
+
+    yield
+    stop_leftovers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -22,6 +23,18 @@ FAST_RETRIES = {
 }
 
 
+STARTED: set[asyncio.subprocess.Process] = set()  # every worker a test started; see `stop_leftovers`
+
+
+def stop_leftovers() -> None:
+    """Kill the workers a test left running (it failed, or timed out, before waiting for them)."""
+    for proc in STARTED:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    STARTED.clear()
+
+
 class WorkerProcess:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self._env = {**os.environ, **FAST_RETRIES, **env}
@@ -37,6 +50,7 @@ class WorkerProcess:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
+        STARTED.add(self.proc)
         return self
 
     async def wait(self, timeout: float = 120) -> int:

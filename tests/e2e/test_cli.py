@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterable
@@ -180,3 +181,26 @@ async def test_pause_holds_every_worker_and_resume_lets_them_finish(
     )
     assert "dead letters" in table.stdout
     assert "running" in table.stdout
+
+
+async def test_a_worker_that_cannot_reach_nats_still_stops_on_sigterm() -> None:
+    """It retries the connection forever, and stops (exit 0) as soon as it is asked to."""
+    from backfill_doubles.natsserver import free_port
+    from tests.e2e.processes import WorkerProcess
+
+    port = free_port()
+    env = {
+        "NATS_URL": f"nats://127.0.0.1:{port}",
+        "SUPA_REST_URL": f"http://127.0.0.1:{port}",
+        "SUPABASE_SERVICE_ROLE_KEY": "k",
+        "JELLYFIN_URL": f"http://127.0.0.1:{port}",
+        "JELLYFIN_API_KEY": "k",
+        "JELLYFIN_USER_ID": "0" * 31 + "1",
+    }
+    worker = await WorkerProcess(env).start()
+    assert worker.proc is not None and worker.proc.stderr is not None
+    async with asyncio.timeout(30):  # started: its first attempt to reach NATS has failed
+        while b"nats" not in (line := await worker.proc.stderr.readline()).lower():
+            assert line, "the worker ended before trying NATS"
+    worker.terminate()
+    assert await worker.wait(10) == 0

@@ -117,3 +117,43 @@ async def test_a_fixture_failing_at_setup_leaves_nothing(demo_tmpdir: Path, tmp_
     assert "1 error" in ran.stdout and "max_connections" in ran.stdout, ran.stdout
     assert not processes_mentioning(str(demo_tmpdir))
     await assert_nothing_left(demo_tmpdir)
+
+
+WORKER_PROBE = """
+from tests.e2e.processes import WorkerProcess
+
+
+async def test_starts_a_worker_and_fails(tmp_path):
+    env = {"NATS_URL": "nats://127.0.0.1:{port}", "SUPA_REST_URL": "http://127.0.0.1:{port}",
+           "SUPABASE_SERVICE_ROLE_KEY": "k", "JELLYFIN_URL": "http://127.0.0.1:{port}",
+           "JELLYFIN_API_KEY": "k", "JELLYFIN_USER_ID": "0" * 31 + "1"}
+    await WorkerProcess(env, "--grace", "{marker}").start()  # reconnects to nothing, forever
+    raise AssertionError("failing before waiting for the worker")
+"""
+
+
+async def test_a_failing_test_leaves_no_worker_running(tmp_path: Path) -> None:
+    """The e2e suite kills the workers a test started and never waited for."""
+    from backfill_doubles.natsserver import free_port
+
+    marker = "7.31337"  # a grace no other worker uses: how its process is found
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "test_probe.py").write_text(
+        WORKER_PROBE.replace("{port}", str(free_port())).replace("{marker}", marker)
+    )
+    ran = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "tests.e2e.conftest"),
+            *("-p", "no:cacheprovider", "-o", "asyncio_mode=auto"),
+            *("--rootdir", str(probe), "--basetemp", str(tmp_path / "base"), str(probe)),
+        ],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "NATS_URL"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 1 and "1 failed" in ran.stdout, ran.stdout + ran.stderr
+    await eventually(lambda: not processes_mentioning(f"--grace {marker}"), timeout=10, what="worker gone")
