@@ -26,6 +26,13 @@ from multidict import CIMultiDictProxy
 from backfill.errors import UpstreamRejected, UpstreamUnavailable
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def is_transient(status: int) -> bool:
+    """An answer retrying may fix: a timeout, too early, rate-limited, or any 5xx."""
+    return status in TRANSIENT_STATUSES or status >= 500
+
+
 MAX_BODY_BYTES = 8 * 1024 * 1024  # no answer the backfill asks for comes near this
 READ_ATTEMPTS = 3  # an idempotent read: the first try and two more within one delivery
 READ_BACKOFF = 0.2  # seconds before the second try (doubled for the third, jittered)
@@ -216,7 +223,7 @@ def raise_for_status(service: str, response: HttpResponse) -> None:
             status=response.status_code,
         )
     detail = f"{where} -> {response.status_code}: {error_detail(response)}"
-    if response.status_code in TRANSIENT_STATUSES or response.status_code >= 500:
+    if is_transient(response.status_code):
         raise UpstreamUnavailable(
             service, detail, status=response.status_code, retry_after=retry_after_seconds(response)
         )
@@ -258,9 +265,8 @@ class Upstream:
                 if attempt == READ_ATTEMPTS or not await _pause(attempt, None, deadline):
                     raise
             else:
-                transient = response.status_code in TRANSIENT_STATUSES or response.status_code >= 500
                 if (
-                    not transient
+                    not is_transient(response.status_code)
                     or attempt == READ_ATTEMPTS
                     or not await _pause(attempt, retry_after_seconds(response), deadline)
                 ):
