@@ -60,6 +60,9 @@ class NatsSettings(_Group):
     max_ack_pending: int = Field(1000, validation_alias="BACKFILL_MAX_ACK_PENDING", ge=1)
     dlq_max_age_days: float = Field(30.0, validation_alias="BACKFILL_DLQ_MAX_AGE_DAYS", gt=0)
     replicas: int = Field(1, validation_alias="BACKFILL_STREAM_REPLICAS", ge=1, le=5)
+    control_bucket: str = Field(  # `producer pause` on every server: backfill/pausing.py
+        "BACKFILL_CONTROL", validation_alias="BACKFILL_CONTROL_BUCKET", pattern=r"^[A-Za-z0-9_-]+$"
+    )
 
 
 class CatalogSettings(_Group):
@@ -68,7 +71,13 @@ class CatalogSettings(_Group):
     rest_url: HttpUrl | None = Field(
         None, validation_alias=AliasChoices("SUPA_REST_URL", "SUPABASE_REST_URL")
     )
-    service_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY", min_length=1)
+    # SUPABASE_SERVICE_KEY is the name in PMOVES' env.shared. The first name set (and not empty) wins, so
+    # SUPABASE_SERVICE_ROLE_KEY when both are.
+    service_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY"),
+        min_length=1,
+    )
     dsn: SecretStr | None = Field(None, validation_alias=AliasChoices("CATALOG_DSN", "SUPABASE_DB_URL"))
     pool_mode: Literal["auto", "session", "transaction"] = Field("auto", validation_alias="CATALOG_POOL_MODE")
     # Not a setting: the merge functions write `public.studio_board`, so reads must come from there too.
@@ -184,7 +193,10 @@ def _catalog_problems(catalog: CatalogSettings) -> list[str]:
     if catalog.rest_url is None:
         problems.append("SUPA_REST_URL (or SUPABASE_REST_URL): is required but not set (or set CATALOG_DSN)")
     if catalog.service_key is None:
-        problems.append("SUPABASE_SERVICE_ROLE_KEY: is required but not set (or set CATALOG_DSN)")
+        problems.append(
+            "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY): is required but not set"
+            " (or set CATALOG_DSN)"
+        )
     return problems
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from backfill.adapters import build_enricher, layout_from, open_catalog
 from backfill.bus import AckPublisher, connect
-from backfill.errors import BackfillError, ConfigError
+from backfill.errors import BackfillError, ConfigError, UpstreamError
 from backfill.layout import ensure_layout
 from backfill.logs import setup_logging
 from backfill.settings import (
@@ -31,6 +31,7 @@ from producer.control import CONTROL_GROUPS, add_control_parsers, run_control
 from producer.dlq_commands import add_dlq_parser, run_dlq
 from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows
 from producer.evidence_commands import add_evidence_parsers, run_diff, run_listen, run_snapshot
+from producer.monitoring import add_monitoring_parser, run_monitoring
 from producer.preview import preview
 from producer.progress import Progress
 from producer.pushgateway import DEFAULT_JOB, push_counts
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_dlq_parser(commands)
     add_evidence_parsers(commands)
     add_control_parsers(commands)
+    add_monitoring_parser(commands)
     view = commands.add_parser("preview", help="print the payloads workers would republish (read-only)")
     _add_selection(view, all_missing=False)
     view.set_defaults(limit=None)
@@ -154,7 +156,10 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
         await http.aclose()
     print_summary(run_id, args, counts)
     if args.pushgateway:
-        await push_counts(args.pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
+        try:
+            await push_counts(args.pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
+        except UpstreamError as exc:  # the rows are enqueued either way: a warning, not a failed run
+            print(f"warning: the run's counts were not pushed to the Pushgateway: {exc}", file=sys.stderr)
     return 1 if counts.failed else 0
 
 
@@ -215,6 +220,8 @@ def groups_for(args: argparse.Namespace) -> list[type[Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "monitoring":  # writes files only: no settings, no network
+        return run_monitoring(args)
     try:
         settings = load_settings(groups_for(args))
     except ConfigError as exc:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.deploy.artifacts import RULES, SCRAPE, alert_rules, load_yaml
+from tests.deploy.artifacts import (
+    REPO,
+    RULES,
+    SCRAPE,
+    Query,
+    alert_queries,
+    alert_rules,
+    exported_sample_names,
+    load_yaml,
+)
 
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
@@ -108,6 +119,58 @@ SITUATIONS = [
         },
     ),
     Situation(
+        "a trickle of storage requests, half failing, below the minimum request rate (10/min)",
+        [*HEALTHY, requests("storage", "2xx", "0+5x60"), requests("storage", "5xx", "0+5x60")],
+        {"30m": []},
+    ),
+    Situation(
+        "half of storage requests failing just above the minimum request rate (16/min)",
+        [*HEALTHY, requests("storage", "2xx", "0+8x60"), requests("storage", "5xx", "0+8x60")],
+        {
+            "30m": [
+                {"alertname": "BackfillUpstreamErrorRatioHigh", "service": "storage", "severity": "warning"}
+            ]
+        },
+    ),
+    Situation(
+        "paused with workers up: the backlog stands still and nothing fires",
+        [
+            {"series": UP, "values": "1x60"},
+            series("backfill_consumer_pending_messages", "500x60"),
+            series("backfill_consumer_ack_pending_messages", "0x60"),
+            series("backfill_paused", "1x60"),
+        ],
+        {"50m": []},
+    ),
+    Situation(
+        "paused, then scaled to zero: only the Pushgateway still says paused",
+        [
+            {"series": UP, "values": "1x10 0x50"},
+            series("backfill_consumer_pending_messages", "500x10"),
+            series("backfill_paused", "1x10"),
+            {"series": 'backfill_paused{job="backfill-producer"}', "values": "1x60"},
+        ],
+        {"30m": [], "55m": []},
+    ),
+    Situation(
+        "resumed (the gauge says 0) but every worker down: the no-worker alert fires",
+        [
+            {"series": UP, "values": "0x60"},
+            {"series": 'backfill_paused{job="backfill-producer"}', "values": "0x60"},
+        ],
+        {"30m": [{"alertname": "BackfillNoWorkerUp", "severity": "critical"}]},
+    ),
+    Situation(
+        "resumed after a pause while the backlog stays stuck: the backlog alert fires again",
+        [
+            {"series": UP, "values": "1x90"},
+            series("backfill_consumer_pending_messages", "500x90"),
+            series("backfill_consumer_ack_pending_messages", "16x90"),
+            series("backfill_paused", "1x30 0x60"),
+        ],
+        {"40m": [], "80m": [{"alertname": "BackfillBacklogNotShrinking", "severity": "warning"}]},
+    ),
+    Situation(
         "dead letters keep arriving",
         [*HEALTHY[:3], series("backfill_dlq_messages", "0+3x60")],
         {"10m": [], "30m": [{"alertname": "BackfillDeadLettersGrowing", "severity": "warning"}]},
@@ -135,6 +198,29 @@ def test_rules_define_the_four_alerts_each_with_for_severity_and_text() -> None:
         assert rule["for"], rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_each_alert_links_a_runbook_section_of_its_own_in_the_repository(rule: dict[str, Any]) -> None:
+    """`runbook_url` is a repository file and an anchor that file's headings define, named for the alert."""
+    path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+    document = REPO / path
+    assert document.is_file(), f"{rule['alert']}: {path} does not exist"
+    assert anchor == rule["alert"].lower()
+    assert anchor in heading_anchors(document.read_text()), f"{rule['alert']}: no heading for #{anchor}"
+
+
+@pytest.mark.parametrize("query", alert_queries(), ids=lambda q: q.where)
+def test_every_alert_uses_only_metrics_the_programs_export(query: Query) -> None:
+    """Each backfill_* name in a rule (the pause gauge included) is a sample the worker or the producer exposes."""
+    unknown = query.metric_names() - exported_sample_names()
+    assert not unknown, f"{query.where}: unknown metrics {sorted(unknown)} in {query.expr}"
 
 
 def test_scrape_snippet_is_a_valid_prometheus_config_with_the_rules(tmp_path: Path) -> None:

