@@ -88,6 +88,11 @@ class Metrics:
         self.dlq_depth = Gauge(
             "backfill_dlq_messages", "Messages held in the dead-letter stream.", registry=registry
         )
+        self.paused = Gauge(
+            "backfill_paused",
+            "1 while the backfill is paused (`producer pause`: the switch, or the consumer on 2.11+).",
+            registry=registry,
+        )
         self.build = Info("backfill_build", "Build of the running worker.", registry=registry)
         self.build.info({"version": package_version(), "backfill_version": backfill_version})
         self._upstream_counters: dict[tuple[str, str], Counter] = {}

@@ -1,9 +1,13 @@
 """One republish pace for all replicas together: a token bucket kept in a JetStream key-value bucket.
 
 Every Agent Zero post becomes a Discord embed (docs/upstreams.md §4: about 5 requests per 2 s per
-webhook, 30 per minute per channel), so the rate is global, not per process: each worker takes a token with a
+webhook, 30 per minute per channel), so the rate is global, not per process: tokens are taken with a
 compare-and-set update of the shared bucket state; a lost race just reads again. Adding replicas
 never raises the rate. The refill uses each worker's wall clock: keep hosts on NTP.
+
+Each process talks to the bucket through one dispenser task: it takes tokens for all the local
+waiters, several per compare-and-set when the bucket has them, and hands them out in arrival order, so
+the messages of one worker never race each other for the same revision.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 from nats.errors import Error as NatsError
@@ -25,6 +32,11 @@ from backfill.errors import BusError
 
 log = logging.getLogger(__name__)
 KEY = "republish"
+UNCAPPED = 1_000_000  # the fetch cap while no republish message waits for a token: none
+# JetStream's "wrong last sequence" codes: a lost compare-and-set (older nats-py raise them as a plain
+# BadRequestError; any other bad request is a failure, not a race to retry at once)
+WRONG_LAST_SEQUENCE = (10071, 10164)
+SHARE_SECONDS = 0.25  # one compare-and-set takes at most this long a share of the rate (at least one)
 
 
 class BucketState(msgspec.Struct, frozen=True):
@@ -41,31 +53,85 @@ class PaceConfig:
     def per_second(self) -> float:
         return self.per_minute / 60.0
 
+    @property
+    def most_per_take(self) -> int:
+        """How many tokens one compare-and-set may take: never more than the rate gives in
+        SHARE_SECONDS, so a replica with many waiters cannot empty the bucket for the others."""
+        return max(1, min(self.burst, math.ceil(self.per_second * SHARE_SECONDS)))
 
-def take(state: BucketState | None, now: float, config: PaceConfig) -> tuple[BucketState, float]:
-    """Refill, then take one token: (new state, 0) when one was free, else (refilled state, wait seconds)."""
+
+def take_many(
+    state: BucketState | None, now: float, config: PaceConfig, want: int
+) -> tuple[BucketState, int, float]:
+    """Refill, then take up to `want` whole tokens: (new state, tokens taken, 0) when at least one was
+    free, else (refilled state, 0, seconds until the next one)."""
     if state is None:
         state = BucketState(tokens=float(config.burst), updated=now)
     elapsed = max(now - state.updated, 0.0)
     tokens = min(float(config.burst), state.tokens + elapsed * config.per_second)
-    if tokens >= 1.0:
-        return BucketState(tokens=tokens - 1.0, updated=now), 0.0
-    return BucketState(tokens=tokens, updated=now), (1.0 - tokens) / config.per_second
+    got = min(want, math.floor(tokens))
+    if got >= 1:
+        return BucketState(tokens=tokens - got, updated=now), got, 0.0
+    return BucketState(tokens=tokens, updated=now), 0, (1.0 - tokens) / config.per_second
+
+
+def take(state: BucketState | None, now: float, config: PaceConfig) -> tuple[BucketState, float]:
+    """Refill, then take one token: (new state, 0) when one was free, else (refilled state, wait seconds)."""
+    new, _, wait = take_many(state, now, config, 1)
+    return new, wait
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(BucketState)
 
 
+class TokenSource(Protocol):
+    waiting: int  # open turns
+
+    async def acquire_token(self) -> None: ...
+
+
+class Turn:
+    """One republish message's place at the pace, from the moment it is taken on until it holds its
+    token (or gives up): while any turn is open the worker fetches only what the burst can serve."""
+
+    def __init__(self, pace: TokenSource | None) -> None:
+        self._pace = pace
+        if pace is not None:
+            pace.waiting += 1
+
+    async def take(self) -> None:
+        """Wait for this message's token (at once without a pace)."""
+        try:
+            if self._pace is not None:
+                await self._pace.acquire_token()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self._pace is not None:
+            self._pace.waiting -= 1
+            self._pace = None
+
+
 class GlobalPace:
-    """`acquire()` returns when this worker may post one more event; `waiting` counts who is queued."""
+    """`turn()` for each republish message; `headroom()` caps the fetch while turns are waiting."""
 
     def __init__(self, kv: KeyValue, config: PaceConfig, clock: Callable[[], float] = time.time) -> None:
         self._kv = kv
         self._config = config
         self._clock = clock
         self._closing = asyncio.Event()
-        self.waiting = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._spare = 0  # taken from the bucket for a waiter that left before its hand-out
+        self._dispenser: asyncio.Task[None] | None = None
+        # The state and revision of this process's last write: the next take tries them first and reads
+        # the bucket only when another replica wrote since.
+        self._known: tuple[BucketState | None, int] | None = None
+        # Whether the bucket is the limit: its last take left it dry (or found it dry). Until the first
+        # take it is not known, and assumed to be.
+        self._binding = True
+        self.waiting = 0  # open turns: republish messages held here without a token
 
     @classmethod
     async def open(
@@ -80,54 +146,136 @@ class GlobalPace:
         return cls(kv, config)
 
     def headroom(self) -> int:
-        """How many more republish messages are worth fetching now (never hoard what the pace forbids)."""
+        """How many more messages are worth fetching now. While republish messages are held here and
+        the bucket is the limit: what one burst can serve (never hoard what the pace forbids). Else no
+        cap: metadata-only work, and republishing under a pace it does not reach, flow at full
+        concurrency."""
+        if self.waiting == 0 or not self._binding:
+            return UNCAPPED
         return max(self._config.burst - self.waiting, 0)
+
+    def turn(self) -> Turn:
+        return Turn(self)
+
+    async def acquire(self) -> None:
+        """Wait for one token (a turn taken at once)."""
+        await self.turn().take()
 
     def close(self) -> None:
         """Shutting down: every waiter gives up now (a retry: another replica takes the message) instead
         of holding its message through the shutdown grace."""
         self._closing.set()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(BusError("shutting down: not waiting for the pace"))
 
-    async def acquire(self) -> None:
-        self.waiting += 1
+    async def acquire_token(self) -> None:
+        if self._closing.is_set():
+            raise BusError("shutting down: not waiting for the pace")
+        if self._spare and not self._waiters:
+            self._spare -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._dispenser is None or self._dispenser.done():
+            self._dispenser = asyncio.create_task(self._dispense())
         try:
-            while not self._closing.is_set():
-                wait = await self._try_take()
-                if wait == 0.0:
-                    return
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._spare += 1  # handed a token just as its message was given up: the next one has it
+            raise
+
+    async def _dispense(self) -> None:
+        """Serve the local waiters in order until none is left (or shutdown)."""
+        while not self._closing.is_set():
+            while self._waiters and self._waiters[0].done():  # given up (cancelled) meanwhile
+                self._waiters.popleft()
+            if not self._waiters:
+                return
+            want = min(len(self._waiters), self._config.most_per_take)
+            try:
+                got, wait = await self._take(want)
+            except (NatsError, TimeoutError, BusError) as exc:
+                self._fail(want, exc)
+                continue
+            self._hand_out(got)
+            if got == 0 and wait > 0.0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=min(wait, 1.0))
-            raise BusError("shutting down: not waiting for the pace")
-        finally:
-            self.waiting -= 1
 
-    async def _try_take(self) -> float:
-        """0.0 when a token was taken; else how long to wait. A lost compare-and-set retries at once."""
+    def _hand_out(self, tokens: int) -> None:
+        for _ in range(tokens):
+            while self._waiters and self._waiters[0].done():
+                self._waiters.popleft()
+            if not self._waiters:
+                self._spare += 1
+                continue
+            self._waiters.popleft().set_result(None)
+
+    def _fail(self, count: int, exc: BaseException) -> None:
+        """The bucket cannot be reached: the messages being served become retries (their retry policy
+        bounds this); the rest wait for the next attempt."""
+        log.warning("pace bucket unavailable", extra={"error": str(exc) or type(exc).__name__})
+        self._known = None
+        for _ in range(count):
+            if not self._waiters:
+                return
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(BusError(f"pace bucket unavailable: {exc!r}"))
+
+    async def _take(self, want: int) -> tuple[int, float]:
+        """(tokens taken, 0) or (0, how long to wait). A lost compare-and-set answers (0, 0): read again."""
+        current, revision = self._known if self._known is not None else await self._read()
+        state, got, wait = take_many(current, self._clock(), self._config, want)
+        self._binding = state.tokens < 1.0
+        if got == 0:
+            return 0, wait
+        try:
+            if revision == 0:
+                written = await self._kv.create(KEY, _encoder.encode(state))
+            else:
+                written = await self._kv.update(KEY, _encoder.encode(state), last=revision)
+        except KeyWrongLastSequenceError:
+            self._known = None  # another replica took tokens first
+            return 0, 0.0
+        except BadRequestError as exc:
+            if exc.err_code not in WRONG_LAST_SEQUENCE:
+                raise
+            self._known = None
+            return 0, 0.0
+        self._known = (state, written)
+        return got, 0.0
+
+    async def _read(self) -> tuple[BucketState | None, int]:
+        """The bucket's state and revision (0: no state yet); an unreadable state reads as none, to be
+        overwritten by compare-and-set."""
         try:
             entry = await self._kv.get(KEY)
         except KeyNotFoundError:
-            current, revision = None, None
-        else:
-            revision = entry.revision
-            try:
-                current = _decoder.decode(entry.value or b"")
-            except msgspec.DecodeError:  # overwritten below from a full bucket, by compare-and-set
-                log.warning(
-                    "pace bucket state unreadable; repairing it",
-                    extra={"value": repr((entry.value or b"")[:100])},
-                )
-                current = None
-        state, wait = take(current, self._clock(), self._config)
-        if wait > 0.0:
-            return wait
+            return None, 0
+        revision = entry.revision or 0
         try:
-            if revision is None:
-                await self._kv.create(KEY, _encoder.encode(state))
-            else:
-                await self._kv.update(KEY, _encoder.encode(state), last=revision)
-        except (KeyWrongLastSequenceError, BadRequestError):
-            return 0.01  # another replica took a token first; read again
-        return 0.0
+            return _decoder.decode(entry.value or b""), revision
+        except msgspec.DecodeError:
+            unreadable = repr((entry.value or b"")[:100])
+            log.warning("pace bucket state unreadable; repairing it", extra={"value": unreadable})
+            return None, revision
+
+
+class Pace(Protocol):
+    """What the worker needs of a pace: turns for republish messages, and the fetch cap they imply."""
+
+    @property
+    def waiting(self) -> int: ...
+
+    def headroom(self) -> int: ...
+
+    def turn(self) -> Turn: ...
+
+    def close(self) -> None: ...
 
 
 class NoPace:
@@ -136,7 +284,10 @@ class NoPace:
     waiting = 0
 
     def headroom(self) -> int:
-        return 1_000_000
+        return UNCAPPED
+
+    def turn(self) -> Turn:
+        return Turn(None)
 
     async def acquire(self) -> None:
         return None

@@ -19,11 +19,10 @@ from backfill.errors import BackfillError, BusError
 from backfill.ledger import DeliveryLedger, LocalLedger
 from backfill.model import Row
 from backfill.outcome import ROW_MISSING, Ack, Outcome, Retry, RetryPolicy, classify_error
-from backfill.pace import GlobalPace, NoPace
+from backfill.pace import NoPace, Pace, Turn
 from backfill.payload import LinkConfig, MetaPatch, build_meta_patch, correlation_id
 from backfill.wire import BackfillRequest, Mode
 
-Pace = GlobalPace | NoPace
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +32,10 @@ def utc_stamp(now: datetime) -> str:
 
 @dataclass
 class _PaceWaits:
-    """How long one handled request waited for the pace (its retry budget does not count it)."""
+    """A republish request's turn at the pace, and how long it waited for it (its retry budget does
+    not count that wait)."""
 
+    turn: Turn
     seconds: float = 0.0
 
 
@@ -66,11 +67,15 @@ class RowProcessor:
         self._clock = clock
 
     async def handle(self, request: BackfillRequest, attempt: int) -> Outcome:
-        waits = _PaceWaits()
+        # A republish request holds its turn from the start: the worker's fetch cap counts it as
+        # waiting for the pace while it is read and planned, not only once it asks for its token.
+        waits = _PaceWaits(self._pace.turn() if request.mode is Mode.REPUBLISH else NoPace().turn())
         try:
             return await self._run(request, waits)
         except BackfillError as exc:
             outcome = classify_error(exc, attempt, self._policy)
+        finally:
+            waits.turn.release()
         if isinstance(outcome, Retry) and waits.seconds:
             return replace(outcome, paced=waits.seconds)
         return outcome
@@ -113,7 +118,7 @@ class RowProcessor:
             log.info("event already accepted; merging it", extra={"row_id": plan.row.id, "event": recorded})
             return recorded
         started = time.monotonic()
-        await self._pace.acquire()  # one global rate for every replica's republishes
+        await waits.turn.take()  # one global rate for every replica's republishes
         waits.seconds += time.monotonic() - started
         event_id = await self._agent_zero.publish(plan.payload, correlation_id(plan.row.id, version))
         try:

@@ -66,6 +66,8 @@ class UpstreamsProcess:
         if self._proc is not None:
             self._proc.terminate()
             self._proc.wait(timeout=10)
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
             self._proc = None
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -104,6 +106,10 @@ class UpstreamsProcess:
         """Wait until `count` rows were merged, then read [(row id, monotonic time)] once."""
         await self.wait_until_merged(count, within)
         return [(int(r), float(t)) for r, t in await self.call("GET", "/_bench/merges")]
+
+    async def publish_times(self) -> list[float]:
+        """When each Agent Zero post arrived (monotonic), in arrival order."""
+        return [float(t) for t in await self.call("GET", "/_bench/publishes")]
 
     def env(self, nats_url: str, section: str, **overrides: str) -> dict[str, str]:
         """Everything producer and worker read; a section gets its own stream, consumer and subjects."""

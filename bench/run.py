@@ -1,4 +1,4 @@
-"""The benchmark: enqueue, worker throughput, overhead latency and dead-letter replay, side by side.
+"""The benchmark: enqueue, worker throughput, the pace's cost, overhead latency and dead-letter replay.
 
 `make bench` (or `python -m bench`) starts its own nats-server and the light upstreams process
 (`bench.upstreams`, latency per service configurable), runs every section and prints a table; the
@@ -43,6 +43,7 @@ from bench.harness import (
 )
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+SECTIONS = ["enqueue", "throughput", "pace", "latency", "replay"]
 DEFAULT_CONCURRENCY = int(WorkerSettings.model_fields["concurrency"].default)
 DEFAULT_FETCH_BATCH = int(WorkerSettings.model_fields["fetch_batch"].default)
 
@@ -317,6 +318,50 @@ class Bench:
             "machine_cores_busy": machine / wall,  # everything, the kernel's network work included
         }
 
+    # 3. the pace where it is not the limit ------------------------------------------------------
+    async def pace(self) -> None:
+        """Pace off against the pace on, side by side (alternating runs): metadata-only under the default
+        pace (it never takes a token), republishing under a pace far above what the workers reach."""
+        count, repeats = self.sizes.worker_rows, self.sizes.repeats
+        default = {"BACKFILL_PACE_PER_MINUTE": "30", "BACKFILL_PACE_BURST": "5"}
+        far_above = {"BACKFILL_PACE_PER_MINUTE": "100000", "BACKFILL_PACE_BURST": "100000"}
+        plans = [
+            ("metadata-only", Mode.METADATA_ONLY, 1, default),
+            ("republish", Mode.REPUBLISH, 1, far_above),
+            ("republish", Mode.REPUBLISH, 2, far_above),
+        ]
+        table: dict[str, Any] = {}
+        for name, mode, procs, paced in plans:
+            runs: dict[str, list[dict[str, float]]] = {"off": [], "paced": []}
+            for _ in range(repeats):
+                runs["off"].append(await self._drain(mode, procs, count))
+                runs["paced"].append(await self._drain(mode, procs, count, paced))
+            medians = {
+                key: {k: statistics.median(run[k] for run in values) for k in values[0]}
+                for key, values in runs.items()
+            }
+            off, on = medians["off"], medians["paced"]
+            table[f"{name}-workers-{procs}"] = {
+                "pace": f"{paced['BACKFILL_PACE_PER_MINUTE']}/min, burst {paced['BACKFILL_PACE_BURST']}",
+                "off": off,
+                "paced": on,
+                "throughput_ratio": on["rows_per_s"] / off["rows_per_s"],
+                "cpu_ratio": on["cpu_s_per_1000_rows"] / off["cpu_s_per_1000_rows"],
+            }
+        table["republish_two_workers_vs_one_paced"] = (
+            table["republish-workers-2"]["paced"]["rows_per_s"]
+            / table["republish-workers-1"]["paced"]["rows_per_s"]
+        )
+        self.results["pace"] = {
+            "how": (
+                f"the worker throughput run ({count} requests, published while the consumer is paused) "
+                "with the pace off and on, alternating, median of "
+                f"{repeats} runs each; ratios = paced / off. Metadata-only under the default pace "
+                "(30/min, burst 5), republishing under 100,000/min, burst 100,000 (never reached)."
+            ),
+            **table,
+        }
+
     def _others_cpu(self) -> float:
         """CPU seconds so far of what shares the machine with the workers: upstreams and nats-server."""
         return cpu_seconds(self.up.pid) + (cpu_seconds(self.server_pid) if self.server_pid else 0.0)
@@ -358,7 +403,7 @@ class Bench:
             await nc.close()
         return sent
 
-    # 3. latency ---------------------------------------------------------------------------------
+    # 4. latency ---------------------------------------------------------------------------------
     async def latency(self) -> None:
         count = self.sizes.latency_rows
         upstream_ms = sum(self.up.latency_ms.values()) + self.up.latency_ms["catalog"]  # read + merge
@@ -496,12 +541,28 @@ def _throughput_lines(throughput: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _pace_lines(pace: dict[str, Any]) -> list[str]:
+    lines = ["pace vs off        pace                     off rows/s  paced rows/s  ratio  CPU ratio"]
+    for key, entry in pace.items():
+        if not isinstance(entry, dict) or "paced" not in entry:
+            continue
+        off, paced = entry["off"]["rows_per_s"], entry["paced"]["rows_per_s"]
+        lines.append(
+            f"  {key:<24} {entry['pace']:<22} {off:>8.0f} {paced:>13.0f} "
+            f"{entry['throughput_ratio']:>6.2f} {entry['cpu_ratio']:>10.2f}"
+        )
+    lines.append(f"  republishing, paced: 2 workers {pace['republish_two_workers_vs_one_paced']:.2f}x one")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     lines = [f"machine: {results['machine']}"]
     if "enqueue" in results:
         lines += ["", *_enqueue_lines(results["enqueue"])]
     if "throughput" in results:
         lines += ["", *_throughput_lines(results["throughput"])]
+    if "pace" in results:
+        lines += ["", *_pace_lines(results["pace"])]
     if "latency" in results:
         o = results["latency"]["overhead_ms"]
         lines += [
@@ -522,7 +583,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     upstreams = UpstreamsProcess(args.catalog_ms, args.jellyfin_ms, args.agent_ms).start()
     server = NatsServerProcess()
     server.start()
-    sections = args.only or ["enqueue", "throughput", "latency", "replay"]
+    sections = args.only or SECTIONS
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
             bench = Bench(sizes, upstreams, server.url, Path(workdir), args.profile, server.pid or 0)
@@ -546,7 +607,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark runs")
-    parser.add_argument("--only", nargs="+", choices=["enqueue", "throughput", "latency", "replay"])
+    parser.add_argument("--only", nargs="+", choices=SECTIONS)
     parser.add_argument("--profile", type=Path, help="py-spy the single-worker runs into this directory")
     parser.add_argument("--catalog-ms", type=float, default=5.0)
     parser.add_argument("--jellyfin-ms", type=float, default=20.0)

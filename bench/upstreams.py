@@ -16,10 +16,11 @@ Run as its own process: `python -m bench.upstreams --port 0` prints `READY <base
 - `GET  /jellyfin/Items/{id}?userId=...` (Jellyfin latency);
 - `POST /agent/events/publish` (Agent Zero latency);
 - control: `POST /_bench/seed {"rows": N}`, `GET /_bench/stats` (counts only: it is polled during a
-  run), `GET /_bench/merges` (every merge with its time, read once at the end), `POST /_bench/reset_stats`.
+  run), `GET /_bench/merges` (every merge with its time, read once at the end), `GET /_bench/publishes`
+  (the time each Agent Zero post arrived), `POST /_bench/reset_stats`.
 
-Every merge is timestamped with `time.monotonic()` (one clock for all processes on Linux), so the
-benchmark can measure throughput and per-row latency from the upstream side of the worker.
+Every merge and every post is timestamped with `time.monotonic()` (one clock for all processes on
+Linux), so the benchmark can measure throughput and per-row latency from the upstream side of the worker.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class State:
         self.candidates = 0
         self.requests: Counter[str] = Counter()
         self.merges: list[tuple[int, float]] = []
+        self.publishes: list[float] = []
 
     def seed(self, count: int) -> None:
         now = "2025-06-01T12:00:00+00:00"
@@ -76,6 +78,7 @@ class State:
             )
         self.candidates = count
         self.merges.clear()
+        self.publishes.clear()
         self.requests.clear()
 
     def row(self, row_id: int) -> dict[str, Any] | None:
@@ -142,6 +145,7 @@ class Upstreams:
             ("POST", "/_bench/seed"): self.seed,
             ("GET", "/_bench/stats"): self.stats,
             ("GET", "/_bench/merges"): self.merges,
+            ("GET", "/_bench/publishes"): self.publishes,
             ("POST", "/_bench/reset_stats"): self.reset_stats,
         }
 
@@ -287,6 +291,7 @@ class Upstreams:
 
     async def publish(self, request: Request) -> Response:
         state = self.state
+        state.publishes.append(time.monotonic())  # on arrival, before the configured latency
         state.requests["agent_zero"] += 1
         await asyncio.sleep(state.latency["agent_zero"])
         body = _decode(request.body)
@@ -308,9 +313,13 @@ class Upstreams:
     async def merges(self, _request: Request) -> Response:
         return json_response(self.state.merges)
 
+    async def publishes(self, _request: Request) -> Response:
+        return json_response(self.state.publishes)
+
     async def reset_stats(self, _request: Request) -> Response:
         self.state.requests.clear()
         self.state.merges.clear()
+        self.state.publishes.clear()
         return json_response({"ok": True})
 
 

@@ -5,21 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.client import ServerVersion
 from nats.js import JetStreamContext
+from nats.js.api import StorageType
 from nats.js.errors import APIError
 
 from backfill.adapters import layout_from, open_catalog
 from backfill.bus import connect
-from backfill.errors import BusError
-from backfill.layout import Layout, ensure_layout
+from backfill.errors import BusError, UpstreamError
+from backfill.layout import Layout
+from backfill.pausing import PauseSwitch
 from backfill.settings import BackfillSettings, CatalogSettings, NatsSettings, SettingsBundle
 from backfill.transport import make_client
 from backfill.wire import dlq_filter
+from producer.pushgateway import DEFAULT_JOB, push_paused
 
 PAUSE_YEARS = 100  # "until resumed": JetStream pauses until a timestamp
 PAUSE_SINCE = (2, 11)  # consumer pause came with nats-server 2.11; 2.10 leaves the request unanswered
@@ -28,8 +33,13 @@ STREAM_NOT_FOUND = 10059
 
 
 def add_control_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    commands.add_parser("pause", help="stop every worker from receiving messages (nats-server 2.11+)")
-    commands.add_parser("resume", help="let the workers receive messages again")
+    pushgateway = "also push backfill_paused to this Prometheus Pushgateway (the alerts read it)"
+    pause = commands.add_parser(
+        "pause", help="stop every worker from taking new messages, on any nats-server"
+    )
+    pause.add_argument("--pushgateway", metavar="URL", help=pushgateway)
+    resume = commands.add_parser("resume", help="let the workers take messages again")
+    resume.add_argument("--pushgateway", metavar="URL", help=pushgateway)
     status = commands.add_parser(
         "status", help="backlog, in flight, redeliveries, dead letters, rows enriched/missing, rate, ETA"
     )
@@ -48,6 +58,7 @@ class Status:
     rows_missing: int | None = None  # published rows still without one (the candidates)
     rate_per_second: float | None = None
     eta_seconds: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 async def dead_letter_counts(js: JetStreamContext, layout: Layout) -> dict[str, int]:
@@ -98,46 +109,34 @@ def render(status: Status) -> str:
         ("ETA", eta),
         ("dead letters", dead),
     ]
-    return "\n".join(["paused" if status.paused else "running"] + [f"{k:<31}{v}" for k, v in lines])
+    rendered = ["paused" if status.paused else "running"] + [f"{k:<31}{v}" for k, v in lines]
+    return "\n".join(rendered + [f"warning: {warning}" for warning in status.warnings])
 
 
 async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int:
     layout = layout_from(settings)
-    nc = await connect(
-        settings.get(NatsSettings).url, f"backfill-producer {args.command}", reconnect_forever=False
-    )
+    nats_cfg = settings.get(NatsSettings)
+    nc = await connect(nats_cfg.url, f"backfill-producer {args.command}", reconnect_forever=False)
     try:
-        js = nc.jetstream(timeout=10)
-        if args.command != "status":
-            unsupported = pause_unsupported(args.command, nc.connected_server_version)
-            if unsupported is not None:
-                print(unsupported)
-                return 1
-        await ensure_layout(js, layout)
+        js = nc.jetstream(timeout=10)  # reads and pauses only: the layout is set up by enqueue and workers
         if args.command == "status":
             return await _status(settings, js, layout, args)
-        return await pause_or_resume(js, layout, args.command)
+        switch = await PauseSwitch.open(js, nats_cfg.control_bucket, layout, replicas=nats_cfg.replicas)
+        server_pauses = consumer_pause_supported(nc.connected_server_version)
+        code = await pause_or_resume(js, layout, switch, args.command, server_pauses=server_pauses)
     except TimeoutError as exc:
         raise BusError(f"JetStream did not answer: {exc}") from exc
     finally:
         await nc.drain()
+    if code == 0 and args.pushgateway:
+        await push_paused_or_warn(args.pushgateway, args.command == "pause")
+    return code
 
 
-def pause_unsupported(command: str, server: ServerVersion) -> str | None:
-    """The message for a server too old to pause consumers (it ignores the request: no answer at all);
-    None when it can, or when its version is unknown."""
-    if server.major == 0 or (server.major, server.minor) >= PAUSE_SINCE:
-        return None
-    version = f"{server.major}.{server.minor}.{server.patch}"
-    instead = (
-        "scale the workers to zero instead, and back up to resume"
-        if command == "pause"
-        else "nothing can be paused there; if the workers were scaled to zero, scale them back up"
-    )
-    return (
-        f"{command} failed: nats-server {version} cannot pause consumers "
-        f"(needs {PAUSE_SINCE[0]}.{PAUSE_SINCE[1]} or later); {instead}."
-    )
+def consumer_pause_supported(server: ServerVersion) -> bool:
+    """Whether the server can pause a consumer itself (2.11+; unknown versions are asked). Older ones
+    leave the request unanswered: there, the pause switch alone does it."""
+    return server.major == 0 or (server.major, server.minor) >= PAUSE_SINCE
 
 
 def pause_refused(command: str, layout: Layout, exc: APIError) -> str:
@@ -155,25 +154,76 @@ def pause_refused(command: str, layout: Layout, exc: APIError) -> str:
     )
 
 
-async def pause_or_resume(js: JetStreamContext, layout: Layout, command: str) -> int:
+async def pause_or_resume(
+    js: JetStreamContext, layout: Layout, switch: PauseSwitch, command: str, *, server_pauses: bool
+) -> int:
+    """Pause: the switch every worker honours, then (2.11+) the consumer itself; resume: both back.
+    A missing stream or consumer is reported, and nothing is changed."""
     try:
+        await js.consumer_info(layout.stream, layout.durable)
         if command == "pause":
+            await switch.pause(by=f"producer on {socket.gethostname()}")
+        if server_pauses and command == "pause":
             until = (datetime.now(UTC) + timedelta(days=365 * PAUSE_YEARS)).strftime("%Y-%m-%dT%H:%M:%SZ")
             await js.pause_consumer(layout.stream, layout.durable, until)
-        else:
+        elif server_pauses:
             await js.resume_consumer(layout.stream, layout.durable)
+        if command == "resume":
+            await switch.resume()
     except APIError as exc:
-        print(pause_refused(command, layout, exc))
+        print(pause_refused(command, layout, exc), file=sys.stderr)
         return 1
-    state = "paused: workers receive nothing until resume" if command == "pause" else "resumed"
-    print(f"{layout.durable} {state}")
+    if command == "resume":
+        print(f"{layout.durable} resumed")
+    elif server_pauses:
+        print(f"{layout.durable} paused: workers receive nothing until resume")
+    else:
+        print(
+            f"{layout.durable} paused: workers fetch nothing new until resume (this nats-server cannot "
+            "pause a consumer itself; every worker reads the pause switch within a second)"
+        )
     return 0
+
+
+async def push_paused_or_warn(url: str, paused: bool) -> None:
+    """`backfill_paused` on the Pushgateway keeps a deliberate pause visible with no worker running
+    (the alerts read it). The pause itself is done: a failed push only warns."""
+    try:
+        await push_paused(url, DEFAULT_JOB, paused)
+    except UpstreamError as exc:
+        print(f"warning: the pause state was not pushed to the Pushgateway: {exc}", file=sys.stderr)
+
+
+async def storage_warnings(js: JetStreamContext, layout: Layout) -> list[str]:
+    """Streams kept in memory lose the backlog and the dead letters when nats-server restarts."""
+    warnings = []
+    for name in (layout.stream, layout.dlq_stream):
+        info = await js.stream_info(name)
+        if info.config.storage == StorageType.MEMORY:
+            warnings.append(
+                f"stream {name} is kept in memory: a nats-server restart loses every message in it "
+                "(give JetStream file storage on a volume: deploy/README.md)"
+            )
+    return warnings
 
 
 async def _status(
     settings: SettingsBundle, js: JetStreamContext, layout: Layout, args: argparse.Namespace
 ) -> int:
-    status = await measure(js, layout, args.sample)
+    try:
+        status = await measure(js, layout, args.sample)
+    except APIError as exc:
+        if exc.err_code not in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
+            raise
+        print(
+            f"status: {pause_refused('status', layout, exc).removeprefix('status failed: ')} "
+            "Nothing was enqueued yet, or this shell's settings name another layout.",
+            file=sys.stderr,
+        )
+        return 1
+    switch = await PauseSwitch.existing(js, settings.get(NatsSettings).control_bucket, layout)
+    status.paused = status.paused or (switch is not None and await switch.state() is not None)
+    status.warnings.extend(await storage_warnings(js, layout))
     http = make_client(settings.get(BackfillSettings).http_timeout)
     try:
         async with open_catalog(settings, http) as catalog:

@@ -53,6 +53,15 @@ def build_registry(
     return registry
 
 
+async def push_paused(url: str, job: str, paused: bool, *, http_timeout: float = 10.0) -> None:
+    """Set `backfill_paused` in the job's group (its other figures stay): 1 after `producer pause`."""
+    registry = CollectorRegistry()
+    Gauge("backfill_paused", "1 while the backfill is paused (producer pause).", registry=registry).set(
+        int(paused)
+    )
+    await _push(url, job, registry, http_timeout)
+
+
 async def push_counts(
     url: str,
     job: str,
@@ -68,7 +77,10 @@ async def push_counts(
     Raises UpstreamUnavailable (timeout, refused, 429, 5xx) or UpstreamRejected (other 4xx, a URL that
     cannot be sent to), both UpstreamErrors with service "pushgateway".
     """
-    registry = build_registry(run_id, counts, clock(), registry_factory)
+    await _push(url, job, build_registry(run_id, counts, clock(), registry_factory), http_timeout)
+
+
+async def _push(url: str, job: str, registry: CollectorRegistry, http_timeout: float) -> None:
     try:
         await asyncio.to_thread(pushadd_to_gateway, url, job=job, registry=registry, timeout=http_timeout)
     except HTTPError as exc:

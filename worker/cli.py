@@ -29,9 +29,10 @@ from backfill.logs import setup_logging
 from backfill.metrics import Metrics
 from backfill.model import Row
 from backfill.outcome import RetryPolicy
-from backfill.pace import GlobalPace, NoPace, PaceConfig
+from backfill.pace import GlobalPace, NoPace, Pace, PaceConfig
+from backfill.pausing import PauseState, PauseSwitch, watch_switch
 from backfill.payload import MetaPatch
-from backfill.pipeline import Pace, RowProcessor
+from backfill.pipeline import RowProcessor
 from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,
@@ -167,6 +168,7 @@ async def build_consumer(
     metrics: Metrics,
     worker_id: str,
     ledger: Ledger,
+    pause: PauseState,
 ) -> Consumer:
     nats_cfg, worker_cfg = settings.get(NatsSettings), settings.get(WorkerSettings)
     layout = layout_from(settings)
@@ -207,6 +209,7 @@ async def build_consumer(
         ack_wait=nats_cfg.ack_wait,
         pace=pace,
         ledger=ledger,
+        pause=pause,
     )
 
 
@@ -242,8 +245,12 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         ledger = await Ledger.open(
             js, worker_cfg.ledger_bucket, worker_cfg.retry_budget_seconds, replicas=nats_cfg.replicas
         )
+        switch = await PauseSwitch.open(js, nats_cfg.control_bucket, layout, replicas=nats_cfg.replicas)
+        pause = PauseState()
+        pause.set_switch(await switch.state() is not None)
+        metrics.paused.set_function(lambda: int(pause.paused))
         consumer = await build_consumer(
-            settings, args, js, catalog, http, publisher, metrics, worker_id, ledger
+            settings, args, js, catalog, http, publisher, metrics, worker_id, ledger, pause
         )
 
         def ready() -> tuple[bool, str]:
@@ -255,7 +262,7 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         runner, bound = await start_health_server(health_app(registry, ready), worker_cfg.metrics_host, port)
         resources.push_async_callback(runner.cleanup)
         with contextlib.suppress(NatsError, TimeoutError):  # the periodic refresh below retries
-            await refresh_once(js, layout, metrics)
+            await refresh_once(js, layout, metrics, pause)
         sweeper = Sweeper(
             nc,
             js,
@@ -271,7 +278,8 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         )
         await sweeper.listen()
         background = [
-            asyncio.create_task(refresh_forever(js, layout, metrics, worker_cfg.stats_interval)),
+            asyncio.create_task(refresh_forever(js, layout, metrics, worker_cfg.stats_interval, pause)),
+            asyncio.create_task(watch_switch(switch, pause)),
             asyncio.create_task(sweeper.scan_forever(worker_cfg.sweep_interval)),
         ]
         if args.exit_when_idle is not None:

@@ -35,8 +35,9 @@ from backfill.outcome import (
     resolutions_of,
     settle_retry,
 )
-from backfill.pace import NoPace
-from backfill.pipeline import Pace, RowProcessor
+from backfill.pace import NoPace, Pace
+from backfill.pausing import PauseState
+from backfill.pipeline import RowProcessor
 from backfill.wire import InvalidMessage, decode_request
 from worker.settle import Settler
 
@@ -59,8 +60,11 @@ class Consumer:
         ack_wait: float,
         pace: Pace | None = None,
         ledger: DeliveryLedger | None = None,
+        pause: PauseState | None = None,
     ) -> None:
         self._pace: Pace = pace or NoPace()
+        self._pause = pause or PauseState()
+        self._stop = asyncio.Event()
         self._ledger: DeliveryLedger = ledger or LocalLedger()
         self._js = js
         self._layout = layout
@@ -87,11 +91,15 @@ class Consumer:
         self.bound = False
 
     async def run(self, stop: asyncio.Event, grace: float) -> None:
+        self._stop = stop
         psub = await self._js.pull_subscribe_bind(self._layout.durable, stream=self._layout.stream)
         self.bound = True
         heartbeats = asyncio.create_task(self._heartbeats())
         try:
             while not stop.is_set():
+                if self._pause.by_switch:  # `producer pause`: fetch nothing until resumed
+                    await self._pause.wait_running(stop)
+                    continue
                 slots = self._concurrency - len(self._tasks)
                 free = min(slots, self._pace.headroom())
                 if free <= 0 or (self._tasks and slots < self._refill_at):
@@ -99,6 +107,9 @@ class Consumer:
                     continue
                 for msg in await self._fetch(psub, min(free, self._fetch_batch), stop):
                     self._spawn(msg)
+                # let them start: a republish message takes its turn at the pace as it starts, and the
+                # next fetch's size counts it
+                await asyncio.sleep(0)
         finally:
             self.bound = False
             self._pace.close()  # what waits for a pace token is handed back now, not after the grace
@@ -139,6 +150,8 @@ class Consumer:
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
         self._working[id(msg)] = (msg, time.monotonic())
+        if self._pause.by_switch and not await self._held_through_pause(msg):
+            return
         began = time.time()  # wall clock, shared with other replicas through the ledger
         try:
             outcome = await self._decide_safely(msg, began)
@@ -154,6 +167,17 @@ class Consumer:
             self._working.pop(id(msg), None)
         self._metrics.messages.labels(label).inc()
         self._metrics.processing.labels(label).observe(time.perf_counter() - started)
+
+    async def _held_through_pause(self, msg: Msg) -> bool:
+        """A message fetched just as the pause came in waits here (kept alive by the heartbeats) and is
+        worked on after resume; a shutdown during the pause hands it back at once. True: go on."""
+        await self._pause.wait_running(self._stop)
+        if not self._pause.by_switch:
+            return True
+        self._working.pop(id(msg), None)
+        with contextlib.suppress(NatsError):
+            await msg.nak()
+        return False
 
     async def _decide_safely(self, msg: Msg, began: float) -> Outcome:
         """`_decide`, where a bug costs this message a retry (in the end a dead letter), never the loop."""

@@ -11,12 +11,17 @@ from nats.js import JetStreamContext
 
 from backfill.layout import Layout
 from backfill.metrics import Metrics
+from backfill.pausing import PauseState
 
 log = logging.getLogger(__name__)
 
 
-async def refresh_once(js: JetStreamContext, layout: Layout, metrics: Metrics) -> None:
+async def refresh_once(
+    js: JetStreamContext, layout: Layout, metrics: Metrics, pause: PauseState | None = None
+) -> None:
     info = await js.consumer_info(layout.stream, layout.durable)
+    if pause is not None:
+        pause.by_server = bool(getattr(info, "paused", False))  # the field came with nats-server 2.11
     metrics.consumer_pending.set(info.num_pending or 0)
     metrics.consumer_ack_pending.set(info.num_ack_pending or 0)
     metrics.consumer_redelivered.set(info.num_redelivered or 0)
@@ -24,10 +29,12 @@ async def refresh_once(js: JetStreamContext, layout: Layout, metrics: Metrics) -
     metrics.dlq_depth.set(dlq.state.messages)
 
 
-async def refresh_forever(js: JetStreamContext, layout: Layout, metrics: Metrics, every: float) -> None:
+async def refresh_forever(
+    js: JetStreamContext, layout: Layout, metrics: Metrics, every: float, pause: PauseState | None = None
+) -> None:
     while True:
         try:
-            await refresh_once(js, layout, metrics)
+            await refresh_once(js, layout, metrics, pause)
         except (NatsError, TimeoutError) as exc:
             log.warning("could not refresh consumer stats", extra={"error": str(exc) or type(exc).__name__})
         with contextlib.suppress(asyncio.TimeoutError):

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backfill.errors import UpstreamRejected, UpstreamUnavailable
 from backfill_doubles.natsserver import free_port
-from producer.pushgateway import RESULTS, push_counts
+from producer.pushgateway import RESULTS, push_counts, push_paused
 
 COUNTS = {"candidates": 220, "enqueued": 200, "already_pending": 15, "failed": 5, "not_candidates": 3}
 
@@ -140,3 +140,11 @@ async def test_push_that_gets_no_answer_in_time_is_upstream_unavailable(gateway:
     gateway.hold = asyncio.Event()
     with pytest.raises(UpstreamUnavailable, match="timed out"):
         await push_counts(gateway.url, "j", "r", COUNTS, http_timeout=0.3)
+
+
+@pytest.mark.parametrize("paused", [True, False])
+async def test_pause_state_is_one_gauge_posted_to_the_job_group(gateway: Gateway, paused: bool) -> None:
+    """POST (not PUT): the group's run figures stay; only backfill_paused is replaced."""
+    await push_paused(gateway.url, "backfill-producer", paused)
+    assert [(m, p) for m, p, _ in gateway.requests] == [("POST", "/metrics/job/backfill-producer")]
+    assert gateway.samples() == {("backfill_paused", ()): float(paused)}

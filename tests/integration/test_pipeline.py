@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backfill.outcome import Ack, DeadLetter, Retry
+from backfill.pace import Turn
 from backfill.transport import READ_ATTEMPTS
 from backfill.wire import Mode, new_request
 from backfill_doubles.postgrest_query import PostgrestError
@@ -174,13 +175,16 @@ async def test_a_retry_says_how_long_it_waited_for_the_pace(rig: Rig) -> None:
         def headroom(self) -> int:
             return 1
 
-        async def acquire(self) -> None:
+        def turn(self) -> Turn:
+            return Turn(self)
+
+        async def acquire_token(self) -> None:
             await asyncio.sleep(0.2)
 
         def close(self) -> None:
             return None
 
-    rig.processor._pace = SlowPace()  # type: ignore[assignment]
+    rig.processor._pace = SlowPace()
     row_id = add(rig)
     rig.agent.fail_next = 1
     outcome = await handle(rig, row_id)

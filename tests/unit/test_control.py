@@ -8,7 +8,7 @@ from nats.js.errors import APIError
 
 from backfill.layout import build_layout
 from backfill.settings import NatsSettings
-from producer.control import Status, pause_refused, pause_unsupported, render
+from producer.control import Status, consumer_pause_supported, pause_refused, render
 
 LAYOUT = build_layout(NatsSettings.model_validate({"BACKFILL_STREAM": "BF", "BACKFILL_CONSUMER": "workers"}))
 
@@ -31,29 +31,24 @@ def test_status_table_shows_a_dash_for_a_count_the_catalog_cannot_give() -> None
 
 
 @pytest.mark.parametrize(
-    ("version", "command", "expected"),
+    ("version", "pauses"),
     [
-        ("2.10.26", "pause", "scale the workers to zero instead, and back up to resume"),
-        ("2.10.26", "resume", "nothing can be paused there; if the workers were scaled to zero"),
-        ("2.9.25", "pause", "scale the workers to zero"),
+        ("2.9.25", False),
+        ("2.10.26", False),  # PMOVES' nats:2.10-alpine: the pause switch alone
+        ("2.11.0", True),
+        ("2.15.1", True),
+        ("3.0.0", True),
+        ("0.0.0-unknown", True),  # unknown: asked, and the server's own answer decides
     ],
 )
-def test_a_server_older_than_2_11_is_named_with_what_to_do_instead(
-    version: str, command: str, expected: str
-) -> None:
-    """The message names the command, the server's version, the version needed and the way around it."""
-    message = pause_unsupported(command, ServerVersion(version))
-    assert message is not None
-    assert message.startswith(f"{command} failed: nats-server {version} cannot pause consumers")
-    assert "(needs 2.11 or later)" in message
-    assert expected in message
+def test_the_consumer_itself_is_paused_from_2_11_on(version: str, pauses: bool) -> None:
+    assert consumer_pause_supported(ServerVersion(version)) is pauses
 
 
-@pytest.mark.parametrize("version", ["2.11.0", "2.11.11", "2.15.1", "3.0.0", "0.0.0-unknown"])
-@pytest.mark.parametrize("command", ["pause", "resume"])
-def test_servers_from_2_11_on_or_of_unknown_version_are_asked(version: str, command: str) -> None:
-    """No message: the request is sent and the server's own answer decides."""
-    assert pause_unsupported(command, ServerVersion(version)) is None
+def test_status_table_ends_with_its_warnings() -> None:
+    warning = "stream BF is kept in memory: a nats-server restart loses every message in it"
+    text = render(Status(0, 0, 0, False, warnings=[warning]))
+    assert text.splitlines()[-1] == f"warning: {warning}"
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.pace import BucketState, PaceConfig, take
+from backfill.pace import BucketState, PaceConfig, take, take_many
 
 CONFIG = PaceConfig(per_minute=300, burst=5)  # 5 per second
 
@@ -49,3 +49,23 @@ def test_clock_going_backwards_does_not_mint_tokens() -> None:
     """A replica with a slower clock refills nothing rather than a negative amount."""
     state, _ = take(BucketState(tokens=0.5, updated=10.0), 5.0, CONFIG)
     assert state.tokens == pytest.approx(0.5)
+
+
+def test_take_many_takes_whole_tokens_up_to_what_is_wanted() -> None:
+    """3.7 tokens and 5 wanted: 3 taken, 0.7 left; none free: nothing taken and the wait for one."""
+    state, got, wait = take_many(BucketState(tokens=3.7, updated=0.0), 0.0, CONFIG, 5)
+    assert (got, wait) == (3, 0.0)
+    assert state.tokens == pytest.approx(0.7)
+    state, got, wait = take_many(state, 0.0, CONFIG, 5)
+    assert got == 0 and wait == pytest.approx(0.06)  # 0.3 token at 5/s
+    assert state.tokens == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "burst", "most"),
+    [(30, 5, 1), (300, 5, 2), (6000, 5, 5), (6000, 100, 25), (100_000, 100_000, 417)],
+)
+def test_one_take_is_bounded_by_a_quarter_second_of_the_rate_and_the_burst(
+    per_minute: float, burst: int, most: int
+) -> None:
+    assert PaceConfig(per_minute, burst).most_per_take == most
