@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from backfill.errors import BusError
 
@@ -112,6 +113,27 @@ class _DeleteAnswer(msgspec.Struct):
 
 _delete_decoder = msgspec.json.Decoder(_DeleteAnswer)
 _delete_encoder = msgspec.json.Encoder()
+
+
+async def key_value_bucket(
+    js: JetStreamContext,
+    bucket: str,
+    what: str,
+    description: str,
+    *,
+    replicas: int = 1,
+    ttl: float | None = None,
+) -> KeyValue:
+    """Open (or create) a key-value bucket keeping only each key's latest value, replicated like the
+    work stream (a bucket on one node of a cluster would stop the workers when that node is lost).
+    The configuration, description included, must stay what existing buckets have: the server refuses
+    to open a bucket under another one."""
+    try:
+        return await js.create_key_value(
+            bucket=bucket, history=1, replicas=replicas, ttl=ttl, description=description
+        )
+    except (NatsError, TimeoutError) as exc:
+        raise BusError(f"cannot open the {what} bucket {bucket}: {exc}") from exc
 
 
 async def remove_message(js: JetStreamContext, stream: str, seq: int) -> bool:

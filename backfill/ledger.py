@@ -31,6 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from backfill.bus import key_value_bucket
 from backfill.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -101,16 +102,9 @@ class Ledger:
     ) -> Ledger:
         """Open (or create) the bucket, replicated like the work stream: a ledger on one node of a
         cluster would stop every republish when that node is lost."""
-        try:
-            kv = await js.create_key_value(
-                bucket=bucket,
-                history=1,
-                replicas=replicas,
-                ttl=budget_seconds + KEEP_AFTER_BUDGET,
-                description="backfill: first failure per message, accepted event per row and version",
-            )
-        except (NatsError, TimeoutError) as exc:
-            raise BusError(f"cannot open the ledger bucket {bucket}: {exc}") from exc
+        ttl = budget_seconds + KEEP_AFTER_BUDGET
+        description = "backfill: first failure per message, accepted event per row and version"
+        kv = await key_value_bucket(js, bucket, "ledger", description, replicas=replicas, ttl=ttl)
         return cls(kv)
 
     async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float:

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from backfill.bus import key_value_bucket
 from backfill.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -137,13 +138,9 @@ class GlobalPace:
     async def open(
         cls, js: JetStreamContext, bucket: str, config: PaceConfig, replicas: int = 1
     ) -> GlobalPace:
-        try:
-            kv = await js.create_key_value(
-                bucket=bucket, history=1, replicas=replicas, description="backfill republish pace"
-            )
-        except (NatsError, TimeoutError) as exc:
-            raise BusError(f"cannot open the pace bucket {bucket}: {exc}") from exc
-        return cls(kv, config)
+        return cls(
+            await key_value_bucket(js, bucket, "pace", "backfill republish pace", replicas=replicas), config
+        )
 
     def headroom(self) -> int:
         """How many more messages are worth fetching now. While republish messages are held here and

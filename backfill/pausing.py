@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from backfill.bus import key_value_bucket
 from backfill.errors import BusError
 from backfill.layout import Layout
 
@@ -46,14 +47,11 @@ class PauseSwitch:
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, layout: Layout, replicas: int = 1) -> PauseSwitch:
-        """Open (or create) the control bucket, replicated like the work stream."""
-        try:
-            kv = await js.create_key_value(
-                bucket=bucket, history=1, replicas=replicas, description="backfill: worker pause switch"
-            )
-        except (NatsError, TimeoutError) as exc:
-            raise BusError(f"cannot open the control bucket {bucket}: {exc}") from exc
-        return cls(kv, layout)
+        """Open (or create) the control bucket."""
+        return cls(
+            await key_value_bucket(js, bucket, "control", "backfill: worker pause switch", replicas=replicas),
+            layout,
+        )
 
     @classmethod
     async def existing(cls, js: JetStreamContext, bucket: str, layout: Layout) -> PauseSwitch | None:

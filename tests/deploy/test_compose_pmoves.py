@@ -21,8 +21,6 @@ from pydantic import AliasChoices, SecretStr
 from pydantic_settings import BaseSettings
 
 from backfill.settings import (
-    AgentZeroSettings,
-    BackfillSettings,
     CatalogSettings,
     JellyfinSettings,
     NatsSettings,
@@ -34,6 +32,7 @@ from backfill_doubles.natsserver import free_port, wait_for_port
 from tests.deploy.artifacts import COMPOSE, REPO, load_yaml, settings_env_names
 from tests.deploy.test_compose import DECIDED, Resolved, resolve
 from tests.support.oldnats import VERSION, OldServerUnavailable, old_nats_server_binary
+from worker.cli import GROUPS as WORKER_GROUPS
 
 PMOVES_COPIES = Path(__file__).parent / "pmoves"
 NATS_OVERRIDE = REPO / "deploy" / "pmoves-nats-volume.yml"
@@ -41,15 +40,7 @@ NATS_OVERRIDE = REPO / "deploy" / "pmoves-nats-volume.yml"
 PMOVES_ENV_FILES = ("env.shared.generated", "env.shared", ".env.generated", ".env.local")
 CHAIN = (*(f"pmoves/{name}" for name in PMOVES_ENV_FILES), "backfill/.env")
 WORKER, PRODUCER = "backfill-worker", "backfill-producer"
-GROUPS: list[type[BaseSettings]] = [
-    NatsSettings,
-    CatalogSettings,
-    JellyfinSettings,
-    AgentZeroSettings,
-    StorageSettings,
-    BackfillSettings,
-    WorkerSettings,
-]
+GROUPS: list[type[BaseSettings]] = list(WORKER_GROUPS)  # every setting either program reads
 
 
 def sentinel(name: str) -> str:
@@ -341,17 +332,7 @@ def test_pmoves_env_shared_example_filled_in_gives_the_worker_valid_settings(
     environment = shipped.environment(WORKER)
     for name, value in environment.items():
         clean_settings_env.setenv(name, value)
-    bundle = load_settings(
-        [
-            NatsSettings,
-            CatalogSettings,
-            JellyfinSettings,
-            AgentZeroSettings,
-            StorageSettings,
-            BackfillSettings,
-            WorkerSettings,
-        ]
-    )
+    bundle = load_settings(GROUPS)
     catalog = bundle.get(CatalogSettings)
     assert catalog.service_key is not None
     assert catalog.service_key.get_secret_value() == SHIPPED_SECRETS["SUPABASE_SERVICE_KEY"]

