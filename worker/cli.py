@@ -125,12 +125,13 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     return None
 
 
-async def ensure_layout_patiently(js: JetStreamContext, layout: Layout, stop: asyncio.Event) -> bool:
-    """JetStream may be electing leaders or still starting: retry (never on a config conflict)."""
+async def patiently(step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> bool:
+    """JetStream may be electing leaders or still starting: retry a start-up step on a BusError (a
+    config conflict is no BusError: it ends the worker). False: stopped before it succeeded."""
     delay = 0.5
     while not stop.is_set():
         try:
-            await ensure_layout(js, layout)
+            await step()
             return True
         except BusError as exc:
             log.warning("JetStream not ready; retrying", extra={"error": str(exc), "retry_in": delay})
@@ -138,6 +139,26 @@ async def ensure_layout_patiently(js: JetStreamContext, layout: Layout, stop: as
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             delay = min(delay * 2, 10.0)
     return False
+
+
+async def ensure_layout_patiently(js: JetStreamContext, layout: Layout, stop: asyncio.Event) -> bool:
+    return await patiently(lambda: ensure_layout(js, layout), stop)
+
+
+async def pause_state_patiently(
+    js: JetStreamContext, bucket: str, layout: Layout, replicas: int, stop: asyncio.Event
+) -> tuple[PauseSwitch, PauseState] | None:
+    """The pause switch, and whether it is on before the first fetch (a new replicated bucket may still
+    be electing its leader). None: stopped first."""
+    found: list[PauseSwitch] = []
+    state = PauseState()
+
+    async def read() -> None:
+        if not found:
+            found.append(await PauseSwitch.open(js, bucket, layout, replicas=replicas))
+        state.set_switch(await found[0].state() is not None)
+
+    return (found[0], state) if await patiently(read, stop) else None
 
 
 def row_reader(catalog: Catalog, batch: int) -> Callable[[int], Awaitable[Row | None]]:
@@ -245,9 +266,10 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         ledger = await Ledger.open(
             js, worker_cfg.ledger_bucket, worker_cfg.retry_budget_seconds, replicas=nats_cfg.replicas
         )
-        switch = await PauseSwitch.open(js, nats_cfg.control_bucket, layout, replicas=nats_cfg.replicas)
-        pause = PauseState()
-        pause.set_switch(await switch.state() is not None)
+        pausing = await pause_state_patiently(js, nats_cfg.control_bucket, layout, nats_cfg.replicas, stop)
+        if pausing is None:
+            return 0
+        switch, pause = pausing
         metrics.paused.set_function(lambda: int(pause.paused))
         consumer = await build_consumer(
             settings, args, js, catalog, http, publisher, metrics, worker_id, ledger, pause
