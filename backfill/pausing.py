@@ -115,9 +115,11 @@ class PauseState:
     async def wait_running(self, stop: asyncio.Event) -> None:
         """Until the switch is off, or until stop."""
         waiters = [asyncio.ensure_future(self._running.wait()), asyncio.ensure_future(stop.wait())]
-        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in pending:
-            waiter.cancel()
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the caller is cancelled meanwhile
+            for waiter in waiters:
+                waiter.cancel()
 
 
 async def watch_switch(switch: PauseSwitch, state: PauseState, every: float = POLL_SECONDS) -> None:
