@@ -235,13 +235,10 @@ class GlobalPace:
                 written = await self._kv.create(KEY, _encoder.encode(state))
             else:
                 written = await self._kv.update(KEY, _encoder.encode(state), last=revision)
-        except KeyWrongLastSequenceError:
-            self._known = None  # another replica took tokens first
-            return 0, 0.0
-        except BadRequestError as exc:
-            if exc.err_code not in WRONG_LAST_SEQUENCE:
+        except BadRequestError as exc:  # KeyWrongLastSequenceError is one
+            if not isinstance(exc, KeyWrongLastSequenceError) and exc.err_code not in WRONG_LAST_SEQUENCE:
                 raise
-            self._known = None
+            self._known = None  # another replica took tokens first
             return 0, 0.0
         self._known = (state, written)
         return got, 0.0
@@ -265,9 +262,6 @@ class GlobalPace:
 class Pace(Protocol):
     """What the worker needs of a pace: turns for republish messages, and the fetch cap they imply."""
 
-    @property
-    def waiting(self) -> int: ...
-
     def headroom(self) -> int: ...
 
     def turn(self) -> Turn: ...
@@ -278,16 +272,11 @@ class Pace(Protocol):
 class NoPace:
     """Pacing disabled (BACKFILL_PACE_PER_MINUTE=0) or not needed (metadata-only)."""
 
-    waiting = 0
-
     def headroom(self) -> int:
         return UNCAPPED
 
     def turn(self) -> Turn:
         return Turn(None)
-
-    async def acquire(self) -> None:
-        return None
 
     def close(self) -> None:
         return None

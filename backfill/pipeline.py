@@ -69,7 +69,7 @@ class RowProcessor:
     async def handle(self, request: BackfillRequest, attempt: int) -> Outcome:
         # A republish request holds its turn from the start: the worker's fetch cap counts it as
         # waiting for the pace while it is read and planned, not only once it asks for its token.
-        waits = _PaceWaits(self._pace.turn() if request.mode is Mode.REPUBLISH else NoPace().turn())
+        waits = _PaceWaits(self._pace.turn() if request.mode is Mode.REPUBLISH else Turn(None))
         try:
             return await self._run(request, waits)
         except BackfillError as exc:

@@ -163,12 +163,12 @@ async def pause_or_resume(
         await js.consumer_info(layout.stream, layout.durable)
         if command == "pause":
             await switch.pause(by=f"producer on {socket.gethostname()}")
-        if server_pauses and command == "pause":
-            until = (datetime.now(UTC) + timedelta(days=365 * PAUSE_YEARS)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            await js.pause_consumer(layout.stream, layout.durable, until)
-        elif server_pauses:
-            await js.resume_consumer(layout.stream, layout.durable)
-        if command == "resume":
+            if server_pauses:
+                until = (datetime.now(UTC) + timedelta(days=365 * PAUSE_YEARS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                await js.pause_consumer(layout.stream, layout.durable, until)
+        else:
+            if server_pauses:
+                await js.resume_consumer(layout.stream, layout.durable)
             await switch.resume()
     except APIError as exc:
         print(pause_refused(command, layout, exc), file=sys.stderr)
@@ -215,11 +215,8 @@ async def _status(
     except APIError as exc:
         if exc.err_code not in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
             raise
-        print(
-            f"status: {pause_refused('status', layout, exc).removeprefix('status failed: ')} "
-            "Nothing was enqueued yet, or this shell's settings name another layout.",
-            file=sys.stderr,
-        )
+        hint = "Nothing was enqueued yet, or this shell's settings name another layout."
+        print(f"{pause_refused('status', layout, exc)} {hint}", file=sys.stderr)
         return 1
     switch = await PauseSwitch.existing(js, settings.get(NatsSettings).control_bucket, layout)
     status.paused = status.paused or (switch is not None and await switch.state() is not None)

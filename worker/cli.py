@@ -150,15 +150,17 @@ async def pause_state_patiently(
 ) -> tuple[PauseSwitch, PauseState] | None:
     """The pause switch, and whether it is on before the first fetch (a new replicated bucket may still
     be electing its leader). None: stopped first."""
-    found: list[PauseSwitch] = []
+    switch: PauseSwitch | None = None
     state = PauseState()
 
     async def read() -> None:
-        if not found:
-            found.append(await PauseSwitch.open(js, bucket, layout, replicas=replicas))
-        state.set_switch(await found[0].state() is not None)
+        nonlocal switch
+        switch = switch or await PauseSwitch.open(js, bucket, layout, replicas=replicas)
+        state.set_switch(await switch.state() is not None)
 
-    return (found[0], state) if await patiently(read, stop) else None
+    if not await patiently(read, stop) or switch is None:
+        return None
+    return switch, state
 
 
 def row_reader(catalog: Catalog, batch: int) -> Callable[[int], Awaitable[Row | None]]:
