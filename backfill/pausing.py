@@ -98,6 +98,7 @@ class PauseState:
         self.by_server = False
         self._running = asyncio.Event()
         self._running.set()
+        self.switched = asyncio.Event()  # set on every switch change: the server's view is worth a fresh look
 
     @property
     def paused(self) -> bool:
@@ -106,6 +107,7 @@ class PauseState:
     def set_switch(self, paused: bool) -> None:
         if paused != self.by_switch:
             log.info("paused by producer pause" if paused else "resumed")
+            self.switched.set()
         self.by_switch = paused
         if paused:
             self._running.clear()

@@ -37,5 +37,10 @@ async def refresh_forever(
             await refresh_once(js, layout, metrics, pause)
         except (NatsError, TimeoutError) as exc:
             log.warning("could not refresh consumer stats", extra={"error": str(exc) or type(exc).__name__})
-        with contextlib.suppress(asyncio.TimeoutError):
+        if pause is None:
             await asyncio.sleep(every)
+            continue
+        # `producer resume` clears both pauses: the switch changing means look again at once
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(pause.switched.wait(), every)
+        pause.switched.clear()

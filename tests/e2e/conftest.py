@@ -45,7 +45,12 @@ async def run_cli(name: str, args: list[str], env: dict[str, str], timeout: floa
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:  # reap it here, or it warns unreaped in whichever later test collects it
+        proc.kill()
+        await proc.communicate()
+        raise
     return Ran(proc.returncode or 0, out.decode(), err.decode())
 
 
@@ -120,9 +125,9 @@ def old_nats_url() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def no_worker_outlives_its_test() -> Iterator[None]:
+async def no_worker_outlives_its_test() -> AsyncIterator[None]:
     """A test that fails or times out before waiting for its workers does not leave them running."""
     from tests.e2e.processes import stop_leftovers
 
     yield
-    stop_leftovers()
+    await stop_leftovers()

@@ -26,12 +26,15 @@ FAST_RETRIES = {
 STARTED: set[asyncio.subprocess.Process] = set()  # every worker a test started; see `stop_leftovers`
 
 
-def stop_leftovers() -> None:
-    """Kill the workers a test left running (it failed, or timed out, before waiting for them)."""
+async def stop_leftovers() -> None:
+    """Kill and reap the workers a test left running (it failed, or timed out, before waiting for them):
+    a process left unreaped would warn, pipes unclosed, in whichever later test collects it."""
     for proc in STARTED:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.communicate(), 10)
     STARTED.clear()
 
 

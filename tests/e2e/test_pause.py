@@ -64,7 +64,8 @@ async def test_no_row_is_written_while_paused_and_every_row_after_resume(
         resumed = await run_cli("producer", ["resume"], env)
         assert resumed.code == 0, resumed.stdout + resumed.stderr
         await eventually(lambda: written(stack) == expected, 60, "every row written after resume")
-        assert all(paused_gauge(w) == 0.0 for w in workers)
+        # the server's pause is read again as soon as the switch changes, not at the next stats refresh (15 s)
+        await eventually(lambda: all(paused_gauge(w) == 0.0 for w in workers), 5, "every worker resumed")
         status = await run_cli("producer", ["status", "--json", "--sample", "0"], env)
         assert json.loads(status.stdout)["paused"] is False
         for worker in workers:
