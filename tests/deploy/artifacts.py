@@ -19,6 +19,8 @@ from producer.pushgateway import build_registry
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
+LOCK = REPO / "requirements" / "runtime.lock"
+HEALTHCHECK = REPO / "deploy" / "healthcheck"
 COMPOSE = REPO / "compose.override.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "backfill-dashboard.json"
 SCRAPE = REPO / "deploy" / "prometheus" / "backfill-scrape.yml"
@@ -43,6 +45,57 @@ class Query:
 
     def metric_names(self) -> set[str]:
         return set(METRIC.findall(self.expr))
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    found = []
+    for line in joined.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, FROM first, in file order (what precedes the first FROM dropped)."""
+    stages: list[list[tuple[str, str]]] = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((keyword, args))
+    return stages
+
+
+def copied_sources(stage: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(source, destination) of every COPY from the build context (none `--from` a stage), flags dropped."""
+    pairs = []
+    for keyword, args in stage:
+        parts = args.split()
+        if keyword == "COPY" and not any(part.startswith("--from") for part in parts):
+            *sources, destination = [part for part in parts if not part.startswith("--")]
+            pairs.extend((source.rstrip("/"), destination) for source in sources)
+    return pairs
+
+
+def healthcheck_command() -> list[str]:
+    """The final stage's HEALTHCHECK CMD (exec form), as the image runs it."""
+    (args,) = [args for keyword, args in dockerfile_stages()[-1] if keyword == "HEALTHCHECK"]
+    command: list[str] = json.loads(args.split(" CMD ", 1)[1])
+    return command
+
+
+def on_host(command: list[str]) -> list[str]:
+    """`command` with each path the Dockerfile COPYs into the image replaced by that file in this checkout."""
+    files = {
+        destination: str(REPO / source)
+        for stage in dockerfile_stages()
+        for source, destination in copied_sources(stage)
+    }
+    return [files.get(part, part) for part in command]
 
 
 def load_yaml(path: Path) -> Any:

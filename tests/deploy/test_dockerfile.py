@@ -1,4 +1,7 @@
-"""The Dockerfile: hadolint-clean, multi-stage, non-root, one image for both programs, a /healthz check."""
+"""The Dockerfile: hadolint-clean, multi-stage, non-root, one image for both programs.
+
+What the image installs (the lock, no doubles) and its healthcheck: tests/deploy/test_image.py.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +15,17 @@ from pathlib import Path
 import pytest
 
 from backfill.settings import WorkerSettings
-from tests.deploy.artifacts import DOCKERFILE, REPO
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    found = []
-    for line in joined.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            keyword, _, rest = stripped.partition(" ")
-            found.append((keyword.upper(), rest.strip()))
-    return found
+from tests.deploy.artifacts import (
+    DOCKERFILE,
+    REPO,
+    copied_sources,
+    dockerfile_instructions,
+    dockerfile_stages,
+)
 
 
 def final_stage() -> list[tuple[str, str]]:
-    steps = instructions()
-    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
-    return steps[last_from:]
+    return dockerfile_stages()[-1]
 
 
 def hadolint() -> str:
@@ -54,7 +49,7 @@ def test_hadolint_reports_nothing_on_the_dockerfile() -> None:
 
 def test_image_is_built_in_one_stage_and_runs_from_another_as_a_non_root_user() -> None:
     """A builder stage installs; the final stage copies the venv from it and runs as a numeric non-root user."""
-    steps = instructions()
+    steps = dockerfile_instructions()
     assert sum(keyword == "FROM" for keyword, _ in steps) >= 2
     final = final_stage()
     assert any(k == "COPY" and "--from=builder" in args for k, args in final)
@@ -80,14 +75,6 @@ def test_image_runs_the_worker_by_default_and_exposes_its_metrics_port() -> None
     assert final["EXPOSE"].split() == [str(WorkerSettings.model_fields["metrics_port"].default)]
 
 
-def test_healthcheck_probes_healthz_with_python_alone() -> None:
-    """HEALTHCHECK asks /healthz with the image's own Python (no curl or wget in a slim image)."""
-    healthcheck = dict(final_stage())["HEALTHCHECK"]
-    command = json.loads(healthcheck.split("CMD", 1)[1])
-    assert command[:2] == ["python", "-c"]
-    assert "/healthz" in command[2]
-
-
 def test_dockerignore_keeps_the_build_context_to_what_the_build_copies() -> None:
     """.dockerignore excludes everything by default and lets in only the files the Dockerfile copies."""
     lines = [
@@ -97,8 +84,5 @@ def test_dockerignore_keeps_the_build_context_to_what_the_build_copies() -> None
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    copied: set[str] = set()
-    for keyword, args in instructions():
-        if keyword == "COPY" and "--from" not in args:
-            copied.update(part.rstrip("/") for part in args.split()[:-1])
+    copied = {source for stage in dockerfile_stages() for source, _ in copied_sources(stage)}
     assert copied == allowed
