@@ -20,10 +20,12 @@ from backfill.settings import (
     NatsSettings,
     SettingsBundle,
     StorageSettings,
+    YoutubeSettings,
 )
 from backfill.sigv4 import Credentials
 from backfill.storage import ObjectStorage
 from backfill.transport import HttpClient, Observer, no_observer
+from backfill.youtube import YoutubeSearch
 
 
 def links_from(jellyfin: JellyfinSettings) -> LinkConfig:
@@ -98,6 +100,14 @@ def build_storage(
     )
 
 
+def build_youtube(
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer
+) -> YoutubeSearch | None:
+    """PMOVES.yt, when the command loaded its settings (the worker always does)."""
+    youtube = settings.find(YoutubeSettings)
+    return None if youtube is None else YoutubeSearch(http, youtube.url, observe=observe)
+
+
 def build_enricher(
     settings: SettingsBundle,
     http: HttpClient,
@@ -121,6 +131,7 @@ def build_enricher(
         links_from(jellyfin),
         settings.get(BackfillSettings).default_namespace,
         search_limit=jellyfin.search_limit,
+        videos=build_youtube(settings, http, observe),
     )
 
 

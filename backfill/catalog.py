@@ -163,8 +163,16 @@ class Catalog(Protocol):
         """How many published rows carry a Jellyfin public URL (any value): the published rows that
         are not candidates. None when the backend cannot tell cheaply."""
 
+    async def count_youtube_gaps(self) -> int | None:
+        """How many rows were backfilled without the YouTube links they asked for (PMOVES.yt stayed
+        unavailable): rows whose `meta.backfill_youtube_gap` is set. None when the backend cannot tell."""
+
     def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
         """Candidate rows in id order, page by page, memory flat in the size of the catalog."""
+
+    def republished_rows(self, run_id: str | None = None) -> AsyncIterator[list[Row]]:
+        """Rows carrying the id of the event their backfill republished (`meta.backfill_event_id`),
+        only those of run `run_id` when given (`meta.backfill_run_id`), in id order, page by page."""
 
     async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
         """The rows with these ids that exist, in any order."""

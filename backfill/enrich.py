@@ -6,11 +6,14 @@ would send. Nothing here writes anywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from typing import Any
 
+from backfill import related as youtube
 from backfill.catalog import PUBLISHED
 from backfill.contract import payload_problems
+from backfill.errors import UpstreamRejected, UpstreamUnavailable
 from backfill.jellyfin import JellyfinClient
 from backfill.matching import Unmatched, choose_match, date_hint, search_term
 from backfill.model import JellyfinItem, Row, normalize_item_id
@@ -25,6 +28,9 @@ from backfill.outcome import (
 )
 from backfill.payload import Enrichment, LinkConfig, artifact_uri, build_payload, primary_image_url
 from backfill.storage import ObjectStorage
+from backfill.wire import YoutubeLinking
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,18 @@ class Plan:
     row: Row
     enrichment: Enrichment
     payload: dict[str, Any]
+
+    @property
+    def youtube_unavailable(self) -> youtube.Related | None:
+        """The linking result when PMOVES.yt could not answer (retry, or give up), else None."""
+        related = self.enrichment.related
+        return related if related is not None and related.result == youtube.UNAVAILABLE else None
+
+    def without_youtube_links(self) -> Plan:
+        """PMOVES.yt stayed unavailable: the same payload (it carries no links), the gap recorded."""
+        related = self.enrichment.related
+        assert related is not None
+        return replace(self, enrichment=replace(self.enrichment, related=related.given_up()))
 
 
 def skip_reason(row: Row | None) -> str | None:
@@ -47,6 +65,25 @@ def skip_reason(row: Row | None) -> str | None:
     return None
 
 
+async def find_related(
+    videos: youtube.VideoSearch | None, row: Row, linking: YoutubeLinking
+) -> youtube.Related:
+    """Related YouTube videos for `row`, or why there are none. PMOVES.yt's failures become values here
+    (whether to retry is the caller's decision), so they never fail the row's Jellyfin enrichment."""
+    query = youtube.search_query(row)
+    if not query:
+        return youtube.Related(youtube.NO_MATCH)
+    if videos is None:
+        return youtube.failed(youtube.REJECTED, "PMOVES.yt is not configured in this process")
+    try:
+        return youtube.from_results(await videos.search(query, linking))
+    except UpstreamRejected as exc:
+        log.warning("PMOVES.yt refused the search; no links", extra={"row_id": row.id, "error": str(exc)})
+        return youtube.failed(youtube.REJECTED, str(exc))
+    except UpstreamUnavailable as exc:
+        return youtube.failed(youtube.UNAVAILABLE, str(exc), exc.retry_after)
+
+
 class Enricher:
     def __init__(
         self,
@@ -55,7 +92,10 @@ class Enricher:
         links: LinkConfig,
         default_namespace: str,
         search_limit: int = 20,
+        videos: youtube.VideoSearch | None = None,
     ) -> None:
+        """`videos`: PMOVES.yt, asked only for requests that want YouTube links."""
+        self._videos = videos
         self._jellyfin = jellyfin
         self._storage = storage
         self._links = links
@@ -88,8 +128,9 @@ class Enricher:
         url = await self._storage.find_thumbnail(artifact_uri(row))
         return (url, "storage") if url else (None, None)
 
-    async def plan(self, row: Row | None) -> Plan | Ack | DeadLetter:
-        """Skip, dead-letter, or a plan with a contract-valid payload. Raises only transient errors."""
+    async def plan(self, row: Row | None, linking: YoutubeLinking | None = None) -> Plan | Ack | DeadLetter:
+        """Skip, dead-letter, or a plan with a contract-valid payload (with related YouTube videos when
+        `linking` asks for them). Raises only transient errors of Jellyfin, storage or the catalog."""
         reason = skip_reason(row)
         if reason is not None or row is None:
             return Ack("skipped", reason or ROW_MISSING)
@@ -100,8 +141,9 @@ class Enricher:
             return DeadLetter(found.reason, found.detail)
         item, resolved_by = found
         thumb, source = await self.thumbnail(row, item)
+        related = await find_related(self._videos, row, linking) if linking is not None else None
         enrichment = Enrichment(
-            item=item, resolved_by=resolved_by, thumbnail_url=thumb, thumbnail_source=source
+            item=item, resolved_by=resolved_by, thumbnail_url=thumb, thumbnail_source=source, related=related
         )
         payload = build_payload(row, enrichment, self._links, self._namespace)
         problems = payload_problems(payload)

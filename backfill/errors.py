@@ -6,6 +6,7 @@ above an adapter catches a third-party exception. Each class says whether retryi
     BackfillError                      root; never raised itself
     ├── ConfigError                    bad or missing settings; the program stops (exit 2)
     ├── StreamConfigConflict           an existing stream/consumer cannot take our config
+    ├── NotFound                       what a command reads does not exist (exit 4)
     ├── UpstreamError                  an HTTP upstream failed          (has .service, .status)
     │   ├── UpstreamUnavailable        timeout, connection error, 5xx, 429/503: retryable
     │   └── UpstreamRejected           a 4xx retrying cannot fix: not retryable
@@ -14,6 +15,8 @@ above an adapter catches a third-party exception. Each class says whether retryi
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
 
 
 class BackfillError(Exception):
@@ -28,6 +31,10 @@ class ConfigError(BackfillError):
 
 class StreamConfigConflict(BackfillError):
     """An existing stream or consumer differs in a way that cannot be updated in place."""
+
+
+class NotFound(BackfillError):
+    """What a command reads is not there: a stream, the consumer, a dead letter, a table."""
 
 
 class UpstreamError(BackfillError):
@@ -67,3 +74,23 @@ class BusError(BackfillError):
     """JetStream did not acknowledge a publish or an API call; retry later."""
 
     retryable = True
+
+
+class Exit(IntEnum):
+    """Exit codes of both programs (README, "Exit codes")."""
+
+    OK = 0
+    FAILED = 1  # the command ran, and something in it failed (or, for `layout`, differs)
+    CONFIG = 2  # usage or configuration error: nothing was done
+    UNAVAILABLE = 3  # NATS, JetStream or an upstream refused or was out of reach
+    NOT_FOUND = 4  # what the command reads does not exist (stream, consumer, dead letter, table)
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
+
+
+def exit_code(exc: BackfillError) -> Exit:
+    if isinstance(exc, ConfigError):
+        return Exit.CONFIG
+    if isinstance(exc, NotFound):
+        return Exit.NOT_FOUND
+    return Exit.UNAVAILABLE

@@ -1,4 +1,8 @@
-"""Jellyfin adapter: item by id and title search, with the MediaBrowser auth header (docs/upstreams.md §2)."""
+"""Jellyfin adapter: item by id and title search, with the MediaBrowser auth header (docs/upstreams.md §2).
+
+Every read names `JELLYFIN_USER_ID` (`userId`), so items carry that user's `UserData` (whether it has
+played them: the live publisher's `jellyfin_played`); listings ask for it explicitly (`enableUserData`).
+"""
 
 from __future__ import annotations
 
@@ -82,7 +86,12 @@ class JellyfinClient:
         wanted = {canonical for raw in item_ids if (canonical := normalize_item_id(raw)) is not None}
         if not wanted:
             return {}
-        params = {"userId": self._user_id, "ids": ",".join(sorted(wanted)), "fields": _SEARCH_FIELDS}
+        params = {
+            "userId": self._user_id,
+            "ids": ",".join(sorted(wanted)),
+            "fields": _SEARCH_FIELDS,
+            "enableUserData": "true",
+        }
         response = await self._up.read("GET", f"{self._base}/Items", params=params, headers=self._headers)
         self._up.check(response)
         result: SearchResult = self._decode(response, _search_decoder)
@@ -96,6 +105,7 @@ class JellyfinClient:
             "searchTerm": term,
             "recursive": "true",
             "fields": _SEARCH_FIELDS,
+            "enableUserData": "true",
             "limit": limit,
         }
         window = hint.premiere_window() if hint is not None else None

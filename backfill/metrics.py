@@ -6,9 +6,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from backfill.related import RESULTS as YOUTUBE_RESULTS
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 OUTCOMES = ("done", "skipped", "retried", "dead_lettered")
-SERVICES = ("jellyfin", "agent_zero", "catalog", "storage")
+SERVICES = ("jellyfin", "agent_zero", "catalog", "storage")  # pmoves_yt appears once asked
 RESOLUTIONS = ("jellyfin_id", "jellyfin_search", "storage_thumbnail", "unresolved")
 
 
@@ -67,6 +69,14 @@ class Metrics:
             "Storage thumbnail fallbacks skipped: the artifact's bucket is not in MINIO_THUMBNAIL_BUCKETS.",
             registry=registry,
         )
+        self.youtube_links = Counter(
+            "backfill_youtube_links",
+            "Rows finished, by how YouTube linking ended: linked, no_match, rejected (4xx), gave_up"
+            " (PMOVES.yt unavailable until the retries were spent; the row carries backfill_youtube_gap),"
+            " off (not asked for).",
+            ["result"],
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "backfill_in_flight", "Messages this worker is working on now.", registry=registry
         )
@@ -105,6 +115,8 @@ class Metrics:
             self.messages.labels(outcome)
         for method in RESOLUTIONS:
             self.resolutions.labels(method)
+        for result in YOUTUBE_RESULTS:
+            self.youtube_links.labels(result)
         for service in SERVICES:
             self.upstream_duration.labels(service)
 

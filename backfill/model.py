@@ -42,6 +42,12 @@ class Row(msgspec.Struct, frozen=True):
         return f"meta is {kind}, not a JSON object: fix the row's meta, then replay"
 
 
+class UserData(msgspec.Struct, frozen=True, rename="pascal"):
+    """The configured user's data for an item (sent when the request names a `userId`)."""
+
+    played: bool = False
+
+
 class JellyfinItem(msgspec.Struct, frozen=True, rename="pascal"):
     """The subset of Jellyfin's BaseItemDto the backfill reads (PascalCase, nulls omitted upstream)."""
 
@@ -55,10 +61,16 @@ class JellyfinItem(msgspec.Struct, frozen=True, rename="pascal"):
     premiere_date: str | None = None
     image_tags: dict[str, str] | None = None
     tags: list[str] | None = None
+    user_data: UserData | None = None
 
     @property
     def primary_image_tag(self) -> str | None:
         return (self.image_tags or {}).get("Primary")
+
+    @property
+    def played(self) -> bool:
+        """Whether `JELLYFIN_USER_ID` has played the item (PMOVES' live publisher reports only that)."""
+        return self.user_data is not None and self.user_data.played
 
 
 class SearchResult(msgspec.Struct, frozen=True, rename="pascal"):

@@ -18,6 +18,7 @@ class Ack:
     result: str  # "done" | "skipped"
     detail: str  # done: "republished" | "metadata_updated"; skipped: why
     resolutions: tuple[str, ...] = ()  # how the row was resolved, for the metrics (see metrics.RESOLUTIONS)
+    youtube: str | None = None  # done: how YouTube linking ended (backfill.related.RESULTS); None: not asked
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,21 @@ def classify_error(
         return DeadLetter(UPSTREAM_REJECTED, str(error))
     if not error.retryable:
         return DeadLetter(UPSTREAM_REJECTED, str(error))
+    return retry_later(str(error), attempt, policy, getattr(error, "retry_after", None), rand)
+
+
+def retry_later(
+    error: str,
+    attempt: int,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> Retry:
+    """A retry after the backoff for `attempt`, or after the upstream's Retry-After when that is longer."""
     delay = backoff_delay(attempt, policy, rand)
-    retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         delay = max(delay, min(float(retry_after), policy.retry_after_cap))
-    return Retry(delay=delay, error=str(error))
+    return Retry(delay=delay, error=error)
 
 
 def settle_retry(outcome: Outcome, attempt: int, age_seconds: float, policy: RetryPolicy) -> Outcome:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from backfill import related as youtube
 from backfill.model import JellyfinItem, Row
 
 BACKFILL_TAG = "backfill"
@@ -33,6 +35,7 @@ class Enrichment:
     resolved_by: str  # "jellyfin_id" | "jellyfin_search"
     thumbnail_url: str | None
     thumbnail_source: str | None  # "jellyfin" | "storage" | None
+    related: youtube.Related | None = None  # None: the request did not ask for YouTube links
 
 
 def duration_seconds(ticks: int | None) -> float | None:
@@ -103,20 +106,41 @@ def jellyfin_fields(enrichment: Enrichment, links: LinkConfig) -> dict[str, Any]
     return fields
 
 
+def live_meta(enrichment: Enrichment, links: LinkConfig) -> dict[str, Any]:
+    """The keys PMOVES' live publisher puts into the event meta besides the four above
+    (docs/upstreams.md §8): the item's type, the public base, and `jellyfin_played` only when the
+    configured user has played it."""
+    fields: dict[str, Any] = {"jellyfin_base_url": links.public_base}
+    if enrichment.item.type:
+        fields["jellyfin_item_type"] = enrichment.item.type
+    if enrichment.item.played:
+        fields["jellyfin_played"] = True
+    return fields
+
+
 def build_payload(
     row: Row, enrichment: Enrichment, links: LinkConfig, default_namespace: str
 ) -> dict[str, Any]:
-    """The `content.published.v1` payload the upstream publisher would have sent, plus Jellyfin fields."""
+    """The `content.published.v1` payload the upstream publisher would have sent, plus Jellyfin fields
+    (on top and in meta), the live publisher's meta keys and, when linked, the related YouTube videos."""
     meta = row.meta_dict
     artifact = artifact_uri(row)
     fields = jellyfin_fields(enrichment, links)
+    tags = merge_tags(meta.get("tags"))
+    if (tag := youtube.payload_tag(enrichment.related)) is not None:
+        tags = merge_tags(tags, tag)
     payload: dict[str, Any] = {
         "artifact_uri": artifact,
         "published_path": published_path(row, artifact),
         "namespace": row.namespace or _optional_str(meta, "namespace") or default_namespace,
-        "tags": merge_tags(meta.get("tags")),
+        "tags": tags,
         **fields,
-        "meta": {**meta, **fields},
+        "meta": {
+            **meta,
+            **fields,
+            **live_meta(enrichment, links),
+            **youtube.payload_meta(enrichment.related),
+        },
     }
     title = row.title or _optional_str(meta, "title")
     optional = {"title": title, **{k: _optional_str(meta, k) for k in ("description", "public_url")}}
@@ -145,9 +169,18 @@ def build_meta_patch(
     run_id: str,
     event_id: str | None,
     sent_at: str | None,
+    current_meta: Mapping[str, Any] | None = None,
 ) -> MetaPatch:
-    """Audit markers for the row. `publish_event_sent_at` is only ever filled in, never overwritten."""
-    patch = {**jellyfin_fields(enrichment, links), "backfill_version": version, "backfill_run_id": run_id}
+    """The Jellyfin fields, the live publisher's keys, what YouTube linking stores (`current_meta`: the
+    row's meta as read, to clear a gap an earlier run left) and the audit markers.
+    `publish_event_sent_at` is only ever filled in, never overwritten."""
+    patch = {
+        **jellyfin_fields(enrichment, links),
+        **live_meta(enrichment, links),
+        **youtube.meta_patch(enrichment.related, current_meta or {}),
+        "backfill_version": version,
+        "backfill_run_id": run_id,
+    }
     if event_id is not None:
         patch["backfill_event_id"] = event_id
     defaults = {"publish_event_sent_at": sent_at} if sent_at is not None else {}

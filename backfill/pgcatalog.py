@@ -42,6 +42,7 @@ from backfill.catalog import (
 from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
+from backfill.related import GAP_KEY
 from backfill.transport import Observer, no_observer
 
 SERVICE = "catalog"
@@ -202,8 +203,18 @@ class PostgresCatalog:
         records = await self._fetch(self._sql.count_enriched)
         return int(records[0][0])
 
+    async def count_youtube_gaps(self) -> int | None:
+        records = await self._fetch(self._sql.count_gaps)
+        return int(records[0][0])
+
     def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
         return keyset_pages(self._candidate_page, since_id, limit, self._page_size)
+
+    def republished_rows(self, run_id: str | None = None) -> AsyncIterator[list[Row]]:
+        async def page(after: int, size: int) -> list[Row]:
+            return await self._rows(self._sql.republished, run_id, after, size)
+
+        return keyset_pages(page, 0, None, self._page_size)
 
     async def _candidate_page(self, after: int, size: int) -> list[Row]:
         return await self._rows(self._sql.page, after, size)
@@ -243,6 +254,11 @@ _ENRICHED = f"status = '{PUBLISHED}' and (meta ->> 'jellyfin_public_url') is not
 _COUNT = "select count(*) from {table} where {candidate} and id > $1"
 _COUNT_ENRICHED = "select count(*) from {table} where {enriched}"
 _PAGE = "select {columns} from {table} where {candidate} and id > $1 order by id limit $2"
+_COUNT_GAPS = "select count(*) from {table} where (meta ->> '{gap}') is not null"
+_REPUBLISHED = (
+    "select {columns} from {table} where (meta ->> 'backfill_event_id') is not null"
+    " and ($1::text is null or meta ->> 'backfill_run_id' = $1) and id > $2 order by id limit $3"
+)
 _BY_IDS = "select {columns} from {table} where id = any($1::bigint[])"
 _BY_ID = "select {columns} from {table} where id = $1"
 # Both merges leave a meta that is JSON but not an object alone (`||` would append to an array).
@@ -272,10 +288,13 @@ class _Statements:
                 board_columns=", ".join(f"board.{column}" for column in ROW_COLUMNS),
                 candidate=_CANDIDATE,
                 enriched=_ENRICHED,
+                gap=GAP_KEY,
             )
 
         self.count = fill(_COUNT)
         self.count_enriched = fill(_COUNT_ENRICHED)
+        self.count_gaps = fill(_COUNT_GAPS)
+        self.republished = fill(_REPUBLISHED)
         self.page = fill(_PAGE)
         self.by_ids = fill(_BY_IDS)
         self.by_id = fill(_BY_ID)

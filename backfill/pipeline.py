@@ -18,12 +18,24 @@ from backfill.enrich import Enricher, Plan
 from backfill.errors import BackfillError, BusError
 from backfill.ledger import DeliveryLedger, LocalLedger
 from backfill.model import Row
-from backfill.outcome import ROW_MISSING, Ack, Outcome, Retry, RetryPolicy, classify_error
+from backfill.outcome import (
+    ROW_MISSING,
+    Ack,
+    Outcome,
+    Retry,
+    RetryPolicy,
+    classify_error,
+    retry_later,
+    settle_retry,
+)
 from backfill.pace import NoPace, Pace, Turn
 from backfill.payload import LinkConfig, MetaPatch, build_meta_patch, correlation_id
 from backfill.wire import BackfillRequest, Mode
 
 log = logging.getLogger(__name__)
+# What the consumer makes of a retry: the retry itself, or a dead letter once the delivery limit or the
+# retry budget is spent (`outcome.settle_retry`, with the message's retry age from the ledger).
+Settle = Callable[[Retry], Awaitable[Outcome]]
 
 
 def utc_stamp(now: datetime) -> str:
@@ -66,12 +78,18 @@ class RowProcessor:
         self._policy = policy
         self._clock = clock
 
-    async def handle(self, request: BackfillRequest, attempt: int) -> Outcome:
+    async def handle(self, request: BackfillRequest, attempt: int, settle: Settle | None = None) -> Outcome:
+        """`settle`: how a retry would be settled (default: by the delivery count alone). It tells a
+        PMOVES.yt failure on the message's last chance, which backfills the row without links."""
+
+        async def by_attempts(retry: Retry) -> Outcome:
+            return settle_retry(retry, attempt, 0.0, self._policy)
+
         # A republish request holds its turn from the start: the worker's fetch cap counts it as
         # waiting for the pace while it is read and planned, not only once it asks for its token.
         waits = _PaceWaits(self._pace.turn() if request.mode is Mode.REPUBLISH else Turn(None))
         try:
-            return await self._run(request, waits)
+            return await self._run(request, waits, attempt, settle or by_attempts)
         except BackfillError as exc:
             outcome = classify_error(exc, attempt, self._policy)
         finally:
@@ -80,11 +98,23 @@ class RowProcessor:
             return replace(outcome, paced=waits.seconds)
         return outcome
 
-    async def _run(self, request: BackfillRequest, waits: _PaceWaits) -> Outcome:
+    async def _run(
+        self, request: BackfillRequest, waits: _PaceWaits, attempt: int, settle: Settle
+    ) -> Outcome:
         row = await self._read_row(request.row_id)
-        planned = await self._enricher.plan(row)
+        planned = await self._enricher.plan(row, request.youtube)
         if not isinstance(planned, Plan):
             return planned
+        if (unavailable := planned.youtube_unavailable) is not None:
+            error = unavailable.error or "PMOVES.yt unavailable"
+            retry = retry_later(error, attempt, self._policy, unavailable.retry_after)
+            if isinstance(await settle(retry), Retry):
+                return retry  # links are worth another delivery while the message has retries left
+            log.warning(
+                "PMOVES.yt unavailable on the last chance; backfilled without YouTube links",
+                extra={"row_id": planned.row.id, "error": unavailable.error},
+            )
+            planned = planned.without_youtube_links()
         return await self._execute(request, planned, waits)
 
     async def _execute(self, request: BackfillRequest, plan: Plan, waits: _PaceWaits) -> Outcome:
@@ -101,6 +131,7 @@ class RowProcessor:
             run_id=request.run_id,
             event_id=event_id,
             sent_at=sent_at,
+            current_meta=plan.row.meta_dict,
         )
         merged = await self._merge(plan.row.id, patch)
         if merged is None:
@@ -108,7 +139,9 @@ class RowProcessor:
         resolved: tuple[str, ...] = (plan.enrichment.resolved_by,)
         if plan.enrichment.thumbnail_source == "storage":
             resolved += ("storage_thumbnail",)
-        return Ack("done", "republished" if event_id else "metadata_updated", resolved)
+        related = plan.enrichment.related
+        linked = related.result if related is not None else None
+        return Ack("done", "republished" if event_id else "metadata_updated", resolved, youtube=linked)
 
     async def _publish_once(self, plan: Plan, version: str, waits: _PaceWaits) -> str:
         """At most one event per row and version: an event accepted by an earlier delivery (whose merge

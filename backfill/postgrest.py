@@ -19,6 +19,7 @@ from backfill.catalog import (
 from backfill.errors import CatalogConflict, UpstreamUnavailable
 from backfill.model import Row
 from backfill.payload import MetaPatch
+from backfill.related import GAP_KEY
 from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
 
 SERVICE = "catalog"
@@ -27,6 +28,13 @@ _rows_decoder = msgspec.json.Decoder(list[Row])
 _encoder = msgspec.json.Encoder()
 _CANDIDATE_FILTER = {"status": "eq.published", "meta->>jellyfin_public_url": "is.null"}
 _ENRICHED_FILTER = {"status": "eq.published", "meta->>jellyfin_public_url": "not.is.null"}
+_GAP_FILTER = {f"meta->>{GAP_KEY}": "not.is.null"}
+
+
+def republished_filter(run_id: str | None) -> dict[str, str]:
+    """Rows with an event id, of one run when given."""
+    found = {"meta->>backfill_event_id": "not.is.null"}
+    return found if run_id is None else {**found, "meta->>backfill_run_id": f"eq.{run_id}"}
 
 
 def auth_headers(key: str) -> dict[str, str]:
@@ -74,6 +82,9 @@ class PostgrestCatalog:
     async def count_enriched(self) -> int | None:
         return await self._count(_ENRICHED_FILTER)
 
+    async def count_youtube_gaps(self) -> int | None:
+        return await self._count(_GAP_FILTER)
+
     async def _count(self, filters: dict[str, str]) -> int | None:
         """The exact number of rows matching `filters`, from `Content-Range: 0-0/<total>`."""
         params = {**filters, "select": "id", "limit": 1}
@@ -85,8 +96,20 @@ class PostgrestCatalog:
         return keyset_pages(self._candidate_page, since_id, limit, self._page_size)
 
     async def _candidate_page(self, after: int, size: int) -> list[Row]:
+        return await self._page(_CANDIDATE_FILTER, after, size)
+
+    def republished_rows(self, run_id: str | None = None) -> AsyncIterator[list[Row]]:
+        filters = republished_filter(run_id)
+
+        async def page(after: int, size: int) -> list[Row]:
+            return await self._page(filters, after, size)
+
+        return keyset_pages(page, 0, None, self._page_size)
+
+    async def _page(self, filters: dict[str, str], after: int, size: int) -> list[Row]:
+        """Rows matching `filters` with id above `after`, in id order, at most `size`."""
         params = {
-            **_CANDIDATE_FILTER,
+            **filters,
             "id": f"gt.{after}",
             "order": "id.asc",
             "limit": size,

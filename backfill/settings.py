@@ -152,6 +152,22 @@ class StorageSettings(_Group):
         return f"{'https' if self.secure else 'http'}://{self.endpoint}"
 
 
+class YoutubeSettings(_Group):
+    """PMOVES.yt, asked for related videos when a request carries `--link-youtube` (no credentials)."""
+
+    url: HttpUrl = Field("http://localhost:8077", validation_alias="PMOVES_YT_URL")
+
+
+class DiscordMetricsSettings(_Group):
+    """Where PMOVES' publisher-discord records whether Discord accepted each embed (`producer verify`)."""
+
+    table: str = Field(
+        "publisher_discord_metrics",
+        validation_alias="DISCORD_METRICS_TABLE",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    )
+
+
 class BackfillSettings(_Group):
     """What the backfill writes and how hard it drives the upstreams."""
 
@@ -216,6 +232,10 @@ class SettingsBundle:
         found = self._groups[group]
         assert isinstance(found, group)
         return found
+
+    def find(self, group: type[G]) -> G | None:
+        """The group when this command loaded it, else None."""
+        return self.get(group) if group in self._groups else None
 
 
 def load_settings(groups: Sequence[type[_Group]]) -> SettingsBundle:

@@ -6,6 +6,7 @@ Both `producer` and `worker` import this module; nothing else builds subjects or
 from __future__ import annotations
 
 import enum
+import math
 import re
 from datetime import UTC, datetime
 
@@ -17,6 +18,10 @@ MAX_ROW_ID = 2**63 - 1  # studio_board.id is a bigint
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ID_RE = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: "²".isdigit() is true, and int("²") raises
 _LABEL_LIMIT = 200  # backfill_version and run_id: stored on the row and in headers
+# PMOVES' own backfill script asks PMOVES.yt for 5 related videos at similarity 0.70 (docs/upstreams.md §8).
+DEFAULT_YOUTUBE_THRESHOLD = 0.70
+DEFAULT_YOUTUBE_LIMIT = 5
+MAX_YOUTUBE_LIMIT = 50
 
 
 class Mode(enum.StrEnum):
@@ -24,6 +29,13 @@ class Mode(enum.StrEnum):
 
     REPUBLISH = "republish"
     METADATA_ONLY = "metadata-only"
+
+
+class YoutubeLinking(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """`enqueue --link-youtube`: ask PMOVES.yt for related videos, the same way on every replica."""
+
+    threshold: float = DEFAULT_YOUTUBE_THRESHOLD
+    limit: int = DEFAULT_YOUTUBE_LIMIT
 
 
 class BackfillRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -34,6 +46,8 @@ class BackfillRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     mode: Mode
     run_id: str
     enqueued_at: str
+    # Absent (requests enqueued before linking existed) or null: no YouTube linking.
+    youtube: YoutubeLinking | None = None
     v: int = WIRE_VERSION
 
 
@@ -77,15 +91,36 @@ def decode_request(data: bytes, subject: str, prefix: str) -> BackfillRequest:
             raise InvalidMessage(f"{name} must be 1-{_LABEL_LIMIT} printable characters, got {value[:80]!r}")
     if subject != request_subject(prefix, request.row_id):
         raise InvalidMessage(f"subject {subject[:200]!r} does not match row_id {request.row_id}")
+    if request.youtube is not None and (problem := linking_problem(request.youtube)) is not None:
+        raise InvalidMessage(f"youtube: {problem}")
     return request
 
 
+def linking_problem(linking: YoutubeLinking) -> str | None:
+    """Why these linking settings are unusable (said the same way by the CLI and the worker), or None."""
+    if not math.isfinite(linking.threshold) or not 0.0 <= linking.threshold <= 1.0:
+        return f"threshold must be between 0 and 1, got {linking.threshold}"
+    if not 1 <= linking.limit <= MAX_YOUTUBE_LIMIT:
+        return f"limit must be between 1 and {MAX_YOUTUBE_LIMIT}, got {linking.limit}"
+    return None
+
+
 def new_request(
-    row_id: int, version: str, mode: Mode, run_id: str, now: datetime | None = None
+    row_id: int,
+    version: str,
+    mode: Mode,
+    run_id: str,
+    now: datetime | None = None,
+    youtube: YoutubeLinking | None = None,
 ) -> BackfillRequest:
     stamp = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return BackfillRequest(
-        row_id=row_id, backfill_version=version, mode=mode, run_id=run_id, enqueued_at=stamp
+        row_id=row_id,
+        backfill_version=version,
+        mode=mode,
+        run_id=run_id,
+        enqueued_at=stamp,
+        youtube=youtube,
     )
 
 

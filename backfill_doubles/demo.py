@@ -1,9 +1,10 @@
 """`make demo`: the whole backfill on an embedded stack, with nothing installed but Python.
 
-Starts nats-server, an S3 API and the Jellyfin / Agent Zero / PostgREST doubles seeded with a mixed
-catalog, runs `producer enqueue --all-missing` and two `worker` processes, and prints a before/after
-summary. Ctrl-C (or SIGTERM) at any point, or a failed start, stops every process and removes every
-temporary directory.
+Starts nats-server, an S3 API and the Jellyfin / Agent Zero / PMOVES.yt / PostgREST doubles seeded with
+a mixed catalog, runs `producer enqueue --all-missing --link-youtube` and two `worker` processes, then
+`producer verify` on what publisher-discord's double recorded, and prints a before/after summary.
+Ctrl-C (or SIGTERM) at any point, or a failed start, stops every process and removes every temporary
+directory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from backfill_doubles.natsserver import free_port
 from backfill_doubles.publisher_discord import PublisherDiscord
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 from producer.control import dead_letter_counts
+
+RUN_ID = "demo-run"
 
 
 def cli(name: str) -> str:
@@ -66,7 +69,28 @@ async def row_summary(stack: EmbeddedStack) -> dict[str, int]:
         "published": len(published),
         "with_jellyfin_url": len(enriched),
         "missing_jellyfin_url": len(published) - len(enriched),
+        "youtube_linked": sum(1 for r in enriched if r["meta"].get("related_youtube")),
     }
+
+
+async def verify(env: dict[str, str]) -> dict[str, int]:
+    """`producer verify --run-id` on the demo's run: the totals of its report (exit 1, a failed delivery,
+    is a finding, not a failure of the demo)."""
+    proc = await asyncio.create_subprocess_exec(
+        cli("producer"),
+        "verify",
+        "--run-id",
+        RUN_ID,
+        "--json",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode not in (0, 1):
+        raise DemoFailed(f"producer verify exited {proc.returncode}: {err.decode(errors='replace')[-500:]}")
+    totals: dict[str, int] = json.loads(out)["totals"]
+    return totals
 
 
 async def listen(url: str, seen: list[dict[str, Any]]) -> Any:
@@ -93,9 +117,10 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
     )
     envelopes: list[dict[str, Any]] = []
     nc = await listen(stack.nats_url, envelopes)
-    discord = PublisherDiscord(stack.discord_webhook)
+    discord = PublisherDiscord(stack.discord_webhook, recorder=stack.discord_recorder())
     await discord.start(stack.nats_url)
-    producer = await spawn("producer", ["enqueue", "--all-missing"], env, None)
+    enqueue = ["enqueue", "--all-missing", "--link-youtube", "--run-id", RUN_ID]
+    producer = await spawn("producer", enqueue, env, None)
     if await producer.wait() != 0:
         raise DemoFailed(f"producer enqueue exited {producer.returncode}")
     ports = [free_port() for _ in range(args.workers)]
@@ -124,6 +149,8 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
                 await worker.wait()
     await nc.drain()
     await discord.close()
+    if discord.record_errors:
+        raise DemoFailed(f"publisher-discord could not record deliveries: {discord.record_errors[0]}")
     after = await row_summary(stack)
     return {
         "before": before,
@@ -138,6 +165,8 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
             "dropped_after_3_retries": discord.dropped,
             "not_posted_when_the_demo_ended": len(envelopes) - discord.posted - discord.dropped,
         },
+        "youtube_linked_rows": after["youtube_linked"],
+        "verify": await verify(env),
     }
 
 
@@ -165,6 +194,16 @@ def table(summary: dict[str, Any]) -> str:
         ("Discord embeds lost after 3 retries", str(discord["dropped_after_3_retries"])),
         ("Discord embeds still queued at the end", str(discord["not_posted_when_the_demo_ended"])),
     ]
+    if "verify" in summary:
+        checked = summary["verify"]
+        run.insert(2, ("rows linked to YouTube videos", str(summary["youtube_linked_rows"])))
+        run.append(
+            (
+                "Discord delivery (producer verify)",
+                f"{checked['delivered']} delivered, {checked['failed']} failed,"
+                f" {checked['not_seen']} not seen",
+            )
+        )
     width = max(len(label) for label, _ in catalog + run)
     lines = ["", "Backfill summary", "", f"  {'catalog':<{width}}  {'before':>7}  {'after':>7}"]
     lines += [f"  {label:<{width}}  {before[key]:>7}  {after[key]:>7}" for label, key in catalog]
@@ -174,7 +213,8 @@ def table(summary: dict[str, Any]) -> str:
 
 NEXT_STEPS = (
     "Next, on your own stack: `producer status` shows a run's progress, each worker's /metrics (port 9108)\n"
-    "feeds Prometheus and Grafana, `producer dlq list` says why rows were set aside (README: Runbook)."
+    "feeds Prometheus and Grafana, `producer dlq list` says why rows were set aside, `producer verify\n"
+    "--run-id R` whether Discord got the embeds (README: Runbook)."
 )
 
 
@@ -195,8 +235,10 @@ def start(stack: EmbeddedStack) -> None:
     )
 
 
-class Terminated(Exception):
-    """SIGTERM: leave the same way as Ctrl-C, through every cleanup."""
+class Terminated(BaseException):
+    """SIGTERM: leave the same way as Ctrl-C, through every cleanup. A BaseException, like
+    KeyboardInterrupt: raised wherever the signal lands, no `except Exception` on the way may take it
+    for an ordinary failure (the demo then said "demo failed", exit 1)."""
 
 
 def _terminate(_signum: int, _frame: object) -> None:
@@ -227,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C stops the demo even when it was started from a shell that ignores SIGINT (a background
     # job without job control inherits SIG_IGN, and Python keeps it).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    stack = EmbeddedStack(StackOptions(size=args.size, catalog=args.catalog))
+    stack = EmbeddedStack(StackOptions(size=args.size, catalog=args.catalog, discord_metrics=True))
     try:
         start(stack)
         summary = asyncio.run(run(stack, args))

@@ -110,8 +110,10 @@ class JellyfinDouble(FaultInjector):
         item_type: str = "Movie",
         tags: Iterable[str] = (),
         path: str | None = None,
+        played: bool = False,
     ) -> dict[str, Any]:
-        """Add an item with a seeded id and return its stored (wire-form) record."""
+        """Add an item with a seeded id and return its stored (wire-form) record; `played`: the
+        configured user has played it (`UserData.Played`)."""
         item_id = self._new_id()
         premiere = format_premiere(premiere_date) if premiere_date is not None else None
         if year is None and premiere is not None:
@@ -131,7 +133,7 @@ class JellyfinDouble(FaultInjector):
             "Tags": list(tags),
             "Genres": [],
             "ProviderIds": {},
-            "UserData": self._user_data(item_id),
+            "UserData": self._user_data(item_id, played),
             "ImageTags": {"Primary": self._new_id()} if image else {},
         }
         self.items[item_id] = item
@@ -166,12 +168,12 @@ class JellyfinDouble(FaultInjector):
             **extra,
         }
 
-    def _user_data(self, item_id: str) -> dict[str, Any]:
+    def _user_data(self, item_id: str, played: bool = False) -> dict[str, Any]:
         return {
             "PlaybackPositionTicks": 0,
-            "PlayCount": 0,
+            "PlayCount": int(played),
             "IsFavorite": False,
-            "Played": False,
+            "Played": played,
             "Key": item_id,
             "ItemId": item_id,
         }
@@ -242,6 +244,8 @@ class JellyfinDouble(FaultInjector):
             return {"Items": folders, "TotalRecordCount": len(folders), "StartIndex": query.start_index}
         page, total = run_query(list(self.items.values()), query)
         dtos = [render_item(item, query.fields) for item in page]
+        if not query.enable_user_data:
+            dtos = [{k: v for k, v in dto.items() if k != "UserData"} for dto in dtos]
         return {"Items": dtos, "TotalRecordCount": total, "StartIndex": query.start_index}
 
     async def _image(self, request: web.Request) -> web.Response:

@@ -5,7 +5,8 @@
   optional fields (`Path`, `Tags`, `Genres`, `ProviderIds`, ...) only when asked for with `fields=`.
 - `parse_query` / `run_query` implement the `GET /Items` filters the backfill uses: `searchTerm`
   (substring, ranked exact > prefix > contains), `includeItemTypes`, `years`, `min/maxPremiereDate`
-  (inclusive), `ids` (invalid ones silently dropped; order not kept), `startIndex`, `limit`.
+  (inclusive), `ids` (invalid ones silently dropped; order not kept), `startIndex`, `limit`,
+  `enableUserData` (the user's `UserData` is in every DTO unless it is `false`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class ItemQuery:
     fields: frozenset[str] = frozenset()
     start_index: int = 0
     limit: int | None = None
+    enable_user_data: bool = True  # `enableUserData=false` leaves `UserData` out of a listing
 
 
 def _split(value: str | None) -> list[str]:
@@ -133,6 +135,7 @@ def parse_query(params: Mapping[str, str]) -> ItemQuery:
         fields=frozenset(_split(params.get("fields"))),
         start_index=_parse_int(params, "startIndex") or 0,
         limit=_parse_int(params, "limit"),
+        enable_user_data=params.get("enableuserdata", "true").lower() != "false",
     )
 
 

@@ -17,6 +17,11 @@ counts `select` / `patch` / `rpc` / `unauthorized`. The real behaviours that bit
 `before_write(row_id)` runs just before a PATCH or the RPC applies, after the rows to change were
 picked; the PATCH filter is checked again afterwards, as PostgreSQL does, so a test can change a row
 "under" an optimistic writer and see its update match nothing.
+
+Other tables exist only once installed (`install_table`): they answer selects with the same grammar,
+and inserts (`POST`, one object or an array) that upsert on their unique column with
+`Prefer: resolution=merge-duplicates` and answer a duplicate otherwise with 409 `23505`. A table not
+installed is 404 `PGRST205`, as in PostgREST.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from aiohttp import web
 from backfill_doubles.faults import Fault, FaultInjector
 from backfill_doubles.postgrest_query import (
     COLUMNS,
+    STUDIO_BOARD,
     TABLE,
     PostgrestError,
+    Table,
     matches_all,
     order_rows,
     parse_count,
@@ -111,6 +118,31 @@ async def _json_body(request: web.Request) -> Any:
         raise PostgrestError(400, "PGRST102", "Empty or invalid json") from None
 
 
+def _upsert(
+    table: Table, unique: str, rows: list[dict[str, Any]], record: Any, merge: bool
+) -> dict[str, Any]:
+    """Insert `record`, or with `merge` overwrite the given columns of the row it conflicts with."""
+    if not isinstance(record, dict):
+        raise PostgrestError(400, "PGRST102", "Empty or invalid json")
+    for name in record:
+        if name not in table.columns:
+            raise PostgrestError(
+                400, "PGRST204", f"Could not find the '{name}' column of '{table.name}' in the schema cache"
+            )
+    existing = next((row for row in rows if row.get(unique) == record.get(unique)), None)
+    if existing is None:
+        row = dict.fromkeys(table.columns) | record
+        rows.append(row)
+        return row
+    if not merge:
+        detail = f"Key ({unique})=({record.get(unique)}) already exists."
+        raise PostgrestError(
+            409, "23505", f'duplicate key value violates unique constraint "{table.name}_key"', detail
+        )
+    existing.update(record)
+    return existing
+
+
 def _content_range(offset: int, shown: int, total: int | None) -> str:
     total_text = "*" if total is None else str(total)
     if shown == 0 or total == 0:
@@ -140,7 +172,15 @@ class PostgrestDouble(FaultInjector):
         self.before_write: Callable[[int], None] | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.calls: Counter[str] = Counter()
+        self.tables: dict[str, tuple[Table, str, list[dict[str, Any]]]] = {}  # name -> (table, unique, rows)
         self._next_id = 1
+
+    def install_table(self, table: Table, unique: str) -> list[dict[str, Any]]:
+        """Serve `table` too (`unique`: the column inserts conflict on); returns its rows, in insertion
+        order, for a test to seed and read."""
+        rows: list[dict[str, Any]] = []
+        self.tables[table.name] = (table, unique, rows)
+        return rows
 
     def add_row(self, **columns: Any) -> dict[str, Any]:
         """Insert a row (id auto-increments unless given) and return the stored dict."""
@@ -199,14 +239,22 @@ class PostgrestDouble(FaultInjector):
                 404, "PGRST205", f"Could not find the table 'public.{table}' in the schema cache"
             )
 
-    async def _select(self, request: web.Request) -> web.Response:
+    def _table(self, request: web.Request) -> tuple[Table, list[dict[str, Any]]]:
+        """The table a request names and its rows: studio_board, or an installed one."""
+        installed = self.tables.get(request.match_info["table"])
+        if installed is not None:
+            return installed[0], installed[2]
         self._check_table(request)
-        filters = parse_filters(request.query.items())
-        columns = parse_select(request.query.get("select"))
-        order = parse_order(request.query.get("order"))
+        return STUDIO_BOARD, list(self.rows.values())
+
+    async def _select(self, request: web.Request) -> web.Response:
+        table, rows = self._table(request)
+        filters = parse_filters(request.query.items(), table)
+        columns = parse_select(request.query.get("select"), table)
+        order = parse_order(request.query.get("order"), table)
         limit = parse_count(request.query.get("limit"), "limit")
         offset = parse_count(request.query.get("offset"), "offset") or 0
-        matched = [row for row in self.rows.values() if matches_all(filters, row)]
+        matched = [row for row in rows if matches_all(filters, row)]
         ordered = order_rows(matched, order) if order else matched
         shown = min(self.max_rows if limit is None else limit, self.max_rows)
         page = ordered[offset : offset + shown]
@@ -216,14 +264,26 @@ class PostgrestDouble(FaultInjector):
             raise PostgrestError(416, "PGRST103", "Requested range not satisfiable", detail)
         status = 206 if total is not None and len(page) < total else 200
         headers = {"Content-Range": _content_range(offset, len(page), total)}
-        return web.json_response([project(row, columns) for row in page], status=status, headers=headers)
+        body = [project(row, columns, table) for row in page]
+        return web.json_response(body, status=status, headers=headers)
 
     async def _insert(self, request: web.Request) -> web.Response:
-        """Only the missing-table answer is real: inserting into `studio_board` is not modelled."""
-        self._check_table(request)
-        raise PostgrestError(
-            501, "PGRST501", "the PostgREST double does not implement inserts into studio_board"
-        )
+        """Inserts into an installed table (upserts with merge-duplicates); inserting into
+        `studio_board` is not modelled, and a table not installed is missing."""
+        installed = self.tables.get(request.match_info["table"])
+        if installed is None:
+            self._check_table(request)
+            raise PostgrestError(
+                501, "PGRST501", "the PostgREST double does not implement inserts into studio_board"
+            )
+        table, unique, rows = installed
+        body = await _json_body(request)
+        records = body if isinstance(body, list) else [body]
+        merge = "resolution=merge-duplicates" in _prefer(request)
+        written = [_upsert(table, unique, rows, record, merge) for record in records]
+        if "return=representation" in _prefer(request):
+            return web.json_response([project(row, None, table) for row in written], status=201)
+        return web.Response(status=201)
 
     async def _patch(self, request: web.Request) -> web.Response:
         self._check_table(request)

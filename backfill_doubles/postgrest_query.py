@@ -1,5 +1,5 @@
-"""The subset of PostgREST's request grammar the backfill may use, for table `studio_board`
-(docs/upstreams.md §3).
+"""The subset of PostgREST's request grammar the backfill may use, for table `studio_board` and any
+other `Table` a double serves (docs/upstreams.md §3).
 
 Filters `col=[not.]op.value` with op in eq, neq, gt, gte, lt, lte, in.(a,b), is.null|true|false, on
 a column or on `meta->>key` (text; a missing key and JSON null are both SQL NULL); `meta=eq.<json>`
@@ -21,6 +21,21 @@ from typing import Any
 
 TABLE = "studio_board"
 COLUMNS = ("id", "title", "namespace", "content_url", "status", "meta", "created_at")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's name, its columns in order, and the SQL type of each column that is not text."""
+
+    name: str
+    columns: tuple[str, ...]
+    types: Mapping[str, str]
+
+    def type_of(self, column: str) -> str:
+        return self.types.get(column, "text")
+
+
+STUDIO_BOARD = Table(TABLE, COLUMNS, {"id": "bigint", "meta": "jsonb", "created_at": "timestamptz"})
 _RESERVED = frozenset({"select", "order", "limit", "offset"})
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:->>([A-Za-z0-9_]+))?$")
 _OPERAND = re.compile(r"^(not\.)?(eq|neq|gt|gte|lt|lte|in|is)\.(.*)$", re.S)
@@ -50,8 +65,8 @@ def parse_error(what: str, text: str) -> PostgrestError:
     return PostgrestError(400, "PGRST100", f'"failed to parse {what} ({text})" (line 1, column 1)')
 
 
-def no_column(name: str) -> PostgrestError:
-    return PostgrestError(400, "42703", f"column {TABLE}.{name} does not exist")
+def no_column(name: str, table: Table = STUDIO_BOARD) -> PostgrestError:
+    return PostgrestError(400, "42703", f"column {table.name}.{name} does not exist")
 
 
 def json_equal(left: Any, right: Any) -> bool:
@@ -83,12 +98,11 @@ class Filter:
     op: str
     operand: Any
     negate: bool
+    column_type: str = "text"  # the column's SQL type in its table
 
     def kind(self) -> str:
         """The SQL type the operand is compared as."""
-        if self.json_key is not None:
-            return "text"
-        return {"id": "bigint", "meta": "jsonb", "created_at": "timestamptz"}.get(self.column, "text")
+        return "text" if self.json_key is not None else self.column_type
 
 
 def _convert(kind: str, text: str) -> Any:
@@ -99,6 +113,10 @@ def _convert(kind: str, text: str) -> Any:
             raise PostgrestError(400, "22P02", f'invalid input syntax for type bigint: "{text}"') from None
     if kind == "timestamptz":
         return _instant(text)
+    if kind == "boolean":
+        if text.lower() not in ("true", "false"):
+            raise PostgrestError(400, "22P02", f'invalid input syntax for type boolean: "{text}"')
+        return text.lower() == "true"
     if kind == "jsonb":
         try:
             return json.loads(text)
@@ -138,26 +156,27 @@ def _operand(kind: str, op: str, text: str, raw: str) -> Any:
     return _convert(kind, text)
 
 
-def parse_filter(key: str, raw: str) -> Filter:
+def parse_filter(key: str, raw: str, table: Table = STUDIO_BOARD) -> Filter:
     """Parse one filter parameter; raises `PostgrestError` for anything outside the subset."""
     key_match, op_match = _KEY.match(key), _OPERAND.match(raw)
     if key_match is None or op_match is None:
         raise parse_error("filter", f"{key}={raw}")
     column, json_key = key_match.groups()
-    if column not in COLUMNS:
-        raise no_column(column)
-    if json_key is not None and column != "meta":
+    if column not in table.columns:
+        raise no_column(column, table)
+    if json_key is not None and table.type_of(column) != "jsonb":
         raise PostgrestError(400, "42883", "operator does not exist: text ->> unknown")
     negate, op, text = op_match.groups()
-    shell = Filter(column, json_key, op, None, negate is not None)
-    return Filter(column, json_key, op, _operand(shell.kind(), op, text, raw), shell.negate)
+    shell = Filter(column, json_key, op, None, negate is not None, table.type_of(column))
+    operand = _operand(shell.kind(), op, text, raw)
+    return Filter(column, json_key, op, operand, shell.negate, shell.column_type)
 
 
 def _cell(row: Mapping[str, Any], flt: Filter) -> Any:
     value = row.get(flt.column)
     if flt.json_key is not None:
         return json_text(value.get(flt.json_key)) if isinstance(value, dict) else None
-    if flt.column == "created_at" and isinstance(value, str):
+    if flt.column_type == "timestamptz" and isinstance(value, str):
         return _instant(value)
     return value
 
@@ -165,7 +184,8 @@ def _cell(row: Mapping[str, Any], flt: Filter) -> Any:
 def _compare(flt: Filter, cell: Any) -> bool:
     if flt.op == "in":
         return any(
-            _compare(Filter(flt.column, flt.json_key, "eq", item, False), cell) for item in flt.operand
+            _compare(Filter(flt.column, flt.json_key, "eq", item, False, flt.column_type), cell)
+            for item in flt.operand
         )
     if flt.kind() == "jsonb":
         equal = json_equal(cell, flt.operand)
@@ -190,12 +210,12 @@ def matches_all(filters: Iterable[Filter], row: Mapping[str, Any]) -> bool:
     return all(evaluate(flt, row) is True for flt in filters)
 
 
-def parse_filters(params: Iterable[tuple[str, str]]) -> list[Filter]:
+def parse_filters(params: Iterable[tuple[str, str]], table: Table = STUDIO_BOARD) -> list[Filter]:
     """All filters among the query parameters (reserved names are skipped)."""
-    return [parse_filter(key, value) for key, value in params if key not in _RESERVED]
+    return [parse_filter(key, value, table) for key, value in params if key not in _RESERVED]
 
 
-def parse_select(raw: str | None) -> tuple[str, ...] | None:
+def parse_select(raw: str | None, table: Table = STUDIO_BOARD) -> tuple[str, ...] | None:
     """The selected columns, or None for `*`."""
     if raw is None or raw.strip() == "*":
         return None
@@ -203,12 +223,12 @@ def parse_select(raw: str | None) -> tuple[str, ...] | None:
     for name in names:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise parse_error("select", raw)
-        if name not in COLUMNS:
-            raise no_column(name)
+        if name not in table.columns:
+            raise no_column(name, table)
     return names
 
 
-def parse_order(raw: str | None) -> list[tuple[str, bool]]:
+def parse_order(raw: str | None, table: Table = STUDIO_BOARD) -> list[tuple[str, bool]]:
     """`[(column, descending), ...]` from `order=col.asc,col2.desc`."""
     terms = []
     for term in (raw or "").split(","):
@@ -217,9 +237,9 @@ def parse_order(raw: str | None) -> list[tuple[str, bool]]:
         column, _, direction = term.strip().partition(".")
         if direction not in ("", "asc", "desc"):
             raise parse_error("order", raw or "")
-        if column not in COLUMNS:
-            raise no_column(column)
-        if column == "meta":
+        if column not in table.columns:
+            raise no_column(column, table)
+        if table.type_of(column) == "jsonb":
             raise parse_error("order", raw or "")
         terms.append((column, direction == "desc"))
     return terms
@@ -244,7 +264,9 @@ def order_rows(rows: list[dict[str, Any]], order: list[tuple[str, bool]]) -> lis
     return rows
 
 
-def project(row: Mapping[str, Any], columns: tuple[str, ...] | None) -> dict[str, Any]:
+def project(
+    row: Mapping[str, Any], columns: tuple[str, ...] | None, table: Table = STUDIO_BOARD
+) -> dict[str, Any]:
     """The selected columns of `row`, in table order for `*`."""
-    names = COLUMNS if columns is None else columns
+    names = table.columns if columns is None else columns
     return {name: row.get(name) for name in names}

@@ -2,7 +2,11 @@
 per event.
 
 Like the real one it does not pace itself: on 429 it sleeps `retry_after`, retries 3 times, then the
-embed is lost. The demo runs it so the Discord side of a backfill is visible.
+embed is lost. With a recorder it upserts one row per handled event into the metrics table
+(`backfill_doubles.discord_metrics`), `webhook_success` true when Discord accepted the embed, false when
+it refused it or it was lost after the retries; an event not posted when the double closes is not
+recorded (never handled). The demo runs it so the Discord side of a backfill is visible, and
+`producer verify` can read what it recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 import httpx
 import nats
 from nats.aio.msg import Msg
+
+from backfill_doubles.discord_metrics import Recorder, metrics_record
 
 RETRIES = 3
 
@@ -47,7 +53,14 @@ def build_embed(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class PublisherDiscord:
-    def __init__(self, webhook_url: str, subjects: tuple[str, ...] = ("content.published.v1",)) -> None:
+    def __init__(
+        self,
+        webhook_url: str,
+        subjects: tuple[str, ...] = ("content.published.v1",),
+        recorder: Recorder | None = None,
+    ) -> None:
+        self._recorder = recorder
+        self.record_errors: list[str] = []  # recording failures, kept for the caller to report
         self._webhook = webhook_url
         self._subjects = subjects
         self._http = httpx.AsyncClient(timeout=10)
@@ -70,22 +83,34 @@ class PublisherDiscord:
         self.received += 1
         envelope = json.loads(msg.data)
         body = {"embeds": [build_embed(envelope.get("payload") or {})]}
-        for _ in range(RETRIES + 1):
+        for attempt in range(RETRIES + 1):
             if self._closing:
-                return  # not posted: the demo ended first
+                return  # not posted: the demo ended first (never handled, so not recorded)
             self._posting += 1
             self._idle.clear()
-            try:
+            try:  # the answer and its record are one unit: `close` waits for both
                 response = await self._http.post(self._webhook, json=body)
+                if response.status_code != 429:
+                    self.posted += int(response.is_success)
+                    await self._record(envelope, response.is_success)
+                    return
+                if attempt == RETRIES:
+                    self.dropped += 1
+                    await self._record(envelope, False)
+                    return
             finally:
                 self._posting -= 1
                 if not self._posting:
                     self._idle.set()
-            if response.status_code != 429:
-                self.posted += int(response.is_success)
-                return
             await asyncio.sleep(float(response.json().get("retry_after", 1.0)))
-        self.dropped += 1
+
+    async def _record(self, envelope: dict[str, Any], success: bool) -> None:
+        if self._recorder is None:
+            return
+        try:
+            await self._recorder.record(metrics_record(envelope, success))
+        except Exception as exc:  # noqa: BLE001 - a double's callback: kept and reported by the caller
+            self.record_errors.append(f"{type(exc).__name__}: {exc}")
 
     async def close(self, settle_within: float = 5.0) -> None:
         """Take no more events, start no more POSTs, and let the ones on the wire be answered, so that
@@ -99,3 +124,5 @@ class PublisherDiscord:
             with contextlib.suppress(Exception):
                 await self._nc.close()
         await self._http.aclose()
+        if self._recorder is not None:
+            await self._recorder.aclose()

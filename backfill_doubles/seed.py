@@ -59,11 +59,21 @@ class SeedRow:
         return KINDS[self.kind]
 
 
+@dataclass(frozen=True)
+class SeedVideo:
+    """A video in PMOVES.yt's transcript corpus."""
+
+    video_id: str
+    title: str
+    transcript: str
+
+
 @dataclass
 class Seed:
     items: list[SeedItem] = field(default_factory=list)
     rows: list[SeedRow] = field(default_factory=list)
     objects: list[tuple[str, str]] = field(default_factory=list)  # (bucket, key)
+    videos: list[SeedVideo] = field(default_factory=list)  # PMOVES.yt's corpus
 
     def expected_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -149,6 +159,18 @@ def _add_kind(seed: Seed, kind: str, n: int, rng: random.Random) -> None:
         seed.rows.append(_row(kind, n, title, content_url=f"https://cdn.example.org/{n}.mp4", item_key=key))
 
 
+LINKED_EVERY = 3  # every third row of a kind that gets republished has related videos
+
+
+def _add_videos(seed: Seed, row: SeedRow, n: int) -> None:
+    """Two videos for the row's title (its own title, and "behind the scenes", which PMOVES.yt's
+    similarity puts just above 0.70 for a title alone), with transcripts longer than the 200 characters
+    a stored excerpt keeps. Other rows share words with them, never the number, so stay below 0.70."""
+    words = " ".join(f"{row.title.lower()} scene {k}" for k in range(12))
+    for suffix, title in (("a", row.title), ("b", f"{row.title} behind the scenes")):
+        seed.videos.append(SeedVideo(f"yt{n:04d}{suffix}", title, f"{title}: {words}"))
+
+
 def mixed_catalog(size: int, seed: int = 7) -> Seed:
     """`size` rows cycling through every kind, so each appears about size/len(KINDS) times."""
     rng = random.Random(seed)
@@ -156,4 +178,7 @@ def mixed_catalog(size: int, seed: int = 7) -> Seed:
     kinds = list(KINDS)
     for n in range(1, size + 1):
         _add_kind(result, kinds[(n - 1) % len(kinds)], n, rng)
+        row = result.rows[-1]
+        if row.expect == "republished" and "description" not in row.meta and n % LINKED_EVERY == 0:
+            _add_videos(result, row, n)
     return result

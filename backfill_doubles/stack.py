@@ -1,5 +1,7 @@
-"""An embedded PMOVES stack on loopback: nats-server, S3 (moto), and the Jellyfin, Agent Zero and
-PostgREST doubles, seeded with a mixed catalog. Used by the end-to-end tests and the demo.
+"""An embedded PMOVES stack on loopback: nats-server, S3 (moto), and the Jellyfin, Agent Zero, PMOVES.yt
+and PostgREST doubles, seeded with a mixed catalog (and PMOVES.yt with videos related to some of its
+rows). Used by the end-to-end tests and the demo. With `discord_metrics`, publisher-discord's metrics
+table exists in the catalog's backend.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from backfill_doubles import discord_metrics
 from backfill_doubles.agent_zero import AgentZeroDouble
 from backfill_doubles.contracts import CONTRACTS_DIR
 from backfill_doubles.discord import DiscordSink
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.natsserver import NatsServerProcess, free_port
+from backfill_doubles.pmoves_yt import PmovesYtDouble
 from backfill_doubles.postgres import (
     EmbeddedPostgres,
     create_schema,
@@ -58,6 +62,7 @@ class StackOptions:
     contracts_dir: Path | None = CONTRACTS_DIR  # None: the Agent Zero double validates nothing
     agent_token: str | None = None
     catalog: str = "postgrest"  # or "postgres": a real embedded PostgreSQL read through CATALOG_DSN
+    discord_metrics: bool = False  # create publisher-discord's metrics table (PMOVES ships no DDL)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class EmbeddedStack:
     agent: AgentZeroDouble = field(init=False)
     catalog: PostgrestDouble = field(init=False)
     discord: DiscordSink = field(init=False)
+    youtube: PmovesYtDouble = field(init=False)
     item_ids: dict[str, str] = field(default_factory=dict)  # seed key -> Jellyfin id
     rows: dict[int, SeedRow] = field(default_factory=dict)  # row id -> what it is
     originals: dict[int, dict[str, Any]] = field(default_factory=dict)  # row id -> row as seeded
@@ -99,10 +105,14 @@ class EmbeddedStack:
         )
         self._seed_jellyfin()
         self.discord = DiscordSink(seed=self.options.seed)
+        self.youtube = PmovesYtDouble(seed=self.options.seed)
+        for video in self.seed.videos:
+            self.youtube.add_video(video.video_id, video.title, video.transcript)
         apps = {
             "jellyfin": self.jellyfin.app(),
             "agent_zero": self.agent.app(),
             "discord": self.discord.app(),
+            "pmoves_yt": self.youtube.app(),
         }
         if self.options.catalog == "postgres":
             self._postgres = EmbeddedPostgres()
@@ -110,6 +120,8 @@ class EmbeddedStack:
             in_fresh_loop(self._seed_postgres(self._postgres.dsn))
         else:
             self._seed_catalog()
+            if self.options.discord_metrics:
+                self.catalog.install_table(discord_metrics.POSTGREST_TABLE, "published_event_id")
             apps["catalog"] = self.catalog.app()
         for name, app in apps.items():
             server = BackgroundServer(app)
@@ -173,6 +185,8 @@ class EmbeddedStack:
     async def _seed_postgres(self, dsn: str) -> None:
         await create_schema(dsn)
         await install_merge_function(dsn)
+        if self.options.discord_metrics:
+            await discord_metrics.install(dsn)
         columns = [self._seed_row(r) for r in self.seed.rows]
         ids = await insert_rows(dsn, columns)
         for row_id, seed_row, row in zip(ids, self.seed.rows, columns, strict=True):
@@ -184,6 +198,12 @@ class EmbeddedStack:
         if self._postgres is not None:
             return await read_rows(self._postgres.dsn)
         return list(self.catalog.rows.values())
+
+    def discord_recorder(self) -> discord_metrics.Recorder:
+        """How the publisher-discord double records into the metrics table of this stack's backend."""
+        if self._postgres is not None:
+            return discord_metrics.PostgresRecorder(self._postgres.dsn)
+        return discord_metrics.PostgrestRecorder(self.urls["catalog"], SERVICE_KEY)
 
     @property
     def workdir(self) -> Path:
@@ -211,6 +231,7 @@ class EmbeddedStack:
             **({"CATALOG_DSN": self._postgres.dsn} if self._postgres else {"SUPA_REST_URL": urls["catalog"]}),
             "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
             "AGENT_ZERO_BASE_URL": urls["agent_zero"],
+            "PMOVES_YT_URL": urls["pmoves_yt"],
             "JELLYFIN_URL": urls["jellyfin"],
             "JELLYFIN_PUBLIC_BASE_URL": PUBLIC_BASE,
             "JELLYFIN_API_KEY": JELLYFIN_KEY,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import secrets
@@ -11,10 +10,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from backfill import version_text
 from backfill.adapters import build_enricher, layout_from, open_catalog
 from backfill.bus import AckPublisher, connect
-from backfill.errors import BackfillError, ConfigError, UpstreamError
-from backfill.layout import ensure_layout
+from backfill.errors import BackfillError, ConfigError, Exit, StreamConfigConflict, UpstreamError, exit_code
+from backfill.layout import apply_changes, ensure_layout, plan_layout
 from backfill.logs import setup_logging
 from backfill.settings import (
     BackfillSettings,
@@ -36,25 +36,31 @@ from producer.preview import preview
 from producer.progress import Progress
 from producer.pushgateway import DEFAULT_JOB, push_counts
 from producer.runs import run_log_for
+from producer.shell import (
+    Interrupt,
+    add_json,
+    completion,
+    emit,
+    guard_stdout,
+    id_list,
+    positive_int,
+    run,
+    warn,
+    with_examples,
+)
+from producer.verify import VERIFY_GROUPS, add_verify_parser, run_verify
+from producer.youtube_linking import (
+    add_youtube_options,
+    dry_run_links,
+    linking_from,
+    linking_options,
+    links_of,
+    links_summary,
+    youtube_column,
+    youtube_groups,
+)
 
 log = logging.getLogger("producer")
-
-
-def id_list(text: str) -> list[int]:
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--ids takes comma-separated integers, got {text!r}") from exc
-    if not ids or any(i <= 0 for i in ids):
-        raise argparse.ArgumentTypeError("--ids takes positive row ids")
-    return ids
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -72,33 +78,103 @@ def _add_selection(parser: argparse.ArgumentParser, *, all_missing: bool) -> Non
     parser.add_argument("--since-id", type=int, default=0, help="only rows with id above this")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+EXAMPLES = {
+    "": """
+producer enqueue --all-missing --dry-run      # what would be enqueued; writes nothing
+producer enqueue --all-missing                # one request per candidate row
+producer status                               # where the run stands
+producer dlq list                             # what could not be resolved
+producer completion bash > /etc/bash_completion.d/producer
+""",
+    "enqueue": """
+producer enqueue --all-missing --dry-run --json | jq .would_enqueue
+producer enqueue --all-missing --dry-run --jsonl > candidates.jsonl
+producer enqueue --all-missing --mode metadata-only
+producer enqueue --ids 12,15 --run-id fix-2026-12-06
+""",
+    "preview": "producer preview --limit 3\nproducer preview --ids 12 --json | jq '.rows[0].payload'",
+    "status": "producer status\nproducer status --json --sample 0 | jq .backlog",
+    "pause": "producer pause\nproducer pause --pushgateway http://pushgateway:9091 --json",
+    "resume": "producer resume",
+    "layout": "producer layout            # what differs from this environment (exit 1 when anything does)\n"
+    "producer layout --apply    # show the differences, then make them",
+    "dlq": "producer dlq list\nproducer dlq replay --reason jellyfin_not_found --dry-run",
+    "dlq list": "producer dlq list --reason ambiguous_match\n"
+    "producer dlq list --json | jq '.dead_letters[].row_id'",
+    "dlq show": "producer dlq show 42",
+    "dlq replay": "producer dlq replay --reason jellyfin_not_found\nproducer dlq replay --ids 12,15 --json",
+    "dlq purge": "producer dlq purge --reason invalid_message --yes",
+    "listen": "producer listen --topics content.published.v1 --max 5 --compact",
+    "snapshot": "producer snapshot --out before.jsonl\n"
+    "producer snapshot --out after.jsonl --ids-from before.jsonl",
+    "diff": "producer diff before.jsonl after.jsonl\nproducer diff before.jsonl after.jsonl --json",
+    "monitoring": "producer monitoring --prometheus-config PMOVES/monitoring/prometheus/prometheus.yml "
+    "--out PMOVES/monitoring/backfill",
+    "completion": 'source <(producer completion bash)\nproducer completion zsh > "${fpath[1]}/_producer"',
+    "verify": "producer verify --run-id run-20261206T101500Z-a1b2c3\n"
+    "producer verify --ids 12,15 --json | jq .totals",
+}
+
+
+EXIT_CODES = """exit codes:
+  0    done                                  1    done, but something failed (or, layout: differs)
+  2    usage or configuration error          3    NATS, JetStream or an upstream refused or was out of reach
+  4    what the command reads does not exist 130  interrupted (Ctrl-C)   143  terminated (SIGTERM)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="producer", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=version_text("producer"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     enqueue = commands.add_parser("enqueue", help="enqueue one backfill request per candidate row")
     _add_selection(enqueue, all_missing=True)
     enqueue.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
         default=Mode.REPUBLISH.value,
-        help="republish (new Discord embeds) or metadata-only (update rows only)",
+        help="republish (new Discord embeds) or metadata-only (update rows only); default: %(default)s",
     )
     enqueue.add_argument("--dry-run", action="store_true", help="count and list; write nothing anywhere")
     enqueue.add_argument("--run-id", help="run id stored on each row (default: generated)")
-    enqueue.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(enqueue, "the summary (with --dry-run: the summary and every row)")
+    enqueue.add_argument(
+        "--jsonl", action="store_true", help="with --dry-run: one JSON line per row, the summary on stderr"
+    )
     enqueue.add_argument(
         "--pushgateway", metavar="URL", help="push the run's counts to a Prometheus Pushgateway"
     )
+    add_youtube_options(enqueue)
+    add_verify_parser(commands)
     add_dlq_parser(commands)
     add_evidence_parsers(commands)
     add_control_parsers(commands)
     add_monitoring_parser(commands)
     view = commands.add_parser("preview", help="print the payloads workers would republish (read-only)")
     _add_selection(view, all_missing=False)
+    add_json(view, "every row's payload")
+    add_youtube_options(view)
     view.set_defaults(limit=None)
+    apply = commands.add_parser(
+        "layout", help="compare the streams and consumer with this environment; --apply changes them"
+    )
+    apply.add_argument("--apply", action="store_true", help="after showing the differences, make them")
+    add_json(apply, "the differences")
+    shells = commands.add_parser("completion", help="print a shell completion script")
+    shells.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
+    with_examples(parser, EXAMPLES)
+    parser.epilog = f"{parser.epilog}\n{EXIT_CODES}"
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "preview" and args.limit is None and not args.ids:
         args.limit = 5
+    if args.command == "enqueue" and args.jsonl and not args.dry_run:
+        parser.error("--jsonl lists the rows of a --dry-run")
+    if getattr(args, "jsonl", False) and args.json:
+        parser.error("--json and --jsonl: choose one")
     return args
 
 
@@ -107,24 +183,37 @@ def selection_from(args: argparse.Namespace) -> Selection:
 
 
 async def dry_run(settings: SettingsBundle, args: argparse.Namespace) -> int:
+    """Every candidate: a line of text each, JSON lines (--jsonl), or one document (--json)."""
     http = make_client(settings.get(BackfillSettings).http_timeout)
     counts = EnqueueCounts()
+    rows: list[dict[str, Any]] = []
+    links = dry_run_links(settings, args, http)
     try:
         async with open_catalog(settings, http) as catalog:
             async for page in select_rows(catalog, selection_from(args), counts):
                 for row in page:
                     counts.candidates += 1
-                    item = row.meta_dict.get("jellyfin_item_id") or "-"
-                    print(f"{row.id}\t{item}\t{row.title or ''}")
+                    item = row.meta_dict.get("jellyfin_item_id")
+                    listed = {"id": row.id, "jellyfin_item_id": item, "title": row.title}
+                    listed |= await links_of(links, row)
+                    if args.json:
+                        rows.append(listed)
+                    elif args.jsonl:
+                        print(json.dumps(listed, ensure_ascii=False))
+                    else:
+                        print(f"{row.id}\t{item or '-'}\t{row.title or ''}{youtube_column(listed)}")
     finally:
         await http.aclose()
     summary = {"dry_run": True, "would_enqueue": counts.candidates, "not_candidates": counts.not_candidates}
-    print(
-        json.dumps(summary)
-        if args.json
-        else f"dry run: would enqueue {counts.candidates} rows "
+    summary |= links_summary(links)
+    text = (
+        f"dry run: would enqueue {counts.candidates} rows "
         f"({counts.not_candidates} given ids are not candidates); nothing was written"
     )
+    if args.jsonl:
+        print(text, file=sys.stderr)
+    else:
+        emit(args, {**summary, "rows": rows}, text)
     return 0
 
 
@@ -135,6 +224,8 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
     http = make_client(backfill.http_timeout)
     nc = await connect(settings.get(NatsSettings).url, f"backfill-producer {run_id}", reconnect_forever=False)
     counts = EnqueueCounts()
+    interrupt: Interrupt = args.interrupt
+    interrupt.graceful = True  # stop paging, wait for the publishes in flight, print the summary
     try:
         await ensure_layout(nc.jetstream(timeout=10), layout)
         async with open_catalog(settings, http) as catalog:
@@ -144,8 +235,11 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
             progress = Progress("enqueue", total)
             run_log = run_log_for(settings, http)
             await run_log.start(run_id, args.mode, run_options(args))
-            enqueuer = Enqueuer(publisher, layout.prefix, backfill.version, Mode(args.mode), run_id)
-            await enqueuer.run(select_rows(catalog, selection_from(args), counts), counts, progress)
+            enqueuer = Enqueuer(
+                publisher, layout.prefix, backfill.version, Mode(args.mode), run_id, linking_from(args)
+            )
+            pages = select_rows(catalog, selection_from(args), counts)
+            await enqueuer.run(pages, counts, progress, interrupt)
             progress.finish(
                 enqueued=counts.enqueued, already_pending=counts.already_pending, failed=counts.failed
             )
@@ -154,43 +248,85 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
     finally:
         await nc.drain()
         await http.aclose()
-    print_summary(run_id, args, counts)
+    print_summary(run_id, args, counts, interrupt)
     if args.pushgateway:
         try:
             await push_counts(args.pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
         except UpstreamError as exc:  # the rows are enqueued either way: a warning, not a failed run
-            print(f"warning: the run's counts were not pushed to the Pushgateway: {exc}", file=sys.stderr)
-    return 1 if counts.failed else 0
+            warn("producer", f"the run's counts were not pushed to the Pushgateway: {exc}")
+    if interrupt.requested:
+        return interrupt.exit_code
+    return int(Exit.FAILED if counts.failed else Exit.OK)
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"ids": args.ids, "limit": args.limit, "since_id": args.since_id, "mode": args.mode}
+    options = {"ids": args.ids, "limit": args.limit, "since_id": args.since_id, "mode": args.mode}
+    return options | linking_options(args)
 
 
-def print_summary(run_id: str, args: argparse.Namespace, counts: EnqueueCounts) -> None:
-    data: dict[str, Any] = {"run_id": run_id, "mode": args.mode, **counts.as_dict()}
-    if args.json:
-        print(json.dumps(data))
-        return
-    print(
+def print_summary(run_id: str, args: argparse.Namespace, counts: EnqueueCounts, interrupt: Interrupt) -> None:
+    data: dict[str, Any] = {
+        "run_id": run_id,
+        "mode": args.mode,
+        **counts.as_dict(),
+        "interrupted": interrupt.signal.name if interrupt.signal else None,
+    }
+    text = (
         f"run {run_id} ({args.mode}): {counts.enqueued} enqueued, {counts.already_pending} already pending, "
         f"{counts.failed} failed, {counts.not_candidates} not candidates"
     )
     if counts.failed_ids:
-        print(f"failed row ids: {','.join(map(str, counts.failed_ids[:50]))}")
+        text += f"\nfailed row ids: {','.join(map(str, counts.failed_ids[:50]))}"
+    if interrupt.signal:
+        text += (
+            f"\nstopped by {interrupt.signal.name} after {counts.candidates} rows read; "
+            f"{counts.unconfirmed} publishes had no answer yet. The same command again carries on: "
+            "rows already waiting are reported already pending, never queued twice."
+        )
+    emit(args, data, text)
 
 
 async def run_preview(settings: SettingsBundle, args: argparse.Namespace) -> int:
     http = make_client(settings.get(BackfillSettings).http_timeout)
+    records: list[dict[str, Any]] = []
     try:
         async with open_catalog(settings, http) as catalog:
             enricher = build_enricher(settings, http)
             rows = select_rows(catalog, selection_from(args), EnqueueCounts())
-            async for record in preview(enricher, rows):
-                print(json.dumps(record, indent=2, ensure_ascii=False))
+            async for record in preview(enricher, rows, linking_from(args)):
+                if args.json:
+                    records.append(record)
+                else:
+                    print(json.dumps(record, indent=2, ensure_ascii=False))
     finally:
         await http.aclose()
+    if args.json:
+        emit(args, {"rows": records}, "")
     return 0
+
+
+async def run_layout(settings: SettingsBundle, args: argparse.Namespace) -> int:
+    """The differences between the server and this environment's layout; with --apply, made."""
+    layout = layout_from(settings)
+    nc = await connect(settings.get(NatsSettings).url, "backfill-producer layout", reconnect_forever=False)
+    try:
+        js = nc.jetstream(timeout=10)
+        plan = await plan_layout(js, layout)
+        if plan.conflicts:
+            raise StreamConfigConflict(" ".join(plan.conflicts))
+        if args.apply:
+            await apply_changes(js, layout, plan.changes)
+    finally:
+        await nc.drain()
+    verb = "applied" if args.apply else "differs"
+    lines = [change.render() for change in plan.changes] or ["the layout matches this environment"]
+    if plan.changes:
+        lines.append(
+            f"{len(plan.changes)} {verb}" + ("" if args.apply else ": `producer layout --apply` makes it so")
+        )
+    data = {"applied": bool(args.apply and plan.changes), "changes": [c.as_dict() for c in plan.changes]}
+    emit(args, data, "\n".join(lines))
+    return int(Exit.FAILED if plan.changes and not args.apply else Exit.OK)
 
 
 async def run_dlq_command(settings: SettingsBundle, args: argparse.Namespace) -> int:
@@ -202,7 +338,9 @@ GROUPS: dict[str, list[type[Any]]] = {
     "listen": [NatsSettings, BackfillSettings],
     "snapshot": [CatalogSettings, BackfillSettings],
     "diff": [BackfillSettings],
+    "layout": [NatsSettings, BackfillSettings],
     "preview": [CatalogSettings, JellyfinSettings, StorageSettings, BackfillSettings],
+    "verify": VERIFY_GROUPS,
     **CONTROL_GROUPS,
 }
 
@@ -211,22 +349,29 @@ def groups_for(args: argparse.Namespace) -> list[type[Any]]:
     """Only the settings a command needs: a dry run needs no NATS, a diff needs nothing remote."""
     if args.command == "enqueue":
         return (
-            [CatalogSettings, BackfillSettings]
+            [CatalogSettings, BackfillSettings, *youtube_groups(args)]
             if args.dry_run
             else [NatsSettings, CatalogSettings, BackfillSettings]
         )
-    return GROUPS[args.command]
+    return GROUPS[args.command] + youtube_groups(args)
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guard_stdout("producer", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    if args.command == "completion":
+        print(completion("producer", build_parser(), args.shell), end="")
+        return int(Exit.OK)
     if args.command == "monitoring":  # writes files only: no settings, no network
         return run_monitoring(args)
     try:
         settings = load_settings(groups_for(args))
     except ConfigError as exc:
         print(f"producer: {exc}", file=sys.stderr)
-        return 2
+        return int(Exit.CONFIG)
     setup_logging(settings.get(BackfillSettings).log_format)
     commands = {
         "preview": run_preview,
@@ -238,13 +383,15 @@ def main(argv: list[str] | None = None) -> int:
         "pause": run_control,
         "resume": run_control,
         "status": run_control,
+        "layout": run_layout,
+        "verify": run_verify,
     }
-    command = commands[args.command]
+    args.interrupt = Interrupt()
     try:
-        return asyncio.run(command(settings, args))
+        return run("producer", commands[args.command](settings, args), args.interrupt)
     except BackfillError as exc:
         print(f"producer: {exc}", file=sys.stderr)
-        return 3
+        return int(exit_code(exc))
 
 
 if __name__ == "__main__":

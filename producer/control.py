@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
 import socket
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,16 +17,24 @@ from nats.js.errors import APIError
 
 from backfill.adapters import layout_from, open_catalog
 from backfill.bus import connect
-from backfill.errors import BusError, UpstreamError
+from backfill.errors import BusError, ConfigError, NotFound, UpstreamError
 from backfill.layout import Layout
 from backfill.pausing import PauseSwitch
-from backfill.settings import BackfillSettings, CatalogSettings, NatsSettings, SettingsBundle
+from backfill.settings import (
+    BackfillSettings,
+    CatalogSettings,
+    NatsSettings,
+    SettingsBundle,
+    load_settings,
+)
 from backfill.transport import make_client
 from backfill.wire import dlq_filter
 from producer.pushgateway import DEFAULT_JOB, push_paused
+from producer.shell import add_json, emit, warn
 
 PAUSE_YEARS = 100  # "until resumed": JetStream pauses until a timestamp
 PAUSE_SINCE = (2, 11)  # consumer pause came with nats-server 2.11; 2.10 leaves the request unanswered
+CATALOG_VARIABLES = ("SUPA_REST_URL", "SUPABASE_REST_URL", "CATALOG_DSN", "SUPABASE_DB_URL")
 CONSUMER_NOT_FOUND = 10014  # JetStream API error codes
 STREAM_NOT_FOUND = 10059
 
@@ -38,13 +45,18 @@ def add_control_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
         "pause", help="stop every worker from taking new messages, on any nats-server"
     )
     pause.add_argument("--pushgateway", metavar="URL", help=pushgateway)
+    add_json(pause, "what was done")
     resume = commands.add_parser("resume", help="let the workers take messages again")
     resume.add_argument("--pushgateway", metavar="URL", help=pushgateway)
+    add_json(resume, "what was done")
     status = commands.add_parser(
-        "status", help="backlog, in flight, redeliveries, dead letters, rows enriched/missing, rate, ETA"
+        "status",
+        help="backlog, in flight, redeliveries, dead letters, rows enriched/missing, rate, ETA (read-only)",
     )
-    status.add_argument("--json", action="store_true")
-    status.add_argument("--sample", type=float, default=2.0, help="seconds to measure the current rate over")
+    add_json(status, "the status")
+    status.add_argument(
+        "--sample", type=float, default=2.0, help="seconds to measure the current rate over (0: no rate)"
+    )
 
 
 @dataclass
@@ -55,7 +67,8 @@ class Status:
     paused: bool
     dead_letters: dict[str, int] = field(default_factory=dict)
     rows_enriched: int | None = None  # published rows that carry a Jellyfin public URL
-    rows_missing: int | None = None  # published rows still without one (the candidates)
+    rows_missing: int | None = None  # published rows still without one (the candidates); None: unknown
+    rows_youtube_gap: int | None = None  # rows backfilled without the YouTube links asked for
     rate_per_second: float | None = None
     eta_seconds: float | None = None
     warnings: list[str] = field(default_factory=list)
@@ -109,8 +122,10 @@ def render(status: Status) -> str:
         ("ETA", eta),
         ("dead letters", dead),
     ]
+    if status.rows_youtube_gap:  # rows backfilled without the YouTube links asked for (PMOVES.yt gave up)
+        lines.insert(4, ("rows with a YouTube link gap", str(status.rows_youtube_gap)))
     rendered = ["paused" if status.paused else "running"] + [f"{k:<31}{v}" for k, v in lines]
-    return "\n".join(rendered + [f"warning: {warning}" for warning in status.warnings])
+    return "\n".join(rendered)  # the warnings go to stderr
 
 
 async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int:
@@ -123,7 +138,7 @@ async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int
             return await _status(settings, js, layout, args)
         switch = await PauseSwitch.open(js, nats_cfg.control_bucket, layout, replicas=nats_cfg.replicas)
         server_pauses = consumer_pause_supported(nc.connected_server_version)
-        code = await pause_or_resume(js, layout, switch, args.command, server_pauses=server_pauses)
+        code = await pause_or_resume(js, layout, switch, args, server_pauses=server_pauses)
     except TimeoutError as exc:
         raise BusError(f"JetStream did not answer: {exc}") from exc
     finally:
@@ -155,10 +170,16 @@ def pause_refused(command: str, layout: Layout, exc: APIError) -> str:
 
 
 async def pause_or_resume(
-    js: JetStreamContext, layout: Layout, switch: PauseSwitch, command: str, *, server_pauses: bool
+    js: JetStreamContext,
+    layout: Layout,
+    switch: PauseSwitch,
+    args: argparse.Namespace,
+    *,
+    server_pauses: bool,
 ) -> int:
     """Pause: the switch every worker honours, then (2.11+) the consumer itself; resume: both back.
-    A missing stream or consumer is reported, and nothing is changed."""
+    A missing stream or consumer is NotFound, and nothing is changed."""
+    command = args.command
     try:
         await js.consumer_info(layout.stream, layout.durable)
         if command == "pause":
@@ -171,17 +192,26 @@ async def pause_or_resume(
                 await js.resume_consumer(layout.stream, layout.durable)
             await switch.resume()
     except APIError as exc:
-        print(pause_refused(command, layout, exc), file=sys.stderr)
-        return 1
+        if exc.err_code in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
+            raise NotFound(pause_refused(command, layout, exc)) from exc
+        raise BusError(pause_refused(command, layout, exc)) from exc
     if command == "resume":
-        print(f"{layout.durable} resumed")
+        text = f"{layout.durable} resumed"
     elif server_pauses:
-        print(f"{layout.durable} paused: workers receive nothing until resume")
+        text = f"{layout.durable} paused: workers receive nothing until resume"
     else:
-        print(
+        text = (
             f"{layout.durable} paused: workers fetch nothing new until resume (this nats-server cannot "
             "pause a consumer itself; every worker reads the pause switch within a second)"
         )
+    data = {
+        "consumer": layout.durable,
+        "stream": layout.stream,
+        "paused": command == "pause",
+        "switch": True,
+        "server_pause": server_pauses,
+    }
+    emit(args, data, text)
     return 0
 
 
@@ -191,7 +221,7 @@ async def push_paused_or_warn(url: str, paused: bool) -> None:
     try:
         await push_paused(url, DEFAULT_JOB, paused)
     except UpstreamError as exc:
-        print(f"warning: the pause state was not pushed to the Pushgateway: {exc}", file=sys.stderr)
+        warn("producer", f"the pause state was not pushed to the Pushgateway: {exc}")
 
 
 async def storage_warnings(js: JetStreamContext, layout: Layout) -> list[str]:
@@ -216,25 +246,49 @@ async def _status(
         if exc.err_code not in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
             raise
         hint = "Nothing was enqueued yet, or this shell's settings name another layout."
-        print(f"{pause_refused('status', layout, exc)} {hint}", file=sys.stderr)
-        return 1
+        raise NotFound(f"{pause_refused('status', layout, exc)} {hint}") from exc
     switch = await PauseSwitch.existing(js, settings.get(NatsSettings).control_bucket, layout)
     status.paused = status.paused or (switch is not None and await switch.state() is not None)
     status.warnings.extend(await storage_warnings(js, layout))
+    await count_rows(settings, status)
+    for warning in status.warnings:
+        warn("producer", warning)
+    data: dict[str, Any] = asdict(status)
+    emit(args, data, render(status))
+    return 0
+
+
+async def count_rows(settings: SettingsBundle, status: Status) -> None:
+    """Rows enriched / missing when the catalog is configured and answers; the queue shows either way."""
+    try:
+        catalog_settings = load_settings([CatalogSettings])
+    except ConfigError:
+        if not catalog_configured():
+            status.warnings.append(
+                "row counts need the catalog: set SUPA_REST_URL and SUPABASE_SERVICE_ROLE_KEY, or CATALOG_DSN"
+            )
+            return
+        raise
     http = make_client(settings.get(BackfillSettings).http_timeout)
     try:
-        async with open_catalog(settings, http) as catalog:
+        both = SettingsBundle([catalog_settings.get(CatalogSettings), settings.get(BackfillSettings)])
+        async with open_catalog(both, http) as catalog:
             status.rows_enriched = await catalog.count_enriched()
             status.rows_missing = await catalog.count_candidates()
+            status.rows_youtube_gap = await catalog.count_youtube_gaps()
+    except UpstreamError as exc:
+        status.warnings.append(f"row counts unavailable: {exc}")
     finally:
         await http.aclose()
-    data: dict[str, Any] = asdict(status)
-    print(json.dumps(data) if args.json else render(status))
-    return 0
+
+
+def catalog_configured() -> bool:
+    """Whether any variable naming a catalog is set (then a problem with it is an error, not a gap)."""
+    return any(os.environ.get(name) for name in CATALOG_VARIABLES)
 
 
 CONTROL_GROUPS: dict[str, list[type[Any]]] = {
     "pause": [NatsSettings, BackfillSettings],
     "resume": [NatsSettings, BackfillSettings],
-    "status": [NatsSettings, CatalogSettings, BackfillSettings],
+    "status": [NatsSettings, BackfillSettings],  # the catalog is optional: see count_rows
 }

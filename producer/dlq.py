@@ -235,7 +235,9 @@ class Replayer:
             request = decode_request(record.data, original, self._layout.prefix)
         except InvalidMessage as exc:
             return f"seq {record.seq}: not replayable ({exc}); purge it"
-        fresh = new_request(request.row_id, request.backfill_version, request.mode, self._run_id)
+        fresh = new_request(
+            request.row_id, request.backfill_version, request.mode, self._run_id, youtube=request.youtube
+        )
         return request.row_id, encode_request(fresh)
 
     async def replay(

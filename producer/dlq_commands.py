@@ -6,16 +6,19 @@ import argparse
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
 from backfill.adapters import layout_from
 from backfill.bus import AckPublisher, connect
-from backfill.errors import BusError
-from backfill.layout import Layout, ensure_layout
+from backfill.errors import BusError, ConfigError, NotFound
+from backfill.layout import Layout, require_layout
 from backfill.outcome import DLQ_REASONS
 from backfill.settings import NatsSettings, SettingsBundle
 from backfill.wire import dlq_filter, dlq_subject
+from producer.control import dead_letter_counts
 from producer.dlq import (
     DeadLetterRecord,
     ReplayCounts,
@@ -26,54 +29,70 @@ from producer.dlq import (
     read_dead_letters,
     show,
 )
+from producer.enqueue import StopRequest
 from producer.progress import Progress
+from producer.shell import add_json, emit, id_list
 
 TABLE = "{seq:>8}  {row_id:>8}  {reason:<20} {attempts:>8}  {age:>8}  {error}"
 
 
-def add_dlq_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_dlq_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's generic is private
     dlq = commands.add_parser("dlq", help="inspect, replay and purge dead letters")
-    sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    listing = sub.add_parser("list", help="sequence, row id, reason, attempts, age, error")
-    listing.add_argument("--reason", choices=DLQ_REASONS)
-    listing.add_argument("--json", action="store_true")
-    one = sub.add_parser("show", help="one dead letter in full")
-    one.add_argument("seq", type=int)
+    sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", help="sequence, row id, reason, attempts, age, error (read-only)")
+    listing.add_argument("--reason", choices=DLQ_REASONS, help="only dead letters with this reason")
+    add_json(listing, "every dead letter")
+    listing.add_argument(
+        "--jsonl", action="store_true", help="one JSON line per dead letter, as they are read"
+    )
+    one = sub.add_parser("show", help="one dead letter in full (read-only)")
+    one.add_argument("seq", type=int, help="its sequence in the dead-letter stream (from `dlq list`)")
+    add_json(one, "the dead letter")
     replay = sub.add_parser(
         "replay", help="re-enqueue; a dead letter is removed only after its enqueue is acked"
     )
     which = replay.add_mutually_exclusive_group(required=True)
-    which.add_argument("--all", action="store_true")
-    which.add_argument("--reason", choices=DLQ_REASONS)
-    which.add_argument("--seq", type=int, nargs="+")
-    which.add_argument("--ids", type=lambda t: [int(x) for x in t.split(",") if x.strip()])
-    replay.add_argument("--dry-run", action="store_true")
-    replay.add_argument("--json", action="store_true")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    which.add_argument("--reason", choices=DLQ_REASONS, help="every dead letter with this reason")
+    which.add_argument("--seq", type=int, nargs="+", help="these sequences (from `dlq list`)")
+    which.add_argument("--ids", type=id_list, help="the dead letters of these row ids (comma-separated)")
+    replay.add_argument("--dry-run", action="store_true", help="count what would be replayed; change nothing")
+    add_json(replay, "the summary")
     wipe = sub.add_parser("purge", help="delete dead letters for good")
     scope = wipe.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--all", action="store_true")
-    scope.add_argument("--reason", choices=DLQ_REASONS)
+    scope.add_argument("--all", action="store_true", help="every dead letter")
+    scope.add_argument("--reason", choices=DLQ_REASONS, help="every dead letter with this reason")
     wipe.add_argument("--yes", action="store_true", help="required: purging cannot be undone")
+    add_json(wipe, "the number removed")
 
 
 async def _session(settings: SettingsBundle) -> tuple[NatsClient, Layout]:
+    """Never sets the layout up: a missing stream is NotFound (nothing was ever enqueued there)."""
     layout = layout_from(settings)
     nc = await connect(settings.get(NatsSettings).url, "backfill-producer dlq", reconnect_forever=False)
-    await ensure_layout(nc.jetstream(timeout=10), layout, with_consumer=False)
+    try:
+        js = nc.jetstream(timeout=10)
+        await require_layout(js, layout, with_consumer=False)
+    except BaseException:
+        await nc.close()
+        raise
     return nc, layout
 
 
 async def _list(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int:
     now = now_utc()
-    if not args.json:
+    if not (args.json or args.jsonl):
         print(
             TABLE.format(
                 seq="SEQ", row_id="ROW", reason="REASON", attempts="ATTEMPTS", age="AGE", error="ERROR"
             )
         )
+    listed: list[dict[str, Any]] = []
     async for record in read_dead_letters(nc.jetstream(timeout=10), layout, args.reason):
         line = record.summary(now)
         if args.json:
+            listed.append(line)
+        elif args.jsonl:
             print(json.dumps(line))
         else:
             age = line["age_seconds"]
@@ -87,37 +106,58 @@ async def _list(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int
                     }
                 )
             )
+    if args.json:
+        emit(args, {"dead_letters": listed, "total": len(listed)}, "")
     return 0
 
 
 async def _show(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int:
     record = await show(nc.jetstream(timeout=10), layout, args.seq)
     if record is None:
-        print(f"no dead letter with sequence {args.seq}")
-        return 1
-    print(json.dumps(record.full(now_utc()), indent=2))
+        raise NotFound(f"no dead letter with sequence {args.seq} in {layout.dlq_stream}")
+    full = record.full(now_utc())
+    emit(args, full, json.dumps(full, indent=2, ensure_ascii=False))
     return 0
 
 
 async def _selected(
-    records: AsyncIterator[DeadLetterRecord], selection: ReplaySelection, progress: Progress
+    records: AsyncIterator[DeadLetterRecord],
+    selection: ReplaySelection,
+    progress: Progress,
+    stop: StopRequest | None = None,
 ) -> AsyncIterator[DeadLetterRecord]:
     async for record in records:
+        if stop is not None and stop.requested:
+            return  # what was handed out is settled; the rest stays in the stream
         if selection.matches(record):
             progress.advance()
             yield record
 
 
-async def _replay(nc: NatsClient, layout: Layout, args: argparse.Namespace, run_id: str) -> int:
+async def replay_total(js: JetStreamContext, layout: Layout, args: argparse.Namespace) -> int | None:
+    """How many dead letters the selection covers, read from per-subject counts (None: only known at the
+    end, for --ids)."""
+    if args.seq:
+        return len(set(args.seq))
+    if args.ids:
+        return None
+    counts = await dead_letter_counts(js, layout)
+    return counts.get(args.reason, 0) if args.reason else sum(counts.values())
+
+
+async def _replay(
+    nc: NatsClient, layout: Layout, args: argparse.Namespace, run_id: str, stop: StopRequest | None = None
+) -> int:
     js = nc.jetstream(timeout=10)
     selection = ReplaySelection(
         all=args.all, reason=args.reason, seqs=frozenset(args.seq or ()), row_ids=frozenset(args.ids or ())
     )
     publisher = AckPublisher(nc)
     counts = ReplayCounts()
-    progress = Progress("replay", None)
+    total = await replay_total(js, layout, args)
+    progress = Progress("replay", total)
     reason = args.reason if args.reason else None
-    records = _selected(read_dead_letters(js, layout, reason), selection, progress)
+    records = _selected(read_dead_letters(js, layout, reason), selection, progress, stop)
     started = time.perf_counter()
     # --all and --reason replay everything their filter reads: the replayed prefix can be purged at once
     every = args.all or not (args.seq or args.ids)
@@ -129,45 +169,50 @@ async def _replay(nc: NatsClient, layout: Layout, args: argparse.Namespace, run_
     await publisher.close()
     progress.finish(replayed=counts.replayed, skipped=counts.skipped, failed=counts.failed)
     verb = "would replay" if args.dry_run else "replayed"
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "run_id": run_id,
-                    "dry_run": args.dry_run,
-                    "replayed": counts.replayed,
-                    "skipped": counts.skipped,
-                    "failed": counts.failed,
-                    "elapsed_seconds": elapsed,
-                    "notes": counts.notes,
-                }
-            )
+    interrupted = stop.signal_name if stop is not None else None
+    data = {
+        "run_id": run_id,
+        "dry_run": args.dry_run,
+        "total": total,
+        "replayed": counts.replayed,
+        "skipped": counts.skipped,
+        "failed": counts.failed,
+        "elapsed_seconds": elapsed,
+        "interrupted": interrupted,
+        "notes": counts.notes,
+    }
+    of = f" of {total}" if total is not None else ""
+    lines = [f"{verb} {counts.replayed}{of}, skipped {counts.skipped}, failed {counts.failed} (run {run_id})"]
+    lines += [f"  {note}" for note in counts.notes]
+    if interrupted:
+        lines.append(
+            f"stopped by {interrupted}: the dead letters not replayed are still in {layout.dlq_stream}"
         )
-    else:
-        print(f"{verb} {counts.replayed}, skipped {counts.skipped}, failed {counts.failed} (run {run_id})")
-        for note in counts.notes:
-            print(f"  {note}")
+    emit(args, data, "\n".join(lines))
     return 1 if counts.failed else 0
 
 
 async def _purge(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int:
-    if not args.yes:
-        print("purge deletes dead letters for good: add --yes to confirm")
-        return 2
     removed = await purge(nc.jetstream(timeout=10), layout, None if args.all else args.reason)
-    print(f"purged {removed} dead letters")
+    emit(args, {"purged": removed, "reason": args.reason}, f"purged {removed} dead letters")
     return 0
 
 
 async def run_dlq(settings: SettingsBundle, args: argparse.Namespace, run_id: str) -> int:
+    if args.dlq_command == "purge" and not args.yes:
+        raise ConfigError("purge deletes dead letters for good: add --yes to confirm")
     nc, layout = await _session(settings)
+    interrupt = getattr(args, "interrupt", None)
     try:
         if args.dlq_command == "list":
             return await _list(nc, layout, args)
         if args.dlq_command == "show":
             return await _show(nc, layout, args)
         if args.dlq_command == "replay":
-            return await _replay(nc, layout, args, run_id)
+            if interrupt is not None:
+                interrupt.graceful = True  # stop reading; settle what was published; print the summary
+            code = await _replay(nc, layout, args, run_id, interrupt)
+            return interrupt.exit_code if interrupt is not None and interrupt.requested else code
         return await _purge(nc, layout, args)
     except TimeoutError as exc:
         raise BusError(f"JetStream did not answer: {exc}") from exc

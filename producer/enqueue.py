@@ -11,15 +11,35 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from backfill.bus import AckPublisher, PubResult, PubStatus
 from backfill.catalog import Catalog, is_candidate
 from backfill.model import Row
-from backfill.wire import Header, Mode, encode_request, msg_id, new_request, request_subject
+from backfill.wire import (
+    Header,
+    Mode,
+    YoutubeLinking,
+    encode_request,
+    msg_id,
+    new_request,
+    request_subject,
+)
 from producer.progress import Progress
 
 log = logging.getLogger("producer")
 RETRIES = 2
+STOP_GRACE = 10.0  # seconds the publishes in flight get to be acknowledged after SIGINT/SIGTERM
+
+
+class StopRequest(Protocol):
+    """Whether the operator asked the run to stop (the producer's SIGINT/SIGTERM handling)."""
+
+    @property
+    def requested(self) -> bool: ...
+
+    @property
+    def signal_name(self) -> str | None: ...
 
 
 @dataclass
@@ -30,6 +50,7 @@ class EnqueueCounts:
     failed: int = 0
     not_candidates: int = 0
     failed_ids: list[int] = field(default_factory=list)
+    unconfirmed: int = 0  # publishes still without an answer when a stop request's grace ran out
     elapsed_seconds: float = 0.0  # reading the catalog and publishing, until the last acknowledgement
 
     def as_dict(self) -> dict[str, object]:
@@ -61,16 +82,26 @@ async def select_rows(
 
 
 class Enqueuer:
-    def __init__(self, publisher: AckPublisher, prefix: str, version: str, mode: Mode, run_id: str) -> None:
+    def __init__(
+        self,
+        publisher: AckPublisher,
+        prefix: str,
+        version: str,
+        mode: Mode,
+        run_id: str,
+        youtube: YoutubeLinking | None = None,
+    ) -> None:
+        """`youtube`: carried in every request (`--link-youtube`), so every replica links the same way."""
         self._publisher = publisher
         self._prefix = prefix
         self._version = version
         self._mode = mode
         self._run_id = run_id
+        self._youtube = youtube
         self._outstanding: set[asyncio.Future[PubResult]] = set()
 
     async def _submit(self, row_id: int) -> asyncio.Future[PubResult]:
-        request = new_request(row_id, self._version, self._mode, self._run_id)
+        request = new_request(row_id, self._version, self._mode, self._run_id, youtube=self._youtube)
         headers = {Header.MSG_ID: msg_id(row_id, self._run_id), Header.RUN_ID: self._run_id}
         return await self._publisher.submit(
             request_subject(self._prefix, row_id), encode_request(request), headers
@@ -85,23 +116,52 @@ class Enqueuer:
             retry.append(row_id)
             log.debug("publish failed", extra={"row_id": row_id, "error": result.error})
 
-    async def run(self, pages: AsyncIterator[list[Row]], counts: EnqueueCounts, progress: Progress) -> None:
+    async def run(
+        self,
+        pages: AsyncIterator[list[Row]],
+        counts: EnqueueCounts,
+        progress: Progress,
+        stop: StopRequest | None = None,
+    ) -> None:
+        """Every row of `pages`, until `stop` is requested: then no further row is read, the publishes
+        in flight get STOP_GRACE seconds, and what is still unanswered is counted `unconfirmed`."""
         started = time.perf_counter()
         try:
-            await self._run(pages, counts, progress)
+            await self._run(pages, counts, progress, stop)
         finally:
             counts.elapsed_seconds = round(time.perf_counter() - started, 3)
 
-    async def _run(self, pages: AsyncIterator[list[Row]], counts: EnqueueCounts, progress: Progress) -> None:
+    async def _run(
+        self,
+        pages: AsyncIterator[list[Row]],
+        counts: EnqueueCounts,
+        progress: Progress,
+        stop: StopRequest | None,
+    ) -> None:
         retry: list[int] = []
-        async for page in pages:
-            for row in page:
-                counts.candidates += 1
-                future = await self._submit(row.id)
-                self._outstanding.add(future)
-                future.add_done_callback(self._on_done(row.id, counts, retry, progress))
+        try:
+            async for page in pages:
+                for row in page:
+                    if stop is not None and stop.requested:
+                        break
+                    counts.candidates += 1
+                    future = await self._submit(row.id)
+                    self._outstanding.add(future)
+                    future.add_done_callback(self._on_done(row.id, counts, retry, progress))
+                if stop is not None and stop.requested:
+                    break
+        finally:  # a stop leaves the catalog's page reader mid-way: close it now, not at collection
+            closing = getattr(pages, "aclose", None)
+            if closing is not None:
+                await closing()
+        stopping = stop is not None and stop.requested
         if self._outstanding:
-            await asyncio.wait(set(self._outstanding))
+            await asyncio.wait(set(self._outstanding), timeout=STOP_GRACE if stopping else None)
+        if stopping:
+            counts.unconfirmed = len(self._outstanding)
+            counts.failed_ids.extend(retry)  # no retry after a stop request: reported, not lost
+            counts.failed += len(retry)
+            return
         await self._retry_failed(retry, counts)
 
     def _on_done(self, row_id: int, counts: EnqueueCounts, retry: list[int], progress: Progress):  # type: ignore[no-untyped-def]

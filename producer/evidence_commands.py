@@ -11,11 +11,13 @@ from pathlib import Path
 from backfill.adapters import open_catalog
 from backfill.bus import connect
 from backfill.catalog import Catalog
+from backfill.errors import ConfigError, NotFound
 from backfill.model import Row
 from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle
 from backfill.transport import make_client
 from producer.evidence import diff, format_diff, listen, snapshot
 from producer.progress import Progress
+from producer.shell import add_json, emit
 
 ID_CHUNK = 1000
 
@@ -24,19 +26,25 @@ def add_evidence_parsers(commands: argparse._SubParsersAction) -> None:  # type:
     hear = commands.add_parser(
         "listen", help="print envelopes as they pass on core NATS (start before publishing)"
     )
-    hear.add_argument("--topics", nargs="+", default=["content.published.v1"])
+    hear.add_argument(
+        "--topics",
+        nargs="+",
+        default=["content.published.v1"],
+        help="subjects to print (default: %(default)s)",
+    )
     hear.add_argument("--max", type=int, dest="max_messages", help="stop after this many")
     hear.add_argument("--timeout", type=float, help="stop after this many seconds")
     hear.add_argument("--compact", action="store_true", help="one line per envelope")
     snap = commands.add_parser("snapshot", help="id and meta of the candidate rows, as JSON lines")
-    snap.add_argument("--out", type=Path, required=True)
+    snap.add_argument("--out", type=Path, required=True, help="the JSON-lines file to write")
     snap.add_argument(
         "--ids-from", type=Path, help="snapshot the rows of an earlier snapshot instead (the 'after')"
     )
     compare = commands.add_parser("diff", help="per row, meta keys added and changed between two snapshots")
-    compare.add_argument("before", type=Path)
-    compare.add_argument("after", type=Path)
-    compare.add_argument("--json", action="store_true")
+    compare.add_argument("before", type=Path, help="the snapshot taken before the run")
+    compare.add_argument("after", type=Path, help="the snapshot taken after it (--ids-from the first)")
+    add_json(compare, "the differences")
+    add_json(snap, "what was written")
 
 
 def ids_in(path: Path) -> list[int]:
@@ -70,10 +78,16 @@ async def run_snapshot(settings: SettingsBundle, args: argparse.Namespace) -> in
                 written = await snapshot(catalog.stream_candidates(), args.out, Progress("snapshot", total))
     finally:
         await http.aclose()
-    print(f"wrote {written} rows to {args.out}")
+    emit(args, {"rows": written, "out": str(args.out)}, f"wrote {written} rows to {args.out}")
     return 0
 
 
 async def run_diff(_settings: SettingsBundle, args: argparse.Namespace) -> int:
-    print(format_diff(diff(args.before, args.after), args.json))
+    try:
+        report = diff(args.before, args.after)
+    except FileNotFoundError as exc:
+        raise NotFound(f"no snapshot at {exc.filename}") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"not a snapshot written by `producer snapshot`: {exc}") from exc
+    print(format_diff(report, args.json))
     return 0

@@ -9,20 +9,24 @@ from backfill.enrich import Enricher, Plan
 from backfill.errors import BackfillError
 from backfill.model import Row
 from backfill.outcome import Ack, DeadLetter
+from backfill.wire import YoutubeLinking
 
 
-async def preview_row(enricher: Enricher, row: Row) -> dict[str, Any]:
-    """One JSON-ready record: what a worker would do with this row, and why."""
+async def preview_row(enricher: Enricher, row: Row, linking: YoutubeLinking | None = None) -> dict[str, Any]:
+    """One JSON-ready record: what a worker would do with this row, and why (with `--link-youtube`, what
+    PMOVES.yt gave: `youtube`)."""
     try:
-        planned = await enricher.plan(row)
+        planned = await enricher.plan(row, linking)
     except BackfillError as exc:
         return {"row_id": row.id, "action": "retry", "error": str(exc)}
     if isinstance(planned, Plan):
+        related = planned.enrichment.related
         return {
             "row_id": row.id,
             "action": "republish",
             "resolved_by": planned.enrichment.resolved_by,
             "thumbnail_source": planned.enrichment.thumbnail_source,
+            **({"youtube": related.summary()} if related is not None else {}),
             "payload": planned.payload,
         }
     if isinstance(planned, Ack):
@@ -31,7 +35,9 @@ async def preview_row(enricher: Enricher, row: Row) -> dict[str, Any]:
     return {"row_id": row.id, "action": "dead_letter", "reason": planned.reason, "detail": planned.detail}
 
 
-async def preview(enricher: Enricher, pages: AsyncIterator[list[Row]]) -> AsyncIterator[dict[str, Any]]:
+async def preview(
+    enricher: Enricher, pages: AsyncIterator[list[Row]], linking: YoutubeLinking | None = None
+) -> AsyncIterator[dict[str, Any]]:
     async for page in pages:
         for row in page:
-            yield await preview_row(enricher, row)
+            yield await preview_row(enricher, row, linking)

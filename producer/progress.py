@@ -33,8 +33,18 @@ class Progress:
     def _rate(self) -> float:
         return self.done / max(time.monotonic() - self._started, 1e-6)
 
+    def eta(self) -> str:
+        """Time left at the rate so far, when the total is known (`h:mm:ss`), else empty."""
+        rate = self._rate()
+        if not self._total or self.done <= 0 or rate <= 0:
+            return ""
+        left = max(self._total - self.done, 0) / rate
+        return f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+
     def _show(self, counts: dict[str, int], final: bool = False) -> None:
         detail = " ".join(f"{k}={v}" for k, v in counts.items())
+        if not final and (eta := self.eta()):
+            detail = f"{eta} {detail}"
         if self._tty:
             if self._total:
                 filled = int(30 * min(self.done / self._total, 1.0))

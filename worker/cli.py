@@ -17,11 +17,12 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
+from backfill import version_text
 from backfill.adapters import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
 from backfill.batching import Batcher, WriteBatcher, each_on_failure
 from backfill.bus import AckPublisher, connect
 from backfill.catalog import Catalog
-from backfill.errors import BackfillError, BusError, ConfigError
+from backfill.errors import BackfillError, BusError, ConfigError, Exit
 from backfill.eventloop import event_loop_runner
 from backfill.layout import Layout, ensure_layout
 from backfill.ledger import Ledger
@@ -42,6 +43,7 @@ from backfill.settings import (
     SettingsBundle,
     StorageSettings,
     WorkerSettings,
+    YoutubeSettings,
     load_settings,
 )
 from backfill.transport import HttpClient, make_client
@@ -52,6 +54,15 @@ from worker.stats import refresh_forever, refresh_once
 from worker.sweeper import Sweeper
 
 T = TypeVar("T")
+STOP_SIGNALS: list[signal.Signals] = []  # the signals that stopped this process, first first
+EXAMPLES = """exit codes: 0 stopped by SIGTERM (or idle with --exit-when-idle), 2 configuration error,
+3 NATS or an upstream cannot be used at start, 130 stopped by SIGINT (Ctrl-C), in-flight work drained
+
+examples:
+  worker                                   # one replica; settings from the environment
+  worker --concurrency 32 --metrics-port 0
+  worker --exit-when-idle 30               # one-shot: exit once the queue stays empty for 30 s
+"""
 log = logging.getLogger("worker")
 SWEEP_GRACE = 30.0  # seconds past the last moment JetStream could still deliver a message
 GROUPS = (
@@ -62,11 +73,18 @@ GROUPS = (
     StorageSettings,
     BackfillSettings,
     WorkerSettings,
+    YoutubeSettings,
 )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+    )
+    parser.add_argument("--version", action="version", version=version_text("worker"))
     parser.add_argument(
         "--concurrency", type=int, help="messages handled at once (env WORKER_CONCURRENCY, 128)"
     )
@@ -84,12 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def policy_from(settings: SettingsBundle) -> RetryPolicy:
+def policy_from(settings: SettingsBundle, layout: Layout) -> RetryPolicy:
+    """Retries within the consumer's `max_deliver` as the server has it (see `ensure_layout`)."""
     worker = settings.get(WorkerSettings)
     return RetryPolicy(
         base_delay=worker.retry_base_delay,
         max_delay=worker.retry_max_delay,
-        max_attempts=settings.get(NatsSettings).max_deliver,
+        max_attempts=layout.consumer.max_deliver or settings.get(NatsSettings).max_deliver,
         budget_seconds=worker.retry_budget_seconds,
     )
 
@@ -141,8 +160,15 @@ async def patiently(step: Callable[[], Awaitable[None]], stop: asyncio.Event) ->
     return False
 
 
-async def ensure_layout_patiently(js: JetStreamContext, layout: Layout, stop: asyncio.Event) -> bool:
-    return await patiently(lambda: ensure_layout(js, layout), stop)
+async def ensure_layout_patiently(js: JetStreamContext, wanted: Layout, stop: asyncio.Event) -> Layout | None:
+    """The layout in force (missing parts created, existing settings kept). None: stopped first."""
+    in_force: Layout | None = None
+
+    async def ensure() -> None:
+        nonlocal in_force
+        in_force = await ensure_layout(js, wanted)
+
+    return in_force if await patiently(ensure, stop) else None
 
 
 async def pause_state_patiently(
@@ -192,9 +218,9 @@ async def build_consumer(
     worker_id: str,
     ledger: Ledger,
     pause: PauseState,
+    layout: Layout,
 ) -> Consumer:
     nats_cfg, worker_cfg = settings.get(NatsSettings), settings.get(WorkerSettings)
-    layout = layout_from(settings)
     observe = metrics.observe_upstream
     pace: Pace = NoPace()
     if worker_cfg.pace_per_minute > 0:
@@ -210,7 +236,7 @@ async def build_consumer(
         build_enricher(settings, http, observe, batch=batch, refused=metrics.thumbnail_bucket_refused.inc),
         build_agent_zero(settings, http, observe),
         links_from(settings.get(JellyfinSettings)),
-        policy_from(settings),
+        policy_from(settings, layout),
         pace=pace,
         read_row=row_reader(catalog, batch),
         merge=row_merger(catalog, batch),
@@ -225,11 +251,11 @@ async def build_consumer(
         processor,
         settler,
         metrics,
-        policy_from(settings),
+        policy_from(settings, layout),
         concurrency=concurrency,
         fetch_batch=min(args.fetch_batch or worker_cfg.fetch_batch, concurrency),
         fetch_timeout=worker_cfg.fetch_timeout,
-        ack_wait=nats_cfg.ack_wait,
+        ack_wait=layout.consumer.ack_wait or nats_cfg.ack_wait,
         pace=pace,
         ledger=ledger,
         pause=pause,
@@ -244,7 +270,7 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
     layout = layout_from(settings)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        asyncio.get_running_loop().add_signal_handler(sig, stopped_by, sig, stop)
     concurrency = args.concurrency or worker_cfg.concurrency
     async with contextlib.AsyncExitStack() as resources:
         http = make_client(
@@ -259,8 +285,10 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
             return 0
         resources.push_async_callback(nc.drain)
         js = nc.jetstream(timeout=10)
-        if not await ensure_layout_patiently(js, layout, stop):
+        in_force = await ensure_layout_patiently(js, layout, stop)
+        if in_force is None:
             return 0
+        layout = in_force
         catalog = await resources.enter_async_context(open_catalog(settings, http, metrics.observe_upstream))
         publisher = AckPublisher(nc)
         await publisher.start()
@@ -274,7 +302,7 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
         switch, pause = pausing
         metrics.paused.set_function(lambda: int(pause.paused))
         consumer = await build_consumer(
-            settings, args, js, catalog, http, publisher, metrics, worker_id, ledger, pause
+            settings, args, js, catalog, http, publisher, metrics, worker_id, ledger, pause, layout
         )
 
         def ready() -> tuple[bool, str]:
@@ -296,8 +324,8 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
             worker_id,
             settings.get(BackfillSettings).version,
             ledger,
-            ack_wait=nats_cfg.ack_wait,
-            max_deliver=nats_cfg.max_deliver,
+            ack_wait=layout.consumer.ack_wait or nats_cfg.ack_wait,
+            max_deliver=layout.consumer.max_deliver or nats_cfg.max_deliver,
             grace=SWEEP_GRACE,
         )
         await sweeper.listen()
@@ -325,7 +353,22 @@ async def run(settings: SettingsBundle, args: argparse.Namespace) -> int:
     return 0
 
 
+def stopped_by(sig: signal.Signals, stop: asyncio.Event) -> None:
+    """SIGTERM: a normal stop (exit 0, as orchestrators expect); SIGINT: the same drain, exit 130."""
+    STOP_SIGNALS.append(sig)
+    stop.set()
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the event loop took the signal over
+        print("worker: interrupted", file=sys.stderr)
+        return int(Exit.INTERRUPTED)
+    return int(Exit.INTERRUPTED) if code == 0 and signal.SIGINT in STOP_SIGNALS[:1] else code
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     try:
         settings = load_settings(GROUPS)
@@ -342,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return runner(run(settings, args))
     except BackfillError as exc:
         log.error("worker cannot run: %s", exc)  # noqa: TRY400 - the message is the whole story
-        return 3
+        return int(Exit.UNAVAILABLE)
 
 
 if __name__ == "__main__":

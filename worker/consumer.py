@@ -27,6 +27,7 @@ from backfill.ledger import Alive, DeliveryLedger, FailedDelivery, LocalLedger
 from backfill.metrics import Metrics
 from backfill.outcome import (
     INVALID_MESSAGE,
+    Ack,
     DeadLetter,
     Outcome,
     Retry,
@@ -38,6 +39,7 @@ from backfill.outcome import (
 from backfill.pace import NoPace, Pace
 from backfill.pausing import PauseState
 from backfill.pipeline import RowProcessor
+from backfill.related import OFF as YOUTUBE_OFF
 from backfill.wire import InvalidMessage, decode_request
 from worker.settle import Settler
 
@@ -159,6 +161,8 @@ class Consumer:
             if label in ("done", "dead_lettered"):
                 for method in resolutions_of(outcome):
                     self._metrics.resolutions.labels(method).inc()
+            if label == "done" and isinstance(outcome, Ack):
+                self._metrics.youtube_links.labels(outcome.youtube or YOUTUBE_OFF).inc()
         except asyncio.CancelledError:
             with contextlib.suppress(NatsError):
                 await asyncio.shield(msg.nak())  # shutting down: hand it to another replica now
@@ -220,10 +224,20 @@ class Consumer:
             request = decode_request(msg.data, msg.subject, self._layout.prefix)
         except InvalidMessage as exc:
             return DeadLetter(INVALID_MESSAGE, f"{exc}; raw bytes kept in this dead letter")
-        outcome = await self._processor.handle(request, attempt)
+        judged: list[tuple[Retry, Outcome]] = []  # the one retry judged so far, and its verdict
+
+        async def settle(retry: Retry) -> Outcome:
+            """The retry, or a dead letter past the delivery limit or the retry budget; judged once
+            (the ledger notes the failure), whether the processor asks first or only this method."""
+            if not judged or judged[0][0] is not retry:
+                age = await self._retrying_for(msg, began, retry)
+                judged[:] = [(retry, settle_retry(retry, attempt, age, self._policy))]
+            return judged[0][1]
+
+        outcome = await self._processor.handle(request, attempt, settle)
         if not isinstance(outcome, Retry):
             return outcome
-        return settle_retry(outcome, attempt, await self._retrying_for(msg, began, outcome), self._policy)
+        return await settle(outcome)
 
     async def _retrying_for(self, msg: Msg, began: float, retry: Retry) -> float:
         """How long this message has been retrying: from its first failed delivery, on any replica; time

@@ -37,6 +37,7 @@ DECIDED = {
     "AGENT_ZERO_BASE_URL",
     "JELLYFIN_URL",
     "MINIO_ENDPOINT",
+    "PMOVES_YT_URL",
     "BACKFILL_LOG_FORMAT",
 }
 
@@ -88,14 +89,14 @@ def test_worker_stop_grace_period_exceeds_its_own_shutdown_grace(compose: dict[s
     assert seconds(worker["stop_grace_period"]) > grace
 
 
-def test_worker_restarts_and_is_health_checked_on_healthz(compose: dict[str, Any]) -> None:
-    """A restart policy, and a healthcheck that asks /healthz on the port the worker is told to serve."""
+def test_worker_restarts_and_is_health_checked_by_the_image(compose: dict[str, Any]) -> None:
+    """A restart policy; no healthcheck override, so the image's check (/healthz on WORKER_METRICS_PORT) runs."""
     worker = compose["services"]["backfill-worker"]
     assert worker["restart"] in {"unless-stopped", "always", "on-failure"}
-    test = worker["healthcheck"]["test"]
-    assert test[0] == "CMD"
-    port = worker["environment"]["WORKER_METRICS_PORT"]
-    assert f":{port}/healthz" in " ".join(test)
+    assert "healthcheck" not in worker, (
+        "the image's HEALTHCHECK (tests/deploy/test_image.py) is the one check"
+    )
+    assert worker["environment"]["WORKER_METRICS_PORT"].isdigit()
     assert compose["services"]["backfill-producer"]["healthcheck"] == {"disable": True}
 
 
@@ -147,6 +148,7 @@ def test_environment_holds_only_what_compose_decides_and_no_secret(compose: dict
         worker["JELLYFIN_URL"] == "${JELLYFIN_URL:-${JELLYFIN_INTERNAL_URL:-http://cataclysm-jellyfin:8096}}"
     )
     assert worker["MINIO_ENDPOINT"] == "${MINIO_ENDPOINT-minio:9000}", "MINIO_ENDPOINT= must turn it off"
+    assert worker["PMOVES_YT_URL"] == "${PMOVES_YT_URL:-http://pmoves-yt:8077}"
 
 
 def test_both_services_read_the_same_env_files_each_optional(compose: dict[str, Any]) -> None:
@@ -250,6 +252,7 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         "AGENT_ZERO_BASE_URL": "http://agent-zero:8080",
         "JELLYFIN_URL": "http://cataclysm-jellyfin:8096",
         "MINIO_ENDPOINT": "minio:9000",
+        "PMOVES_YT_URL": "http://pmoves-yt:8077",
         "BACKFILL_LOG_FORMAT": "json",
         "WORKER_METRICS_PORT": "9108",
     }

@@ -56,8 +56,12 @@ async def test_dry_run_lists_candidates_and_writes_nothing(stack: EmbeddedStack,
     )
     assert ran.code == 0, ran.stderr
     candidates = sum(1 for r in stack.rows.values() if r.expect != "untouched")
-    assert ran.json_lines()[-1]["would_enqueue"] == candidates
-    assert len([line for line in ran.stdout.splitlines() if line[:1].isdigit()]) == candidates
+    report = json.loads(ran.stdout)  # one document: the summary, and every row inside it
+    assert report["would_enqueue"] == candidates
+    assert len(report["rows"]) == candidates
+    assert {row["id"] for row in report["rows"]} == {
+        rid for rid, r in stack.rows.items() if r.expect != "untouched"
+    }
     assert stack.catalog.rows == before
     nc = await nats.connect(stack.nats_url)
     with pytest.raises(NotFoundError):

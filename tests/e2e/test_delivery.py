@@ -92,10 +92,10 @@ async def test_deleted_item_dead_letters_then_replay_finishes_the_row(
     await enqueue(stack, env, "--mode", "metadata-only")
     worker = await WorkerProcess(env, "--exit-when-idle", "2").start()
     assert await worker.wait() == 0
-    listed = await run_cli("producer", ["dlq", "list", "--reason", "jellyfin_not_found", "--json"], env)
+    listed = await run_cli("producer", ["dlq", "list", "--reason", "jellyfin_not_found", "--jsonl"], env)
     entries = listed.json_lines()
     deleted_rows = {rid for rid, r in stack.rows.items() if r.kind == "deleted"}
-    assert {e["row_id"] for e in entries} == deleted_rows
+    assert {e["row_id"] for e in entries} == deleted_rows, (listed.stderr, listed.stdout[:500])
     shown = await run_cli("producer", ["dlq", "show", str(entries[0]["seq"])], env)
     assert '"Backfill-Reason": "jellyfin_not_found"' in shown.stdout
     for rid in deleted_rows:  # the operator restores the items in Jellyfin
@@ -104,7 +104,7 @@ async def test_deleted_item_dead_letters_then_replay_finishes_the_row(
         "producer", ["dlq", "replay", "--reason", "jellyfin_not_found", "--dry-run", "--json"], env
     )
     assert dry.json_lines()[-1]["replayed"] == len(deleted_rows)
-    assert len((await run_cli("producer", ["dlq", "list", "--json"], env)).json_lines()) > len(deleted_rows)
+    assert len((await run_cli("producer", ["dlq", "list", "--jsonl"], env)).json_lines()) > len(deleted_rows)
     replay = await run_cli("producer", ["dlq", "replay", "--reason", "jellyfin_not_found", "--json"], env)
     assert replay.code == 0, replay.stderr
     assert replay.json_lines()[-1]["replayed"] == len(deleted_rows)
@@ -203,7 +203,7 @@ async def test_poison_subjects_and_ids_are_dead_lettered_and_hurt_no_neighbour(
     assert enriched(stack) == len([r for r in stack.rows.values() if r.expect in ("republished",)])
     listed = await run_cli("producer", ["dlq", "list", "--json"], env)
     assert listed.code == 0, listed.stderr
-    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
+    rows = json.loads(listed.stdout)["dead_letters"]
     assert {r["row_id"] for r in rows if r["reason"] == "invalid_message"} == {None}
 
 

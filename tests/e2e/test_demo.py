@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from backfill_doubles.demo import table
+from backfill_doubles.seed import mixed_catalog
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 from tests.e2e.demo_process import assert_nothing_left, demo
 
@@ -35,6 +36,14 @@ async def test_demo_runs_and_summarises(demo_tmpdir: Path) -> None:
         + discord["not_posted_when_the_demo_ended"]
         == 40
     )
+    # --link-youtube: PMOVES.yt's double knows videos for 12 of the 40 rows that resolve
+    assert summary["youtube_linked_rows"] == len(mixed_catalog(65).videos) // 2 == 12
+    # `producer verify` reads what publisher-discord's double recorded: it agrees with what Discord got
+    checked = summary["verify"]
+    assert checked["rows"] == 40 and checked["not_republished"] == 0
+    assert checked["delivered"] == discord["embeds_received"]
+    assert checked["failed"] == discord["dropped_after_3_retries"]
+    assert checked["not_seen"] == discord["not_posted_when_the_demo_ended"]
     await assert_nothing_left(demo_tmpdir)
 
 
@@ -51,6 +60,8 @@ async def test_the_summary_reads_as_an_aligned_table_with_a_pointer_to_what_next
     assert rows["rows enriched by this run"] == ["16"]
     assert rows["dead letters"][0].startswith("6 (")
     assert "`producer status`" in summary and "/metrics" in summary and "`producer dlq list`" in summary
+    assert rows["rows linked to YouTube videos"] == ["5"]  # 26 rows: 3, 6, 15, 18 and 21 have videos
+    assert rows["Discord delivery (producer verify)"][0].endswith("not seen")
 
 
 def test_table_aligns_every_value_in_one_column() -> None:

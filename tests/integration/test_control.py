@@ -3,12 +3,14 @@ consumer really pauses; a missing consumer or stream is reported as missing, and
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from backfill.errors import NotFound
 from backfill.layout import Layout, build_layout, ensure_layout
 from backfill.pausing import PauseSwitch
 from backfill.settings import NatsSettings
@@ -27,6 +29,10 @@ async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
     await client.drain()
 
 
+def command_args(command: str) -> argparse.Namespace:
+    return argparse.Namespace(command=command, json=False)
+
+
 @pytest.fixture
 def layout(layout_env: dict[str, str]) -> Layout:
     return build_layout(NatsSettings.model_validate(layout_env))
@@ -43,10 +49,10 @@ async def test_pause_then_resume_flips_the_switch_and_the_consumer_and_exit_0(
     """pause: the switch is on and consumer_info says paused; resume: neither; one line each, 0."""
     js = nc.jetstream(timeout=10)
     await ensure_layout(js, layout)
-    assert await pause_or_resume(js, layout, switch, "pause", server_pauses=True) == 0
+    assert await pause_or_resume(js, layout, switch, command_args("pause"), server_pauses=True) == 0
     assert (await js.consumer_info(layout.stream, layout.durable)).paused is True
     assert await switch.state() is not None
-    assert await pause_or_resume(js, layout, switch, "resume", server_pauses=True) == 0
+    assert await pause_or_resume(js, layout, switch, command_args("resume"), server_pauses=True) == 0
     assert not (await js.consumer_info(layout.stream, layout.durable)).paused
     assert await switch.state() is None
     assert capsys.readouterr().out.splitlines() == [
@@ -60,7 +66,7 @@ async def test_pause_then_resume_flips_the_switch_and_the_consumer_and_exit_0(
     ("with_stream", "missing"),
     [(True, "consumer {durable!r} not found on stream {stream!r}"), (False, "stream {stream!r} not found")],
 )
-async def test_a_missing_consumer_or_stream_is_named_and_exits_1(
+async def test_a_missing_consumer_or_stream_is_named_as_not_found(
     nc: NatsClient,
     layout: Layout,
     switch: PauseSwitch,
@@ -73,9 +79,11 @@ async def test_a_missing_consumer_or_stream_is_named_and_exits_1(
     js = nc.jetstream(timeout=10)
     if with_stream:
         await ensure_layout(js, layout, with_consumer=False)
-    assert await pause_or_resume(js, layout, switch, command, server_pauses=True) == 1
+    with pytest.raises(NotFound) as raised:
+        await pause_or_resume(js, layout, switch, command_args(command), server_pauses=True)
     assert await switch.state() is None  # nothing changed
-    out = capsys.readouterr().err
+    assert capsys.readouterr().out == ""
+    out = str(raised.value)
     expected = missing.format(durable=layout.durable, stream=layout.stream)
     assert out.startswith(f"{command} failed: {expected} (JetStream error 100")
     assert "BACKFILL_STREAM and BACKFILL_CONSUMER" in out

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from backfill.bus import AckPublisher, PubStatus, remove_message
-from backfill.errors import BusError, StreamConfigConflict
-from backfill.layout import Layout, build_layout, ensure_layout
+from backfill.errors import BusError, NotFound, StreamConfigConflict
+from backfill.layout import (
+    Layout,
+    apply_changes,
+    build_layout,
+    ensure_layout,
+    plan_layout,
+    require_layout,
+)
 from backfill.settings import NatsSettings
 
 
@@ -37,25 +45,48 @@ def settings(layout_env: dict[str, str], **extra: object) -> NatsSettings:
     )
 
 
-async def test_ensure_layout_is_idempotent_and_updates_editable_fields(
+async def test_ensure_layout_creates_what_is_missing_and_changes_nothing_that_exists(
     nc: NatsClient, layout_env: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Running it twice changes nothing; a new ack_wait/max_deliver updates the consumer in place."""
+    """Running it twice changes nothing; another ack_wait/max_deliver in the caller's environment leaves
+    the consumer as it is (a warning names `producer layout --apply`), and the layout in force is the
+    server's; `plan_layout` lists the differences and `apply_changes` makes them."""
     js, layout = await laid_out(nc, layout_env)
     caplog.set_level(logging.INFO, logger="backfill.layout")
     await ensure_layout(js, layout)
-    assert not [r for r in caplog.records if "updated stream" in r.getMessage()]  # no needless update
+    assert not [r for r in caplog.records if "updated" in r.getMessage()]  # no needless update
     info = await js.stream_info(layout.stream)
     assert info.config.retention == RetentionPolicy.WORK_QUEUE
     assert info.config.max_msgs_per_subject == 1
     assert info.config.discard_new_per_subject is True
-    changed = build_layout(settings(layout_env, ack_wait=12.0, max_deliver=4))
-    await ensure_layout(js, changed)
+    changed = build_layout(settings(layout_env, ack_wait=12.0, max_deliver=4, dlq_max_age_days=7))
+    in_force = await ensure_layout(js, changed)
     consumer = await js.consumer_info(layout.stream, layout.durable)
-    assert consumer.config.ack_wait == 12.0
-    assert consumer.config.max_deliver == 4
-    dlq = await js.stream_info(layout.dlq_stream)
-    assert dlq.config.max_age == 30 * 24 * 3600.0
+    assert (consumer.config.ack_wait, consumer.config.max_deliver) == (60.0, 10)
+    assert (in_force.consumer.ack_wait, in_force.consumer.max_deliver) == (60.0, 10)
+    assert [r for r in caplog.records if "producer layout --apply" in r.getMessage()]
+    plan = await plan_layout(js, changed)
+    assert not plan.missing and not plan.conflicts
+    assert {(c.kind, c.name): [f for f, _, _ in c.fields] for c in plan.drift} == {
+        ("consumer", layout.durable): ["ack_wait", "max_deliver"],
+        ("stream", layout.dlq_stream): ["max_age"],
+    }
+    await apply_changes(js, changed, plan.drift)
+    consumer = await js.consumer_info(layout.stream, layout.durable)
+    assert (consumer.config.ack_wait, consumer.config.max_deliver) == (12.0, 4)
+    assert (await js.stream_info(layout.dlq_stream)).config.max_age == 7 * 24 * 3600.0
+    assert (await plan_layout(js, changed)).changes == []
+
+
+async def test_require_layout_names_what_is_missing_and_creates_nothing(
+    nc: NatsClient, layout_env: dict
+) -> None:
+    js = nc.jetstream()
+    layout = build_layout(settings(layout_env))
+    with pytest.raises(NotFound, match=f"stream '{layout.stream}'.*BACKFILL_STREAM"):
+        await require_layout(js, layout)
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await js.stream_info(layout.stream)
 
 
 async def test_incompatible_stream_is_reported_not_recreated(nc: NatsClient, layout_env: dict) -> None:

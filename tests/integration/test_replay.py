@@ -21,7 +21,17 @@ from backfill.bus import AckPublisher, PubStatus
 from backfill.deadletter import Failure, dead_letter_headers
 from backfill.layout import Layout, build_layout, ensure_layout
 from backfill.settings import NatsSettings
-from backfill.wire import Header, Mode, dlq_subject, encode_request, msg_id, new_request, request_subject
+from backfill.wire import (
+    Header,
+    Mode,
+    YoutubeLinking,
+    decode_request,
+    dlq_subject,
+    encode_request,
+    msg_id,
+    new_request,
+    request_subject,
+)
 from producer.dlq_commands import _replay
 
 STAMP = datetime(2026, 11, 30, tzinfo=UTC).isoformat()
@@ -92,6 +102,7 @@ async def test_all_purges_the_replayed_prefix_and_keeps_what_was_not_replayed(
     summary = await run_replay(nc, layout, capsys, all=True)
 
     assert (summary["replayed"], summary["skipped"], summary["failed"]) == (5, 2, 0)
+    assert summary["total"] == 7  # known before the first read, from the per-subject counts
     assert await remaining(js, layout) == {pending_row, garbage}
     work = await js.stream_info(layout.stream)
     assert work.state.messages == 6  # rows 1-3, 6, 7 re-enqueued, plus the one already pending
@@ -112,7 +123,7 @@ async def test_reason_removes_only_that_reason_even_when_interleaved(
 
     summary = await run_replay(nc, layout, capsys, reason="jellyfin_not_found")
 
-    assert summary["replayed"] == 4
+    assert summary["replayed"] == summary["total"] == 4
     assert await remaining(js, layout) == set(kept)
 
 
@@ -125,7 +136,7 @@ async def test_seq_selection_deletes_only_the_selected_dead_letters(
 
     summary = await run_replay(nc, layout, capsys, seq=[seqs[1], seqs[3]])
 
-    assert summary["replayed"] == 2
+    assert summary["replayed"] == summary["total"] == 2
     assert await remaining(js, layout) == {seqs[0], seqs[2], seqs[4]}
 
 
@@ -190,3 +201,25 @@ def test_reason_arguments_are_checked_against_the_known_reasons(capsys: pytest.C
         parser.parse_args(["dlq", "purge", "--reason", "ambiguous_match", "--yes"]).reason
         == "ambiguous_match"
     )
+
+
+async def test_replay_keeps_the_youtube_linking_the_run_asked_for(
+    nc: NatsClient, layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dead letter of a `--link-youtube` run is re-enqueued still asking for the links (same threshold
+    and limit); one without linking stays without."""
+    js = nc.jetstream()
+    linking = YoutubeLinking(threshold=0.8, limit=4)
+    linked = encode_request(new_request(1, "v", Mode.REPUBLISH, "run-1", youtube=linking))
+    await dead_letter(nc, layout, 1, "jellyfin_not_found", body=linked)
+    await dead_letter(nc, layout, 2, "jellyfin_not_found")
+
+    summary = await run_replay(nc, layout, capsys, all=True)
+
+    assert summary["replayed"] == 2
+    requests = {}
+    for row_id in (1, 2):
+        msg = await js.get_last_msg(layout.stream, request_subject(layout.prefix, row_id))
+        requests[row_id] = decode_request(msg.data, msg.subject, layout.prefix)
+    assert requests[1].youtube == linking and requests[1].run_id != "run-1"
+    assert requests[2].youtube is None

@@ -15,8 +15,10 @@ from backfill.payload import LinkConfig
 from backfill.pipeline import RowProcessor
 from backfill.postgrest import PostgrestCatalog
 from backfill.transport import make_client
+from backfill.youtube import YoutubeSearch
 from backfill_doubles.agent_zero import AgentZeroDouble
 from backfill_doubles.jellyfin import JellyfinDouble
+from backfill_doubles.pmoves_yt import PmovesYtDouble
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 from worker.cli import row_merger, row_reader
@@ -31,21 +33,30 @@ class Rig:
     agent: AgentZeroDouble
     db: PostgrestDouble
     processor: RowProcessor
+    youtube: PmovesYtDouble
 
 
 @asynccontextmanager
 async def pipeline_rig(
     nats_url: str, contracts_dir: Path, timeout: float, batch: int = 1
 ) -> AsyncIterator[Rig]:
-    """The doubles over loopback and a RowProcessor wired as the worker wires it (`batch` > 1: the
-    row reads, Jellyfin lookups and meta merges of rows handled together are batched)."""
+    """The doubles over loopback (PMOVES.yt's too) and a RowProcessor wired as the worker wires it
+    (`batch` > 1: the row reads, Jellyfin lookups and meta merges of rows handled together are batched)."""
     jellyfin = JellyfinDouble(KEY, USER, SERVER)
     agent = AgentZeroDouble(nats_url, contracts_dir, token=TOKEN)
     db = PostgrestDouble("svc")
+    youtube = PmovesYtDouble()
     http = make_client(timeout)
-    async with serve(jellyfin.app()) as jf_url, serve(agent.app()) as a0_url, serve(db.app()) as db_url:
+    async with (
+        serve(jellyfin.app()) as jf_url,
+        serve(agent.app()) as a0_url,
+        serve(db.app()) as db_url,
+        serve(youtube.app()) as yt_url,
+    ):
         catalog = PostgrestCatalog(http, db_url, "svc")
-        enricher = Enricher(JellyfinClient(http, jf_url, KEY, USER, batch=batch), None, LINKS, "pmoves")
+        jellyfin_client = JellyfinClient(http, jf_url, KEY, USER, batch=batch)
+        videos = YoutubeSearch(http, yt_url)
+        enricher = Enricher(jellyfin_client, None, LINKS, "pmoves", videos=videos)
         processor = RowProcessor(
             catalog,
             enricher,
@@ -55,5 +66,5 @@ async def pipeline_rig(
             read_row=row_reader(catalog, batch),
             merge=row_merger(catalog, batch),
         )
-        yield Rig(jellyfin, agent, db, processor)
+        yield Rig(jellyfin, agent, db, processor, youtube)
     await http.aclose()
