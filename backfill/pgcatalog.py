@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -91,6 +91,28 @@ def catalog_error(exc: BaseException) -> UpstreamError:
 
 # What a pool call can raise besides a PostgresError: a closed or refused connection, a timeout.
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_UNDEFINED_TABLE = "42P01"
+T = TypeVar("T")
+
+
+async def on_optional_table(
+    dsn: str, seconds: float, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T | None:
+    """`work` on one short connection, for a table PMOVES may not have (the run log, publisher-discord's
+    metrics): None when the table does not exist (SQLSTATE 42P01); every other driver error is
+    classified (`catalog_error`). No statement cache: a transaction pooler may sit in between."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=seconds, command_timeout=seconds, statement_cache_size=0)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close(timeout=seconds)
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == _UNDEFINED_TABLE:
+            return None
+        raise catalog_error(exc) from exc
+    except DRIVER_ERRORS as exc:
+        raise catalog_error(exc) from exc
 
 
 def _encode_json(value: Any) -> str:

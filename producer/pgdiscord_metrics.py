@@ -6,12 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
-from backfill.pgcatalog import DRIVER_ERRORS, catalog_error, quote_identifier
+from backfill.pgcatalog import on_optional_table, quote_identifier
 from producer.deliveries import DeliveryRecord
-
-_UNDEFINED_TABLE = "42P01"
 
 
 def records_sql(table: str) -> str:
@@ -32,18 +28,7 @@ class PostgresMetricsTable:
         self._timeout = timeout
 
     async def records(self, event_ids: Sequence[str]) -> list[DeliveryRecord] | None:
-        try:
-            conn = await asyncpg.connect(  # no statement cache: a transaction pooler may sit in between
-                self._dsn, timeout=self._timeout, command_timeout=self._timeout, statement_cache_size=0
-            )
-            try:
-                found = await conn.fetch(self._sql, list(event_ids))
-            finally:
-                await conn.close(timeout=self._timeout)
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate == _UNDEFINED_TABLE:
-                return None
-            raise catalog_error(exc) from exc
-        except DRIVER_ERRORS as exc:
-            raise catalog_error(exc) from exc
-        return [DeliveryRecord(**dict(record.items())) for record in found]
+        found = await on_optional_table(
+            self._dsn, self._timeout, lambda conn: conn.fetch(self._sql, list(event_ids))
+        )
+        return None if found is None else [DeliveryRecord(**dict(record.items())) for record in found]

@@ -3,19 +3,17 @@
 The records `producer.runs.RunLog` builds are written as given: their keys name the columns, and
 `jsonb_populate_record` turns the JSON values into the table's types (text, timestamptz, jsonb), the
 same conversion PostgREST applies to a request body. The run log writes twice per run, so each write
-opens its own short connection instead of holding a pool. A missing table is SQLSTATE `42P01`; every
-other driver error becomes a `backfill.errors.UpstreamError` (via `pgcatalog.catalog_error`).
+opens its own short connection instead of holding a pool (`pgcatalog.on_optional_table`: a missing
+table is SQLSTATE `42P01`; every other driver error becomes a `backfill.errors.UpstreamError`).
 """
 
 from __future__ import annotations
 
-import asyncpg
 import msgspec
 
-from backfill.pgcatalog import DRIVER_ERRORS, catalog_error, quote_identifier
+from backfill.pgcatalog import on_optional_table, quote_identifier
 from producer.runs import TABLE, Record
 
-_UNDEFINED_TABLE = "42P01"
 _encoder = msgspec.json.Encoder()
 
 
@@ -55,19 +53,11 @@ class PostgresRunTable:
         return await self._execute(update_sql(self._table, list(record)), run_id, _json(record))
 
     async def _execute(self, sql: str, *args: object) -> bool:
-        try:
-            conn = await asyncpg.connect(self._dsn, timeout=self._timeout, command_timeout=self._timeout)
-            try:
-                await conn.execute(sql, *args)
-            finally:
-                await conn.close(timeout=self._timeout)
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate == _UNDEFINED_TABLE:
-                return False
-            raise catalog_error(exc) from exc
-        except DRIVER_ERRORS as exc:
-            raise catalog_error(exc) from exc
-        return True
+        """False when the table does not exist."""
+        return (
+            await on_optional_table(self._dsn, self._timeout, lambda conn: conn.execute(sql, *args))
+            is not None
+        )
 
 
 def _json(record: Record) -> str:
