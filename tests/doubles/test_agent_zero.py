@@ -65,6 +65,7 @@ async def test_publish_puts_a_valid_envelope_on_core_nats(
 ) -> None:
     """A valid publish reaches a core NATS subscriber on subject = topic, wrapped in a valid envelope."""
     sub = await listener.subscribe(TOPIC)
+    await listener.flush()  # the server has the subscription before anything is published
     response = await publish(http, correlation_id="row-42", parent_id="parent-1")
     assert response.status_code == 200
     envelope = await next_envelope(sub)
@@ -94,6 +95,7 @@ async def test_invalid_payload_is_500_and_nothing_is_published(
 ) -> None:
     """A payload breaking the schema (artifact_uri not s3://) is an unhandled 500 and is not published."""
     sub = await listener.subscribe(TOPIC)
+    await listener.flush()  # the server has the subscription before anything is published
     bad = {**PAYLOAD, "artifact_uri": "https://cdn.example/a.mp4"}
     response = await http.post("/events/publish", json={"topic": TOPIC, "payload": bad})
     assert response.status_code == 500

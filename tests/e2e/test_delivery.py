@@ -312,6 +312,7 @@ async def test_killing_the_stream_leader_of_a_three_node_cluster_loses_and_dupli
                 seen.append(msg.data)
 
             await nc.subscribe("content.published.v1", cb=on_envelope)
+            await nc.flush()
             stack.agent.latency = 0.05
             await enqueue(stack, env)
             stream = layout_env["BACKFILL_STREAM"]
