@@ -127,7 +127,7 @@ class Change:
 
     def render(self) -> str:
         if self.action == "create":
-            return f"+ {self.kind} {self.name} (missing: created)"
+            return f"+ {self.kind} {self.name} (missing)"
         changed = ", ".join(f"{f} {_shown(now)} -> {_shown(wanted)}" for f, now, wanted in self.fields)
         return f"~ {self.kind} {self.name}: {changed}"
 
