@@ -29,7 +29,6 @@ class Interrupt:
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
         self.graceful = False  # set by a command that checks `requested` and ends with a summary
-        self._event = asyncio.Event()
 
     @property
     def requested(self) -> bool:
@@ -39,12 +38,8 @@ class Interrupt:
     def signal_name(self) -> str | None:
         return self.signal.name if self.signal is not None else None
 
-    async def wait(self) -> None:
-        await self._event.wait()
-
     def set(self, sig: signal.Signals) -> None:
         self.signal = self.signal or sig
-        self._event.set()
 
     @property
     def exit_code(self) -> int:
