@@ -10,14 +10,13 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backfill import related as youtube
-from backfill.catalog import PUBLISHED
-from backfill.contract import payload_problems
-from backfill.errors import UpstreamRejected, UpstreamUnavailable
-from backfill.jellyfin import JellyfinClient
-from backfill.matching import Unmatched, choose_match, date_hint, search_term
-from backfill.model import JellyfinItem, Row, normalize_item_id
-from backfill.outcome import (
+from backfill.core import related as youtube
+from backfill.core.catalog import PUBLISHED
+from backfill.core.contract import payload_problems
+from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.core.matching import Unmatched, choose_match, date_hint, search_term
+from backfill.core.model import JellyfinItem, Row, normalize_item_id
+from backfill.core.outcome import (
     ALREADY_ENRICHED,
     INVALID_PAYLOAD,
     JELLYFIN_NOT_FOUND,
@@ -26,9 +25,9 @@ from backfill.outcome import (
     Ack,
     DeadLetter,
 )
-from backfill.payload import Enrichment, LinkConfig, artifact_uri, build_payload, primary_image_url
-from backfill.storage import ObjectStorage
-from backfill.wire import YoutubeLinking
+from backfill.core.payload import Enrichment, LinkConfig, artifact_uri, build_payload, primary_image_url
+from backfill.core.ports import MediaLibrary, ThumbnailStore, VideoSearch
+from backfill.core.wire import YoutubeLinking
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +64,7 @@ def skip_reason(row: Row | None) -> str | None:
     return None
 
 
-async def find_related(
-    videos: youtube.VideoSearch | None, row: Row, linking: YoutubeLinking
-) -> youtube.Related:
+async def find_related(videos: VideoSearch | None, row: Row, linking: YoutubeLinking) -> youtube.Related:
     """Related YouTube videos for `row`, or why there are none. PMOVES.yt's failures become values here
     (whether to retry is the caller's decision), so they never fail the row's Jellyfin enrichment."""
     query = youtube.search_query(row)
@@ -87,12 +84,12 @@ async def find_related(
 class Enricher:
     def __init__(
         self,
-        jellyfin: JellyfinClient,
-        storage: ObjectStorage | None,
+        jellyfin: MediaLibrary,
+        storage: ThumbnailStore | None,
         links: LinkConfig,
         default_namespace: str,
         search_limit: int = 20,
-        videos: youtube.VideoSearch | None = None,
+        videos: VideoSearch | None = None,
     ) -> None:
         """`videos`: PMOVES.yt, asked only for requests that want YouTube links."""
         self._videos = videos

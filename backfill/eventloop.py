@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
-from backfill.errors import ConfigError
+from backfill.core.errors import ConfigError
 
 T = TypeVar("T")
 

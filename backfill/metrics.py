@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from backfill.related import RESULTS as YOUTUBE_RESULTS
+from backfill.core.related import RESULTS as YOUTUBE_RESULTS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 OUTCOMES = ("done", "skipped", "retried", "dead_lettered")

@@ -12,13 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from backfill.agent_zero import AgentZeroClient
-from backfill.catalog import Catalog
-from backfill.enrich import Enricher, Plan
-from backfill.errors import BackfillError, BusError
-from backfill.ledger import DeliveryLedger, LocalLedger
-from backfill.model import Row
-from backfill.outcome import (
+from backfill.core.errors import BackfillError, BusError
+from backfill.core.ledger import LocalLedger
+from backfill.core.model import Row
+from backfill.core.outcome import (
     ROW_MISSING,
     Ack,
     Outcome,
@@ -28,18 +25,16 @@ from backfill.outcome import (
     retry_later,
     settle_retry,
 )
-from backfill.pace import NoPace, Pace, Turn
-from backfill.payload import LinkConfig, MetaPatch, build_meta_patch, correlation_id
-from backfill.wire import BackfillRequest, Mode
+from backfill.core.pace import NoPace, Turn
+from backfill.core.payload import LinkConfig, MetaPatch, build_meta_patch, correlation_id
+from backfill.core.ports import Catalog, DeliveryLedger, EventPublisher, Pace
+from backfill.core.wire import BackfillRequest, Mode, utc_stamp
+from backfill.enrich import Enricher, Plan
 
 log = logging.getLogger(__name__)
 # What the consumer makes of a retry: the retry itself, or a dead letter once the delivery limit or the
 # retry budget is spent (`outcome.settle_retry`, with the message's retry age from the ledger).
 Settle = Callable[[Retry], Awaitable[Outcome]]
-
-
-def utc_stamp(now: datetime) -> str:
-    return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -56,7 +51,7 @@ class RowProcessor:
         self,
         catalog: Catalog,
         enricher: Enricher,
-        agent_zero: AgentZeroClient,
+        agent_zero: EventPublisher,
         links: LinkConfig,
         policy: RetryPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backfill.errors import ConfigError
+from backfill.core.errors import ConfigError
 
 
 def _http_url(value: str) -> str:
@@ -60,7 +60,7 @@ class NatsSettings(_Group):
     max_ack_pending: int = Field(1000, validation_alias="BACKFILL_MAX_ACK_PENDING", ge=1)
     dlq_max_age_days: float = Field(30.0, validation_alias="BACKFILL_DLQ_MAX_AGE_DAYS", gt=0)
     replicas: int = Field(1, validation_alias="BACKFILL_STREAM_REPLICAS", ge=1, le=5)
-    control_bucket: str = Field(  # `producer pause` on every server: backfill/pausing.py
+    control_bucket: str = Field(  # `producer pause` on every server: backfill/adapters/jetstream/pausing.py
         "BACKFILL_CONTROL", validation_alias="BACKFILL_CONTROL_BUCKET", pattern=r"^[A-Za-z0-9_-]+$"
     )
 

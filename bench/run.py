@@ -24,11 +24,11 @@ from typing import Any
 
 import nats
 
-from backfill.bus import AckPublisher
-from backfill.deadletter import Failure, dead_letter_headers
-from backfill.layout import build_layout, ensure_layout
+from backfill.adapters.jetstream.bus import AckPublisher
+from backfill.adapters.jetstream.layout import build_layout, ensure_layout
+from backfill.core.deadletter import Failure, dead_letter_headers
+from backfill.core.wire import Header, Mode, dlq_subject, encode_request, msg_id, new_request, request_subject
 from backfill.settings import NatsSettings, WorkerSettings, load_settings
-from backfill.wire import Header, Mode, dlq_subject, encode_request, msg_id, new_request, request_subject
 from backfill_doubles.natsserver import NatsServerProcess
 from bench.baselines import http_ceiling, http_ceiling_batched, naive_loop, raw_publish
 from bench.harness import (

@@ -11,10 +11,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backfill import version_text
-from backfill.adapters import build_enricher, layout_from, open_catalog
-from backfill.bus import AckPublisher, connect
-from backfill.errors import BackfillError, ConfigError, Exit, StreamConfigConflict, UpstreamError, exit_code
-from backfill.layout import apply_changes, ensure_layout, plan_layout
+from backfill.adapters.jetstream.bus import AckPublisher, connect
+from backfill.adapters.jetstream.layout import apply_changes, ensure_layout, plan_layout
+from backfill.adapters.transport import make_client
+from backfill.core.errors import (
+    BackfillError,
+    ConfigError,
+    Exit,
+    StreamConfigConflict,
+    UpstreamError,
+    exit_code,
+)
+from backfill.core.wire import Mode
 from backfill.logs import setup_logging
 from backfill.settings import (
     BackfillSettings,
@@ -25,8 +33,7 @@ from backfill.settings import (
     StorageSettings,
     load_settings,
 )
-from backfill.transport import make_client
-from backfill.wire import Mode
+from backfill.wiring import build_enricher, layout_from, open_catalog
 from producer.control import CONTROL_GROUPS, add_control_parsers, run_control
 from producer.dlq_commands import add_dlq_parser, run_dlq
 from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows

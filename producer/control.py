@@ -15,11 +15,12 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType
 from nats.js.errors import APIError
 
-from backfill.adapters import layout_from, open_catalog
-from backfill.bus import connect
-from backfill.errors import BusError, ConfigError, NotFound, UpstreamError
-from backfill.layout import Layout
-from backfill.pausing import PauseSwitch
+from backfill.adapters.jetstream.bus import connect
+from backfill.adapters.jetstream.layout import Layout
+from backfill.adapters.jetstream.pausing import PauseSwitch
+from backfill.adapters.transport import make_client
+from backfill.core.errors import BusError, ConfigError, NotFound, UpstreamError
+from backfill.core.wire import dlq_filter
 from backfill.settings import (
     BackfillSettings,
     CatalogSettings,
@@ -27,8 +28,7 @@ from backfill.settings import (
     SettingsBundle,
     load_settings,
 )
-from backfill.transport import make_client
-from backfill.wire import dlq_filter
+from backfill.wiring import layout_from, open_catalog
 from producer.pushgateway import DEFAULT_JOB, push_paused
 from producer.shell import add_json, emit, warn
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from backfill.model import Row
+from backfill.core.model import Row
 
 DELIVERED = "delivered"
 FAILED = "failed"

@@ -14,10 +14,10 @@ from typing import Protocol
 
 import msgspec
 
-from backfill.errors import UpstreamUnavailable
-from backfill.postgrest import auth_headers
+from backfill.adapters.postgrest import auth_headers
+from backfill.adapters.transport import HttpClient, Upstream
+from backfill.core.errors import UpstreamUnavailable
 from backfill.settings import BackfillSettings, CatalogSettings, DiscordMetricsSettings, SettingsBundle
-from backfill.transport import HttpClient, Upstream
 from producer.deliveries import DeliveryRecord
 from producer.runs import table_missing
 

@@ -26,10 +26,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from backfill.bus import AckPublisher, PubResult, PubStatus, remove_message
-from backfill.errors import BusError
-from backfill.layout import Layout
-from backfill.wire import (
+from backfill.adapters.jetstream.bus import AckPublisher, PubResult, PubStatus, remove_message
+from backfill.adapters.jetstream.layout import Layout
+from backfill.core.errors import BusError
+from backfill.core.wire import (
     Header,
     InvalidMessage,
     decode_request,
@@ -40,7 +40,7 @@ from backfill.wire import (
     parse_count,
     parse_id,
 )
-from backfill.wire import request_subject as work_subject
+from backfill.core.wire import request_subject as work_subject
 
 FETCH_BATCH = 1000
 READ_TIMEOUT = 10.0

@@ -11,13 +11,13 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from backfill.adapters import layout_from
-from backfill.bus import AckPublisher, connect
-from backfill.errors import BusError, ConfigError, NotFound
-from backfill.layout import Layout, require_layout
-from backfill.outcome import DLQ_REASONS
+from backfill.adapters.jetstream.bus import AckPublisher, connect
+from backfill.adapters.jetstream.layout import Layout, require_layout
+from backfill.core.errors import BusError, ConfigError, NotFound
+from backfill.core.outcome import DLQ_REASONS
+from backfill.core.wire import dlq_filter, dlq_subject
 from backfill.settings import NatsSettings, SettingsBundle
-from backfill.wire import dlq_filter, dlq_subject
+from backfill.wiring import layout_from
 from producer.control import dead_letter_counts
 from producer.dlq import (
     DeadLetterRecord,

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from backfill.bus import AckPublisher, PubResult, PubStatus
-from backfill.catalog import Catalog, is_candidate
-from backfill.model import Row
-from backfill.wire import (
+from backfill.adapters.jetstream.bus import AckPublisher, PubResult, PubStatus
+from backfill.core.catalog import is_candidate
+from backfill.core.model import Row
+from backfill.core.ports import Catalog
+from backfill.core.wire import (
     Header,
     Mode,
     YoutubeLinking,

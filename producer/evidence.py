@@ -21,8 +21,8 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from backfill.errors import BackfillError
-from backfill.model import Row
+from backfill.core.errors import BackfillError
+from backfill.core.model import Row
 from producer.progress import Progress
 
 log = logging.getLogger("producer")

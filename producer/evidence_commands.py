@@ -8,13 +8,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from backfill.adapters import open_catalog
-from backfill.bus import connect
-from backfill.catalog import Catalog
-from backfill.errors import ConfigError, NotFound
-from backfill.model import Row
+from backfill.adapters.jetstream.bus import connect
+from backfill.adapters.transport import make_client
+from backfill.core.errors import ConfigError, NotFound
+from backfill.core.model import Row
+from backfill.core.ports import Catalog
 from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle
-from backfill.transport import make_client
+from backfill.wiring import open_catalog
 from producer.evidence import diff, format_diff, listen, snapshot
 from producer.progress import Progress
 from producer.shell import add_json, emit

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from backfill.errors import ConfigError
+from backfill.core.errors import ConfigError
 
 JOB = "backfill-worker"
 RULE_FILE = "backfill.rules.yml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from backfill.pgcatalog import on_optional_table, quote_identifier
+from backfill.adapters.pgcatalog import on_optional_table, quote_identifier
 from producer.deliveries import DeliveryRecord
 
 

@@ -4,14 +4,14 @@ The records `producer.runs.RunLog` builds are written as given: their keys name 
 `jsonb_populate_record` turns the JSON values into the table's types (text, timestamptz, jsonb), the
 same conversion PostgREST applies to a request body. The run log writes twice per run, so each write
 opens its own short connection instead of holding a pool (`pgcatalog.on_optional_table`: a missing
-table is SQLSTATE `42P01`; every other driver error becomes a `backfill.errors.UpstreamError`).
+table is SQLSTATE `42P01`; every other driver error becomes a `backfill.core.errors.UpstreamError`).
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from backfill.pgcatalog import on_optional_table, quote_identifier
+from backfill.adapters.pgcatalog import on_optional_table, quote_identifier
 from producer.runs import TABLE, Record
 
 _encoder = msgspec.json.Encoder()

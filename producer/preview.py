@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from backfill.core.errors import BackfillError
+from backfill.core.model import Row
+from backfill.core.outcome import Ack, DeadLetter
+from backfill.core.wire import YoutubeLinking
 from backfill.enrich import Enricher, Plan
-from backfill.errors import BackfillError
-from backfill.model import Row
-from backfill.outcome import Ack, DeadLetter
-from backfill.wire import YoutubeLinking
 
 
 async def preview_row(enricher: Enricher, row: Row, linking: YoutubeLinking | None = None) -> dict[str, Any]:

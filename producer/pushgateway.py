@@ -17,7 +17,7 @@ from urllib.error import HTTPError
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
-from backfill.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
 
 RESULTS = ("candidates", "enqueued", "already_pending", "failed", "not_candidates")
 SERVICE = "pushgateway"

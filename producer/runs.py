@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from backfill.errors import UpstreamError
-from backfill.postgrest import auth_headers
+from backfill.adapters.postgrest import auth_headers
+from backfill.adapters.transport import HttpClient, HttpResponse, Upstream, raise_for_status
+from backfill.core.errors import UpstreamError
 from backfill.settings import BackfillSettings, CatalogSettings, SettingsBundle
-from backfill.transport import HttpClient, HttpResponse, Upstream, raise_for_status
 
 log = logging.getLogger("producer")
 SERVICE = "catalog"

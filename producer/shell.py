@@ -20,7 +20,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from backfill.errors import Exit
+from backfill.core.errors import Exit
 
 
 class Interrupt:

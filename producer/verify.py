@@ -3,7 +3,7 @@
 For every row a run republished (or the rows named by `--ids`; every republished row without either),
 the delivery publisher-discord recorded in `DISCORD_METRICS_TABLE` for the row's event id (delivered,
 failed or not seen yet) and whether the event carried the embed's deep link, duration and thumbnail
-(`producer.deliveries`). Exit codes (`backfill.errors.Exit`): 0 nothing failed, 1 a delivery failed,
+(`producer.deliveries`). Exit codes (`backfill.core.errors.Exit`): 0 nothing failed, 1 a delivery failed,
 2 usage or configuration, 3 the catalog refused to answer, 4 the metrics table does not exist.
 """
 
@@ -14,12 +14,12 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from backfill.adapters import open_catalog
-from backfill.catalog import Catalog
-from backfill.errors import Exit
-from backfill.model import Row
+from backfill.adapters.transport import make_client
+from backfill.core.errors import Exit
+from backfill.core.model import Row
+from backfill.core.ports import Catalog
 from backfill.settings import BackfillSettings, CatalogSettings, DiscordMetricsSettings, SettingsBundle
-from backfill.transport import make_client
+from backfill.wiring import open_catalog
 from producer.deliveries import Report, by_event, check_row, event_id_of, render
 from producer.discord_metrics import MetricsTable, metrics_table_for
 from producer.shell import add_json, emit, id_list

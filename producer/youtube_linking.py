@@ -1,5 +1,5 @@
 """`--link-youtube` on `enqueue` and `preview`: related YouTube videos from PMOVES.yt, as PMOVES' own
-backfill script links them (`backfill.related`).
+backfill script links them (`backfill.core.related`).
 
 The options travel in each request (`BackfillRequest.youtube`), so every worker replica links the same
 way whatever its own settings; the workers ask PMOVES.yt at their `PMOVES_YT_URL`. A dry run asks
@@ -12,18 +12,19 @@ import argparse
 from collections import Counter
 from typing import Any
 
-from backfill.adapters import build_youtube
-from backfill.enrich import find_related
-from backfill.model import Row
-from backfill.related import RELATED_KEY, Related, VideoSearch
-from backfill.settings import SettingsBundle, YoutubeSettings
-from backfill.transport import HttpClient
-from backfill.wire import (
+from backfill.adapters.transport import HttpClient
+from backfill.core.model import Row
+from backfill.core.ports import VideoSearch
+from backfill.core.related import RELATED_KEY, Related
+from backfill.core.wire import (
     DEFAULT_YOUTUBE_LIMIT,
     DEFAULT_YOUTUBE_THRESHOLD,
     MAX_YOUTUBE_LIMIT,
     YoutubeLinking,
 )
+from backfill.enrich import find_related
+from backfill.settings import SettingsBundle, YoutubeSettings
+from backfill.wiring import build_youtube
 
 
 def threshold(text: str) -> float:

@@ -18,21 +18,22 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from backfill import version_text
-from backfill.adapters import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
-from backfill.batching import Batcher, WriteBatcher, each_on_failure
-from backfill.bus import AckPublisher, connect
-from backfill.catalog import Catalog
-from backfill.errors import BackfillError, BusError, ConfigError, Exit
+from backfill.adapters.batching import Batcher, WriteBatcher, each_on_failure
+from backfill.adapters.jetstream.bus import AckPublisher, connect
+from backfill.adapters.jetstream.layout import Layout, ensure_layout
+from backfill.adapters.jetstream.ledger import Ledger
+from backfill.adapters.jetstream.pace import GlobalPace
+from backfill.adapters.jetstream.pausing import PauseState, PauseSwitch, watch_switch
+from backfill.adapters.transport import HttpClient, make_client
+from backfill.core.errors import BackfillError, BusError, ConfigError, Exit
+from backfill.core.model import Row
+from backfill.core.outcome import RetryPolicy
+from backfill.core.pace import NoPace, PaceConfig
+from backfill.core.payload import MetaPatch
+from backfill.core.ports import Catalog, Pace
 from backfill.eventloop import event_loop_runner
-from backfill.layout import Layout, ensure_layout
-from backfill.ledger import Ledger
 from backfill.logs import setup_logging
 from backfill.metrics import Metrics
-from backfill.model import Row
-from backfill.outcome import RetryPolicy
-from backfill.pace import GlobalPace, NoPace, Pace, PaceConfig
-from backfill.pausing import PauseState, PauseSwitch, watch_switch
-from backfill.payload import MetaPatch
 from backfill.pipeline import RowProcessor
 from backfill.settings import (
     AgentZeroSettings,
@@ -46,7 +47,7 @@ from backfill.settings import (
     YoutubeSettings,
     load_settings,
 )
-from backfill.transport import HttpClient, make_client
+from backfill.wiring import build_agent_zero, build_enricher, layout_from, links_from, open_catalog
 from worker.consumer import Consumer
 from worker.health import health_app, start_health_server
 from worker.settle import Settler

@@ -21,11 +21,11 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from backfill.errors import BusError
-from backfill.layout import Layout
-from backfill.ledger import Alive, DeliveryLedger, FailedDelivery, LocalLedger
-from backfill.metrics import Metrics
-from backfill.outcome import (
+from backfill.adapters.jetstream.layout import Layout
+from backfill.adapters.jetstream.pausing import PauseState
+from backfill.core.errors import BusError
+from backfill.core.ledger import Alive, FailedDelivery, LocalLedger
+from backfill.core.outcome import (
     INVALID_MESSAGE,
     Ack,
     DeadLetter,
@@ -36,11 +36,12 @@ from backfill.outcome import (
     resolutions_of,
     settle_retry,
 )
-from backfill.pace import NoPace, Pace
-from backfill.pausing import PauseState
+from backfill.core.pace import NoPace
+from backfill.core.ports import DeliveryLedger, Pace
+from backfill.core.related import OFF as YOUTUBE_OFF
+from backfill.core.wire import InvalidMessage, decode_request
+from backfill.metrics import Metrics
 from backfill.pipeline import RowProcessor
-from backfill.related import OFF as YOUTUBE_OFF
-from backfill.wire import InvalidMessage, decode_request
 from worker.settle import Settler
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Consumer:
         self._fetch_batch = fetch_batch
         self._fetch_timeout = fetch_timeout
         # The messages of one fetch start together, so their row reads and Jellyfin lookups are batched
-        # (backfill.batching); refilling one slot at a time would defeat that, refilling only whole
+        # (backfill.adapters.batching); refilling one slot at a time would defeat that, refilling only whole
         # batches made a lone message wait for the batch in flight (bench: overhead p50 40 ms). Half a
         # batch keeps both: a busy worker refills in groups, a quiet one fetches at once.
         self._refill_at = max(min(fetch_batch, concurrency) // 2, 1)

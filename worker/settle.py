@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from backfill.bus import AckPublisher, PubStatus
-from backfill.deadletter import Failure, dead_letter_headers, row_id_from_subject
+from backfill.adapters.jetstream.bus import AckPublisher, PubStatus
+from backfill.core.deadletter import Failure, dead_letter_headers, row_id_from_subject
+from backfill.core.outcome import Ack, DeadLetter, Outcome, Retry
+from backfill.core.wire import dlq_subject, utc_stamp
 from backfill.metrics import Metrics
-from backfill.outcome import Ack, DeadLetter, Outcome, Retry
-from backfill.pipeline import utc_stamp
-from backfill.wire import dlq_subject
 
 log = logging.getLogger(__name__)
 DLQ_FAILED_DELAY = 5.0

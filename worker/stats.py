@@ -9,9 +9,9 @@ import logging
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from backfill.layout import Layout
+from backfill.adapters.jetstream.layout import Layout
+from backfill.adapters.jetstream.pausing import PauseState
 from backfill.metrics import Metrics
-from backfill.pausing import PauseState
 
 log = logging.getLogger(__name__)
 

@@ -30,15 +30,14 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from backfill.bus import AckPublisher, remove_message
-from backfill.deadletter import Failure, row_id_from_subject
-from backfill.errors import BusError
-from backfill.layout import Layout
-from backfill.ledger import DeliveryLedger
+from backfill.adapters.jetstream.bus import AckPublisher, remove_message
+from backfill.adapters.jetstream.layout import Layout
+from backfill.core.deadletter import Failure, row_id_from_subject
+from backfill.core.errors import BusError
+from backfill.core.outcome import RETRIES_EXHAUSTED
+from backfill.core.ports import DeliveryLedger
+from backfill.core.wire import request_filter, utc_stamp
 from backfill.metrics import Metrics
-from backfill.outcome import RETRIES_EXHAUSTED
-from backfill.pipeline import utc_stamp
-from backfill.wire import request_filter
 from worker.settle import publish_dead_letter
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from backfill.catalog import Catalog
-from backfill.pgcatalog import PostgresCatalog
-from backfill.postgrest import PostgrestCatalog
-from backfill.transport import READ_ATTEMPTS, HttpClient, Observer, make_client, no_observer
+from backfill.adapters.pgcatalog import PostgresCatalog
+from backfill.adapters.postgrest import PostgrestCatalog
+from backfill.adapters.transport import READ_ATTEMPTS, HttpClient, Observer, make_client, no_observer
+from backfill.core.ports import Catalog
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.pgbouncer import PgBouncer
 from backfill_doubles.pgbouncer import binary as pgbouncer_binary

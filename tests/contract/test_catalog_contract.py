@@ -10,10 +10,10 @@ from datetime import datetime
 
 import pytest
 
-from backfill.catalog import Catalog
-from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
-from backfill.model import Row
-from backfill.payload import MetaPatch
+from backfill.core.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
+from backfill.core.model import Row
+from backfill.core.payload import MetaPatch
+from backfill.core.ports import Catalog
 from tests.contract.conftest import MISSING_TABLE, Backend, candidate_ids, enriched_ids, mixed_rows
 
 ROWS = 230

@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
-from backfill.catalog import merged_meta
-from backfill.payload import MetaPatch
+from backfill.core.catalog import merged_meta
+from backfill.core.payload import MetaPatch
 from backfill_doubles.postgres import insert_rows, install_merge_function
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from backfill.adapters import open_catalog
-from backfill.errors import ConfigError, UpstreamRejected, UpstreamUnavailable
-from backfill.payload import MetaPatch
-from backfill.pgcatalog import PostgresCatalog, behind_transaction_pooler, catalog_error
+from backfill.adapters.pgcatalog import PostgresCatalog, behind_transaction_pooler, catalog_error
+from backfill.adapters.transport import make_client
+from backfill.core.errors import ConfigError, UpstreamRejected, UpstreamUnavailable
+from backfill.core.payload import MetaPatch
 from backfill.settings import CatalogSettings, load_settings
-from backfill.transport import make_client
+from backfill.wiring import open_catalog
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.postgres import execute, insert_rows
 from tests.contract.conftest import PostgresBackend

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from backfill.model import Row
+from backfill.core.model import Row
 from backfill_doubles import discord_metrics
 from backfill_doubles.postgres import execute
 from producer.discord_metrics import MetricsTable, PostgrestMetricsTable

@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from backfill.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
 from backfill_doubles.natsserver import free_port
 from producer.pushgateway import RESULTS, push_counts, push_paused
 

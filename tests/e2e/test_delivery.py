@@ -13,9 +13,9 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from backfill.deadletter import header_value
-from backfill.payload import correlation_id
-from backfill.wire import Mode, encode_request, new_request, request_subject
+from backfill.core.deadletter import header_value
+from backfill.core.payload import correlation_id
+from backfill.core.wire import Mode, encode_request, new_request, request_subject
 from backfill_doubles.natsserver import NatsServerProcess
 from backfill_doubles.stack import EmbeddedStack, StackOptions
 from tests.e2e.conftest import Envelopes, run_cli

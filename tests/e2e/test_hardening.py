@@ -11,8 +11,8 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from backfill.deadletter import header_value
-from backfill.wire import Mode, encode_request, new_request
+from backfill.core.deadletter import header_value
+from backfill.core.wire import Mode, encode_request, new_request
 from backfill_doubles.stack import EmbeddedStack
 from tests.e2e.conftest import run_cli
 from tests.e2e.processes import WorkerProcess

@@ -9,7 +9,7 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 
-from backfill.payload import correlation_id
+from backfill.core.payload import correlation_id
 from backfill_doubles.stack import ORIGINAL_SENT_AT, PUBLIC_BASE, EmbeddedStack
 from tests.e2e.conftest import Envelopes, Ran, run_cli
 

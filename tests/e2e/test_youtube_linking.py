@@ -13,9 +13,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backfill.model import Row
-from backfill.related import GAP_KEY, search_query
-from backfill.transport import READ_ATTEMPTS
+from backfill.adapters.transport import READ_ATTEMPTS
+from backfill.core.model import Row
+from backfill.core.related import GAP_KEY, search_query
 from backfill_doubles.stack import PUBLIC_BASE, EmbeddedStack, StackOptions
 from tests.e2e.conftest import Envelopes, run_cli
 from tests.e2e.processes import WorkerProcess, eventually

@@ -8,7 +8,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from backfill.transport import HttpClient, make_client
+from backfill.adapters.transport import HttpClient, make_client
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backfill.outcome import Ack, Retry
-from backfill.transport import READ_ATTEMPTS
-from backfill.wire import Mode, new_request
+from backfill.adapters.transport import READ_ATTEMPTS
+from backfill.core.outcome import Ack, Retry
+from backfill.core.wire import Mode, new_request
 from tests.support.pipeline import SERVER, Rig, pipeline_rig
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
-from backfill.payload import MetaPatch
-from backfill.postgrest import PostgrestCatalog
-from backfill.transport import READ_ATTEMPTS, HttpClient
+from backfill.adapters.postgrest import PostgrestCatalog
+from backfill.adapters.transport import READ_ATTEMPTS, HttpClient
+from backfill.core.errors import CatalogConflict, UpstreamRejected, UpstreamUnavailable
+from backfill.core.payload import MetaPatch
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 

@@ -10,9 +10,9 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from backfill.errors import NotFound
-from backfill.layout import Layout, build_layout, ensure_layout
-from backfill.pausing import PauseSwitch
+from backfill.adapters.jetstream.layout import Layout, build_layout, ensure_layout
+from backfill.adapters.jetstream.pausing import PauseSwitch
+from backfill.core.errors import NotFound
 from backfill.settings import NatsSettings
 from producer.control import consumer_pause_supported, pause_or_resume
 

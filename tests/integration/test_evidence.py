@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from backfill.bus import connect
-from backfill.model import Row
+from backfill.adapters.jetstream.bus import connect
+from backfill.core.model import Row
 from backfill_doubles.agent_zero import build_envelope
 from producer.evidence import SnapshotFileError, diff, format_diff, listen, snapshot
 from producer.progress import Progress

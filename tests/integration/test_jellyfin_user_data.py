@@ -3,8 +3,8 @@ batched by ids, and in a title search (listings ask for it with `enableUserData=
 
 from __future__ import annotations
 
-from backfill.jellyfin import JellyfinClient
-from backfill.transport import HttpClient
+from backfill.adapters.jellyfin import JellyfinClient
+from backfill.adapters.transport import HttpClient
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.serve import serve
 

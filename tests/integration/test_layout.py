@@ -11,9 +11,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 
-from backfill.bus import AckPublisher, PubStatus, remove_message
-from backfill.errors import BusError, NotFound, StreamConfigConflict
-from backfill.layout import (
+from backfill.adapters.jetstream.bus import AckPublisher, PubStatus, remove_message
+from backfill.adapters.jetstream.layout import (
     Layout,
     apply_changes,
     build_layout,
@@ -21,6 +20,7 @@ from backfill.layout import (
     plan_layout,
     require_layout,
 )
+from backfill.core.errors import BusError, NotFound, StreamConfigConflict
 from backfill.settings import NatsSettings
 
 
@@ -52,7 +52,7 @@ async def test_ensure_layout_creates_what_is_missing_and_changes_nothing_that_ex
     the consumer as it is (a warning names `producer layout --apply`), and the layout in force is the
     server's; `plan_layout` lists the differences and `apply_changes` makes them."""
     js, layout = await laid_out(nc, layout_env)
-    caplog.set_level(logging.INFO, logger="backfill.layout")
+    caplog.set_level(logging.INFO, logger="backfill.adapters.jetstream.layout")
     await ensure_layout(js, layout)
     assert not [r for r in caplog.records if "updated" in r.getMessage()]  # no needless update
     info = await js.stream_info(layout.stream)

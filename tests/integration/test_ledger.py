@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from backfill.errors import BusError
-from backfill.ledger import Alive, FailedDelivery, Failing, Ledger, LocalLedger, count_failure, version_token
+from backfill.adapters.jetstream.ledger import Ledger
+from backfill.core.errors import BusError
+from backfill.core.ledger import Alive, FailedDelivery, Failing, LocalLedger, count_failure, version_token
 from tests.support.clock import Clock
 
 

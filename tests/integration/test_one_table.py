@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.adapters import open_catalog
-from backfill.payload import MetaPatch
+from backfill.adapters.transport import HttpClient
+from backfill.core.payload import MetaPatch
 from backfill.settings import CatalogSettings, load_settings
-from backfill.transport import HttpClient
+from backfill.wiring import open_catalog
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
 

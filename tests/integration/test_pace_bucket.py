@@ -16,8 +16,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
-from backfill.errors import BusError
-from backfill.pace import KEY, GlobalPace, PaceConfig
+from backfill.adapters.jetstream.pace import KEY, GlobalPace
+from backfill.core.errors import BusError
+from backfill.core.pace import PaceConfig
 
 
 @pytest.fixture

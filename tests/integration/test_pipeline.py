@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backfill.outcome import Ack, DeadLetter, Retry
-from backfill.pace import Turn
-from backfill.transport import READ_ATTEMPTS
-from backfill.wire import Mode, new_request
+from backfill.adapters.transport import READ_ATTEMPTS
+from backfill.core.outcome import Ack, DeadLetter, Retry
+from backfill.core.pace import Turn
+from backfill.core.wire import Mode, new_request
 from backfill_doubles.postgrest_query import PostgrestError
 from tests.support.pipeline import Rig, pipeline_rig
 

@@ -17,11 +17,10 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from backfill.bus import AckPublisher, PubStatus
-from backfill.deadletter import Failure, dead_letter_headers
-from backfill.layout import Layout, build_layout, ensure_layout
-from backfill.settings import NatsSettings
-from backfill.wire import (
+from backfill.adapters.jetstream.bus import AckPublisher, PubStatus
+from backfill.adapters.jetstream.layout import Layout, build_layout, ensure_layout
+from backfill.core.deadletter import Failure, dead_letter_headers
+from backfill.core.wire import (
     Header,
     Mode,
     YoutubeLinking,
@@ -32,6 +31,7 @@ from backfill.wire import (
     new_request,
     request_subject,
 )
+from backfill.settings import NatsSettings
 from producer.dlq_commands import _replay
 
 STAMP = datetime(2026, 11, 30, tzinfo=UTC).isoformat()

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from backfill.transport import HttpClient
+from backfill.adapters.transport import HttpClient
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.postgres import EmbeddedPostgres, execute
 from backfill_doubles.postgrest import PostgrestDouble

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from backfill.sigv4 import Credentials
-from backfill.storage import ObjectStorage, thumbnail_candidates
-from backfill.transport import HttpClient
+from backfill.adapters.storage import ObjectStorage, thumbnail_candidates
+from backfill.adapters.transport import HttpClient
+from backfill.core.sigv4 import Credentials
 from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, moto_s3, s3_client
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY, REGION)
@@ -70,7 +70,7 @@ async def test_no_image_no_thumbnail(s3: tuple[str, Any], http: HttpClient) -> N
 
 async def test_unreachable_storage_is_a_retryable_error(http: HttpClient) -> None:
     """Connection refused maps to UpstreamUnavailable naming the storage service."""
-    from backfill.errors import UpstreamUnavailable
+    from backfill.core.errors import UpstreamUnavailable
     from tests.support.natsserver import free_port
 
     storage = ObjectStorage(http, f"http://127.0.0.1:{free_port()}", CREDS, None, 3600)

@@ -9,11 +9,11 @@ import time
 from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
-from backfill.bus import AckPublisher
-from backfill.layout import Layout
-from backfill.ledger import Alive, LocalLedger
+from backfill.adapters.jetstream.bus import AckPublisher
+from backfill.adapters.jetstream.layout import Layout
+from backfill.core.ledger import Alive, LocalLedger
+from backfill.core.wire import request_subject
 from backfill.metrics import Metrics
-from backfill.wire import request_subject
 from tests.integration.test_layout import laid_out
 from tests.support.clock import Clock
 from worker.sweeper import Sweeper

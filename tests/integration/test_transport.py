@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from backfill.errors import UpstreamRejected, UpstreamUnavailable
-from backfill.transport import HttpClient, Upstream, make_client
+from backfill.adapters.transport import HttpClient, Upstream, make_client
+from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
 from backfill_doubles.serve import serve
 
 

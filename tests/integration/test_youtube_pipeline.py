@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from backfill.adapters.transport import HttpClient, make_client
+from backfill.adapters.youtube import YoutubeSearch
+from backfill.core.model import Row
+from backfill.core.outcome import Ack, DeadLetter, Outcome, Retry, RetryPolicy
+from backfill.core.related import GAP_KEY, GAVE_UP, LINKED, NO_MATCH, REJECTED, Related
+from backfill.core.wire import Mode, YoutubeLinking, new_request
 from backfill.enrich import find_related
-from backfill.model import Row
-from backfill.outcome import Ack, DeadLetter, Outcome, Retry, RetryPolicy
-from backfill.related import GAP_KEY, GAVE_UP, LINKED, NO_MATCH, REJECTED, Related
-from backfill.transport import HttpClient, make_client
-from backfill.wire import Mode, YoutubeLinking, new_request
-from backfill.youtube import YoutubeSearch
 from backfill_doubles.pmoves_yt import PmovesYtDouble
 from backfill_doubles.serve import serve
 from tests.support.pipeline import Rig, pipeline_rig

@@ -7,15 +7,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from backfill.agent_zero import AgentZeroClient
+from backfill.adapters.agent_zero import AgentZeroClient
+from backfill.adapters.jellyfin import JellyfinClient
+from backfill.adapters.postgrest import PostgrestCatalog
+from backfill.adapters.transport import make_client
+from backfill.adapters.youtube import YoutubeSearch
+from backfill.core.outcome import RetryPolicy
+from backfill.core.payload import LinkConfig
 from backfill.enrich import Enricher
-from backfill.jellyfin import JellyfinClient
-from backfill.outcome import RetryPolicy
-from backfill.payload import LinkConfig
 from backfill.pipeline import RowProcessor
-from backfill.postgrest import PostgrestCatalog
-from backfill.transport import make_client
-from backfill.youtube import YoutubeSearch
 from backfill_doubles.agent_zero import AgentZeroDouble
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.pmoves_yt import PmovesYtDouble

@@ -1,5 +1,5 @@
 """What PMOVES' own backfill script stores for a search answer, written out independently of
-`backfill.related` so a test can hold the two side by side.
+`backfill.core.related` so a test can hold the two side by side.
 
 The script (`--link-youtube`) keeps `results[:3]` of PMOVES.yt's answer, each as `video_id`, `title`,
 `url`, `similarity` (as given) and `transcript_excerpt` (the excerpt's first 200 characters), in the

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from backfill.batching import Batcher, WriteBatcher, each_on_failure
-from backfill.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.adapters.batching import Batcher, WriteBatcher, each_on_failure
+from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
 
 
 class Source:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from backfill.contract import payload_problems
+from backfill.core.contract import payload_problems
 
 VALID: dict[str, Any] = {"artifact_uri": "s3://outputs/a.mp4", "published_path": "a.mp4"}
 CASES: list[Any] = [

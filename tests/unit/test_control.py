@@ -6,7 +6,7 @@ import pytest
 from nats.aio.client import ServerVersion
 from nats.js.errors import APIError
 
-from backfill.layout import build_layout
+from backfill.adapters.jetstream.layout import build_layout
 from backfill.settings import NatsSettings
 from producer.control import Status, consumer_pause_supported, pause_refused, render
 

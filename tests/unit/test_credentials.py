@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.bus import connect, mask_credentials
-from backfill.errors import BusError
+from backfill.adapters.jetstream.bus import connect, mask_credentials
+from backfill.core.errors import BusError
 from backfill_doubles.natsserver import free_port
 
 

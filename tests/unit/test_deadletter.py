@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.deadletter import DETAIL_LIMIT, Failure, dead_letter_headers, redact, row_id_from_subject
+from backfill.core.deadletter import DETAIL_LIMIT, Failure, dead_letter_headers, redact, row_id_from_subject
 
 FAILURE = Failure(
     reason="retries_exhausted",

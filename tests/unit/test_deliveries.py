@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from backfill.model import Row
+from backfill.core.model import Row
 from producer.deliveries import (
     DELIVERED,
     FAILED,

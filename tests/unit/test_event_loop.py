@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from backfill.errors import ConfigError
+from backfill.core.errors import ConfigError
 from backfill.eventloop import event_loop_runner
 
 

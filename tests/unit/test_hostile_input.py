@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.deadletter import dead_letter_headers, row_id_from_subject
-from backfill.wire import (
+from backfill.core.deadletter import dead_letter_headers, row_id_from_subject
+from backfill.core.wire import (
     MAX_ROW_ID,
     InvalidMessage,
     Mode,

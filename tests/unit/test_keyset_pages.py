@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from backfill.catalog import keyset_pages
-from backfill.model import Row
+from backfill.adapters.catalog import keyset_pages
+from backfill.core.model import Row
 
 
 class Table:

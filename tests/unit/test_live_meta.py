@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from backfill.model import JellyfinItem, Row
-from backfill.payload import Enrichment, LinkConfig, build_meta_patch, build_payload, live_meta
+from backfill.core.model import JellyfinItem, Row
+from backfill.core.payload import Enrichment, LinkConfig, build_meta_patch, build_payload, live_meta
 
 LINKS = LinkConfig(public_base="https://watch.example.org")
 ROW = Row(id=1, title="t", content_url="s3://outputs/a.mp4", meta={"keep": True})

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from backfill.matching import (
+from backfill.core.matching import (
     DateHint,
     Matched,
     Unmatched,
@@ -15,7 +15,7 @@ from backfill.matching import (
     normalize_name,
     search_term,
 )
-from backfill.model import JellyfinItem, Row, normalize_item_id
+from backfill.core.model import JellyfinItem, Row, normalize_item_id
 
 
 def item(name: str, n: int, year: int | None = None, premiere: str | None = None) -> JellyfinItem:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.catalog import merged_meta
-from backfill.errors import CatalogConflict
-from backfill.model import Row
-from backfill.payload import MetaPatch
+from backfill.core.catalog import merged_meta
+from backfill.core.errors import CatalogConflict
+from backfill.core.model import Row
+from backfill.core.payload import MetaPatch
 
 PATCH = MetaPatch(patch={"jellyfin_public_url": "https://w/x"}, defaults={"publish_event_sent_at": "t0"})
 

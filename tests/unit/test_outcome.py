@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.errors import BusError, CatalogConflict, UpstreamRejected, UpstreamUnavailable
-from backfill.outcome import (
+from backfill.core.errors import BusError, CatalogConflict, UpstreamRejected, UpstreamUnavailable
+from backfill.core.outcome import (
     Ack,
     DeadLetter,
     Retry,
@@ -78,7 +78,7 @@ def test_settle_leaves_acks_dead_letters_and_early_retries_alone() -> None:
 
 def test_resolution_labels_follow_the_outcome() -> None:
     """Done rows carry how they were resolved; unmatched dead letters count as unresolved; others nothing."""
-    from backfill.outcome import resolutions_of
+    from backfill.core.outcome import resolutions_of
 
     assert resolutions_of(Ack("done", "republished", ("jellyfin_search", "storage_thumbnail"))) == (
         "jellyfin_search",

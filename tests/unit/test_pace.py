@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.pace import BucketState, PaceConfig, take, take_many
+from backfill.core.pace import BucketState, PaceConfig, take, take_many
 
 CONFIG = PaceConfig(per_minute=300, burst=5)  # 5 per second
 

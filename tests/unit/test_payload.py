@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.model import JellyfinItem, Row
-from backfill.payload import (
+from backfill.core.model import JellyfinItem, Row
+from backfill.core.payload import (
     Enrichment,
     LinkConfig,
     build_meta_patch,

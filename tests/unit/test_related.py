@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from backfill import related
-from backfill.model import JellyfinItem, Row
-from backfill.payload import Enrichment, LinkConfig, build_meta_patch, build_payload
+from backfill.core import related
+from backfill.core.model import JellyfinItem, Row
+from backfill.core.payload import Enrichment, LinkConfig, build_meta_patch, build_payload
 from tests.support.pmoves_script import script_links, script_row_keys, script_tags
 
 LINKS = LinkConfig(public_base="https://watch.example.org")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.errors import ConfigError
+from backfill.core.errors import ConfigError
 from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,

@@ -10,7 +10,7 @@ from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from backfill.sigv4 import Credentials, object_url, presign_get, signed_headers
+from backfill.core.sigv4 import Credentials, object_url, presign_get, signed_headers
 
 CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1")
 WHEN = datetime(2026, 11, 24, 12, 30, 45, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backfill.wire import (
+from backfill.core.wire import (
     BackfillRequest,
     InvalidMessage,
     Mode,

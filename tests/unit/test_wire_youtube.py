@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.wire import (
+from backfill.core.wire import (
     BackfillRequest,
     InvalidMessage,
     Mode,

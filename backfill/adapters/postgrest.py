@@ -7,20 +7,13 @@ from typing import Any
 
 import msgspec
 
-from backfill.catalog import (
-    ROW_COLUMNS,
-    MergeItem,
-    MergeResults,
-    keyset_pages,
-    merge_batched,
-    merged_meta,
-    merged_or_gone,
-)
-from backfill.errors import CatalogConflict, UpstreamUnavailable
-from backfill.model import Row
-from backfill.payload import MetaPatch
-from backfill.related import GAP_KEY
-from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
+from backfill.adapters.catalog import keyset_pages, merge_batched, merged_or_gone
+from backfill.adapters.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
+from backfill.core.catalog import ROW_COLUMNS, MergeItem, MergeResults, merged_meta
+from backfill.core.errors import CatalogConflict, UpstreamUnavailable
+from backfill.core.model import Row
+from backfill.core.payload import MetaPatch
+from backfill.core.related import GAP_KEY
 
 SERVICE = "catalog"
 OPTIMISTIC_ATTEMPTS = 5

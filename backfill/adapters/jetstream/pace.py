@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import msgspec
 from nats.errors import Error as NatsError
@@ -28,91 +25,19 @@ from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from backfill.bus import key_value_bucket
-from backfill.errors import BusError
+from backfill.adapters.jetstream.bus import key_value_bucket
+from backfill.core.errors import BusError
+from backfill.core.pace import UNCAPPED, BucketState, PaceConfig, Turn, take_many
 
 log = logging.getLogger(__name__)
 KEY = "republish"
-UNCAPPED = 1_000_000  # the fetch cap while no republish message waits for a token: none
 # JetStream's "wrong last sequence" codes: a lost compare-and-set (older nats-py raise them as a plain
 # BadRequestError; any other bad request is a failure, not a race to retry at once)
 WRONG_LAST_SEQUENCE = (10071, 10164)
-SHARE_SECONDS = 0.25  # one compare-and-set takes at most this long a share of the rate (at least one)
-
-
-class BucketState(msgspec.Struct, frozen=True):
-    tokens: float
-    updated: float
-
-
-@dataclass(frozen=True)
-class PaceConfig:
-    per_minute: float = 30.0  # 0 disables pacing
-    burst: int = 5
-
-    @property
-    def per_second(self) -> float:
-        return self.per_minute / 60.0
-
-    @property
-    def most_per_take(self) -> int:
-        """How many tokens one compare-and-set may take: never more than the rate gives in
-        SHARE_SECONDS, so a replica with many waiters cannot empty the bucket for the others."""
-        return max(1, min(self.burst, math.ceil(self.per_second * SHARE_SECONDS)))
-
-
-def take_many(
-    state: BucketState | None, now: float, config: PaceConfig, want: int
-) -> tuple[BucketState, int, float]:
-    """Refill, then take up to `want` whole tokens: (new state, tokens taken, 0) when at least one was
-    free, else (refilled state, 0, seconds until the next one)."""
-    if state is None:
-        state = BucketState(tokens=float(config.burst), updated=now)
-    elapsed = max(now - state.updated, 0.0)
-    tokens = min(float(config.burst), state.tokens + elapsed * config.per_second)
-    got = min(want, math.floor(tokens))
-    if got >= 1:
-        return BucketState(tokens=tokens - got, updated=now), got, 0.0
-    return BucketState(tokens=tokens, updated=now), 0, (1.0 - tokens) / config.per_second
-
-
-def take(state: BucketState | None, now: float, config: PaceConfig) -> tuple[BucketState, float]:
-    """Refill, then take one token: (new state, 0) when one was free, else (refilled state, wait seconds)."""
-    new, _, wait = take_many(state, now, config, 1)
-    return new, wait
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(BucketState)
-
-
-class TokenSource(Protocol):
-    waiting: int  # open turns
-
-    async def acquire_token(self) -> None: ...
-
-
-class Turn:
-    """One republish message's place at the pace, from the moment it is taken on until it holds its
-    token (or gives up): while any turn is open the worker fetches only what the burst can serve."""
-
-    def __init__(self, pace: TokenSource | None) -> None:
-        self._pace = pace
-        if pace is not None:
-            pace.waiting += 1
-
-    async def take(self) -> None:
-        """Wait for this message's token (at once without a pace)."""
-        try:
-            if self._pace is not None:
-                await self._pace.acquire_token()
-        finally:
-            self.release()
-
-    def release(self) -> None:
-        if self._pace is not None:
-            self._pace.waiting -= 1
-            self._pace = None
 
 
 class GlobalPace:
@@ -257,26 +182,3 @@ class GlobalPace:
             unreadable = repr((entry.value or b"")[:100])
             log.warning("pace bucket state unreadable; repairing it", extra={"value": unreadable})
             return None, revision
-
-
-class Pace(Protocol):
-    """What the worker needs of a pace: turns for republish messages, and the fetch cap they imply."""
-
-    def headroom(self) -> int: ...
-
-    def turn(self) -> Turn: ...
-
-    def close(self) -> None: ...
-
-
-class NoPace:
-    """Pacing disabled (BACKFILL_PACE_PER_MINUTE=0) or not needed (metadata-only)."""
-
-    def headroom(self) -> int:
-        return UNCAPPED
-
-    def turn(self) -> Turn:
-        return Turn(None)
-
-    def close(self) -> None:
-        return None

@@ -1,54 +1,14 @@
-"""The catalog port: where `studio_board` rows are read and their meta merged.
-
-Two adapters implement it: `postgrest.PostgrestCatalog` (Supabase REST) and, for self-hosted stacks
-with a reachable database, a direct PostgreSQL one. Both apply the same candidate rule and skip rules.
-"""
+"""What both catalog adapters share: keyset paging and batched merges that fail row by row."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
 
-from backfill.errors import BackfillError, CatalogConflict, UpstreamRejected
-from backfill.model import Row
-from backfill.payload import MetaPatch
-
-PUBLISHED = "published"
-ROW_COLUMNS = ("id", "title", "namespace", "content_url", "status", "meta", "created_at")
-
-
-def is_candidate(row: Row) -> bool:
-    """The backfill's one definition of a row still to do: published and no Jellyfin public URL."""
-    return row.status == PUBLISHED and row.meta_dict.get("jellyfin_public_url") is None
-
-
-def merged_meta(old: object, patch: MetaPatch) -> dict[str, object]:
-    """`defaults || coalesce(meta, '{}') || patch`: what the RPC and the optimistic fallback both write.
-
-    A meta that is not an object (changed under us since the row was checked) is a conflict: the
-    retry reads the row again and dead-letters it rather than replacing what an operator must fix.
-    """
-    if old is not None and not isinstance(old, dict):
-        raise CatalogConflict(f"meta became {type(old).__name__} under us, not a JSON object")
-    return {**patch.defaults, **(old or {}), **patch.patch}
-
-
-PageFetcher = Callable[[int, int], Awaitable[list[Row]]]  # (after id, at most n) -> rows in id order
-MergeItem = tuple[int, MetaPatch]
-# row id -> the merged row, or the error of that row alone; a row that is gone is absent
-MergeResults = dict[int, Row | BackfillError]
-# the items as the batch statements take them ([{id, patch, defaults}]) -> the merged rows, or None
-# when the backend has no batched merge
-BatchMerge = Callable[[list[dict[str, Any]]], Awaitable[list[Row] | None]]
-
-
-def unmerged(row: Row) -> CatalogConflict:
-    """A row the merge left alone although it exists: its meta was not a JSON object (the merge skips
-    such rows rather than append to an array). Retryable: the retry reads the row again and
-    dead-letters it when its meta is still not an object."""
-    why = row.meta_object_problem or "its meta was not a JSON object when the merge ran"
-    return CatalogConflict(f"row {row.id} was not merged: {why}")
+from backfill.core.catalog import BatchMerge, MergeItem, MergeResults, PageFetcher, unmerged
+from backfill.core.errors import BackfillError, UpstreamRejected
+from backfill.core.model import Row
+from backfill.core.payload import MetaPatch
 
 
 async def merged_or_gone(
@@ -153,40 +113,3 @@ def _retrieve(future: asyncio.Future[list[Row]]) -> None:
     """Collect the outcome of an abandoned read ahead, so asyncio does not report it as lost."""
     if not future.cancelled():
         future.exception()
-
-
-class Catalog(Protocol):
-    async def count_candidates(self, since_id: int = 0) -> int | None:
-        """How many candidate rows lie above `since_id`; None when the backend cannot tell cheaply."""
-
-    async def count_enriched(self) -> int | None:
-        """How many published rows carry a Jellyfin public URL (any value): the published rows that
-        are not candidates. None when the backend cannot tell cheaply."""
-
-    async def count_youtube_gaps(self) -> int | None:
-        """How many rows were backfilled without the YouTube links they asked for (PMOVES.yt stayed
-        unavailable): rows whose `meta.backfill_youtube_gap` is set. None when the backend cannot tell."""
-
-    def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
-        """Candidate rows in id order, page by page, memory flat in the size of the catalog."""
-
-    def republished_rows(self, run_id: str | None = None) -> AsyncIterator[list[Row]]:
-        """Rows carrying the id of the event their backfill republished (`meta.backfill_event_id`),
-        only those of run `run_id` when given (`meta.backfill_run_id`), in id order, page by page."""
-
-    async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
-        """The rows with these ids that exist, in any order."""
-
-    async def get_row(self, row_id: int) -> Row | None:
-        """The current row, or None when it is gone."""
-
-    async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
-        """Merge `patch` into the row's meta without losing other keys; None when the row is gone."""
-
-    async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
-        """`merge_meta` for many rows (each at most once, else ValueError), in one statement when the
-        backend can. A failure of the whole call is raised (it concerns every row); when the backend
-        rejects the batch, each row is merged on its own so only the row at fault carries the error."""
-
-    async def aclose(self) -> None:
-        """Release what the adapter holds (pools, connections)."""

@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
-from backfill.errors import UpstreamUnavailable
-from backfill.related import SearchAnswer
-from backfill.transport import HttpClient, Observer, Upstream, no_observer
-from backfill.wire import YoutubeLinking
+from backfill.adapters.transport import HttpClient, Observer, Upstream, no_observer
+from backfill.core.errors import UpstreamUnavailable
+from backfill.core.related import SearchAnswer
+from backfill.core.wire import YoutubeLinking
 
 SERVICE = "pmoves_yt"
 _answer_decoder = msgspec.json.Decoder(SearchAnswer)

@@ -23,7 +23,7 @@ import msgspec
 import yarl
 from multidict import CIMultiDictProxy
 
-from backfill.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -19,9 +19,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from backfill.bus import key_value_bucket
-from backfill.errors import BusError
-from backfill.layout import Layout
+from backfill.adapters.jetstream.bus import key_value_bucket
+from backfill.adapters.jetstream.layout import Layout
+from backfill.core.errors import BusError
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0

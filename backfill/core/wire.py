@@ -105,6 +105,11 @@ def linking_problem(linking: YoutubeLinking) -> str | None:
     return None
 
 
+def utc_stamp(now: datetime) -> str:
+    """A timestamp as the audit markers and dead-letter headers carry it: UTC, seconds, `Z`."""
+    return now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def new_request(
     row_id: int,
     version: str,

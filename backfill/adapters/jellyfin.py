@@ -11,11 +11,11 @@ from typing import Any
 
 import msgspec
 
-from backfill.batching import Batcher, each_on_failure
-from backfill.errors import UpstreamUnavailable
-from backfill.matching import DateHint
-from backfill.model import JellyfinItem, SearchResult, normalize_item_id
-from backfill.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
+from backfill.adapters.batching import Batcher, each_on_failure
+from backfill.adapters.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
+from backfill.core.errors import UpstreamUnavailable
+from backfill.core.matching import DateHint
+from backfill.core.model import JellyfinItem, SearchResult, normalize_item_id
 
 SERVICE = "jellyfin"
 MAX_IDS_PER_REQUEST = 40  # 33 bytes each in the query: well under Kestrel's 8 KB request line

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from backfill.wire import Header, parse_id
+from backfill.core.wire import Header, parse_id
 
 DETAIL_LIMIT = 1000
 _SECRETS = [

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from backfill.model import JellyfinItem, Row
+from backfill.core.model import JellyfinItem, Row
 
 _MEDIA_SUFFIX = re.compile(
     r"\.(mp4|mkv|mov|webm|avi|m4v|mp3|m4a|flac|wav|ogg|png|jpe?g|webp|gif)$", re.IGNORECASE

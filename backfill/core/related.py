@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
-from backfill.model import Row
-from backfill.wire import YoutubeLinking
+from backfill.core.model import Row
 
 RELATED_KEY = "related_youtube"
 COUNT_KEY = "youtube_linked_count"
@@ -48,12 +47,6 @@ class SearchAnswer(msgspec.Struct, frozen=True):
     """PMOVES.yt's answer, `{ok, query, results, total}`; only `results` is used."""
 
     results: list[dict[str, Any]] = []
-
-
-class VideoSearch(Protocol):
-    async def search(self, query: str, linking: YoutubeLinking) -> list[dict[str, Any]]:
-        """The results PMOVES.yt gives for `query`, best first. Raises `UpstreamRejected` on a 4xx and
-        `UpstreamUnavailable` on a timeout, a 5xx or an unreadable answer."""
 
 
 @dataclass(frozen=True)

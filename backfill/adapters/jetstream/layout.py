@@ -26,9 +26,9 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
-from backfill.errors import BusError, NotFound, StreamConfigConflict
+from backfill.core.errors import BusError, NotFound, StreamConfigConflict
+from backfill.core.wire import dlq_filter, request_filter
 from backfill.settings import NatsSettings
-from backfill.wire import dlq_filter, request_filter
 
 log = logging.getLogger(__name__)
 DAY = 24 * 3600.0

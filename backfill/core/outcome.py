@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backfill.errors import BackfillError, UpstreamRejected
+from backfill.core.errors import BackfillError, UpstreamRejected
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,9 @@ class Ack:
     result: str  # "done" | "skipped"
     detail: str  # done: "republished" | "metadata_updated"; skipped: why
     resolutions: tuple[str, ...] = ()  # how the row was resolved, for the metrics (see metrics.RESOLUTIONS)
-    youtube: str | None = None  # done: how YouTube linking ended (backfill.related.RESULTS); None: not asked
+    youtube: str | None = (
+        None  # done: how YouTube linking ended (backfill.core.related.RESULTS); None: not asked
+    )
 
 
 @dataclass(frozen=True)

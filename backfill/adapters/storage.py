@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
-from backfill.sigv4 import Credentials, object_url, presign_get, signed_headers
-from backfill.transport import HttpClient, Observer, Upstream, no_observer
+from backfill.adapters.transport import HttpClient, Observer, Upstream, no_observer
+from backfill.core.sigv4 import Credentials, object_url, presign_get, signed_headers
 
 SERVICE = "storage"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")

@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from backfill.errors import BackfillError
+from backfill.core.errors import BackfillError
 
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")

@@ -11,7 +11,7 @@ Same semantics as `postgrest.PostgrestCatalog`, in SQL instead of PostgREST's gr
   update joined to `jsonb_to_recordset` of the items, after locking its rows in id order in the same
   transaction (two overlapping batches then wait for each other instead of deadlocking).
 
-asyncpg's errors become `backfill.errors` here: connection loss, timeouts, serialization failures and
+asyncpg's errors become `backfill.core.errors` here: connection loss, timeouts, serialization failures and
 administrator shutdowns are retryable (`UpstreamUnavailable`); a missing table, a denied permission or
 any other SQL error retrying cannot fix is an `UpstreamRejected`. Every query is reported to the
 observer as `("catalog", 200 | None, seconds)`, the same shape the PostgREST adapter reports.
@@ -30,20 +30,13 @@ from urllib.parse import urlsplit
 import asyncpg
 import msgspec
 
-from backfill.catalog import (
-    PUBLISHED,
-    ROW_COLUMNS,
-    MergeItem,
-    MergeResults,
-    keyset_pages,
-    merge_batched,
-    merged_or_gone,
-)
-from backfill.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
-from backfill.model import Row
-from backfill.payload import MetaPatch
-from backfill.related import GAP_KEY
-from backfill.transport import Observer, no_observer
+from backfill.adapters.catalog import keyset_pages, merge_batched, merged_or_gone
+from backfill.adapters.transport import Observer, no_observer
+from backfill.core.catalog import PUBLISHED, ROW_COLUMNS, MergeItem, MergeResults
+from backfill.core.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from backfill.core.model import Row
+from backfill.core.payload import MetaPatch
+from backfill.core.related import GAP_KEY
 
 SERVICE = "catalog"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -23,7 +23,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from backfill.errors import BusError
+from backfill.core.errors import BusError
 
 log = logging.getLogger(__name__)
 PER_SUBJECT_LIMIT = 10077  # "maximum messages per subject exceeded": the row already has a pending message

@@ -18,12 +18,9 @@ hand. Every failure of the bucket is a `BusError`; callers decide what it costs 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import msgspec
 from nats.errors import Error as NatsError
@@ -31,64 +28,18 @@ from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from backfill.bus import key_value_bucket
-from backfill.errors import BusError
+from backfill.adapters.jetstream.bus import key_value_bucket
+from backfill.core.errors import BusError
+from backfill.core.ledger import Alive, FailedDelivery, Failing, count_failure, version_token
 
 log = logging.getLogger(__name__)
 KEEP_AFTER_BUDGET = 24 * 3600.0
-_KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,64}")
-
-
-def version_token(version: str) -> str:
-    """A backfill version as one key token: itself when key-safe, else a digest of it."""
-    if _KEY_SAFE.fullmatch(version):
-        return version
-    return "h" + hashlib.sha256(version.encode()).hexdigest()[:32]
-
-
-class Alive(msgspec.Struct, frozen=True):
-    until: float  # wall-clock seconds: the delivery (or the redelivery it waits for) is due by then
-    delivery: int  # the delivery count when this was noted
-
-
-class Failing(msgspec.Struct, frozen=True):
-    """What the ledger keeps about a failing message (`failure.<stream>.<seq>`)."""
-
-    first: float  # when its retry count started: its first failure, moved later by time not retrying
-    due: float  # when the redelivery its last failure asked for was due
-
-
-class FailedDelivery(msgspec.Struct, frozen=True):
-    """One failed delivery, as the consumer saw it (wall-clock seconds)."""
-
-    started: float  # when this delivery began
-    delay: float  # the retry delay it asks for
-    paced: float = 0.0  # how long it waited for the global pace
-
-
-def count_failure(previous: Failing | None, delivery: FailedDelivery, now: float) -> Failing:
-    """The retry count goes on from the previous failure, less the time that was not retrying: the
-    wait in the queue past the redelivery's due time (behind other work, or a paced backlog) and the
-    wait for the pace inside this delivery."""
-    if previous is None:
-        return Failing(first=now, due=now + delivery.delay)
-    queued = max(delivery.started - previous.due, 0.0)
-    return Failing(first=min(previous.first + queued + delivery.paced, now), due=now + delivery.delay)
 
 
 _failing_encoder = msgspec.json.Encoder()
 _failing_decoder = msgspec.json.Decoder(Failing)
 _alive_encoder = msgspec.json.Encoder()
 _alive_decoder = msgspec.json.Decoder(Alive)
-
-
-class DeliveryLedger(Protocol):
-    async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float: ...
-    async def settled(self, stream: str, seq: int) -> None: ...
-    async def note_alive(self, stream: str, seq: int, alive: Alive) -> None: ...
-    async def alive(self, stream: str, seq: int) -> Alive | None: ...
-    async def event_for(self, row_id: int, version: str) -> str | None: ...
-    async def record_event(self, row_id: int, version: str, event_id: str) -> None: ...
 
 
 class Ledger:
@@ -171,36 +122,3 @@ class Ledger:
             await self._kv.put(key, value)
         except (NatsError, TimeoutError) as exc:
             raise BusError(f"ledger: cannot write {key}: {exc}") from exc
-
-
-class LocalLedger:
-    """The same bookkeeping in this process only: for one worker without a bucket (tests, benchmarks)."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self.failures: dict[tuple[str, int], Failing] = {}
-        self.alive_until: dict[tuple[str, int], Alive] = {}
-        self.events: dict[tuple[int, str], str] = {}
-
-    async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float:
-        now = self._clock()
-        failing = self.failures[(stream, seq)] = count_failure(
-            self.failures.get((stream, seq)), delivery, now
-        )
-        return max(now - failing.first, 0.0)
-
-    async def settled(self, stream: str, seq: int) -> None:
-        self.failures.pop((stream, seq), None)
-        self.alive_until.pop((stream, seq), None)
-
-    async def note_alive(self, stream: str, seq: int, alive: Alive) -> None:
-        self.alive_until[(stream, seq)] = alive
-
-    async def alive(self, stream: str, seq: int) -> Alive | None:
-        return self.alive_until.get((stream, seq))
-
-    async def event_for(self, row_id: int, version: str) -> str | None:
-        return self.events.get((row_id, version))
-
-    async def record_event(self, row_id: int, version: str, event_id: str) -> None:
-        self.events[(row_id, version)] = event_id

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from backfill import related as youtube
-from backfill.model import JellyfinItem, Row
+from backfill.core import related as youtube
+from backfill.core.model import JellyfinItem, Row
 
 BACKFILL_TAG = "backfill"
 TICKS_PER_SECOND = 10_000_000

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from backfill.agent_zero import AgentZeroClient
-from backfill.catalog import Catalog
+from backfill.adapters.agent_zero import AgentZeroClient
+from backfill.adapters.jellyfin import JellyfinClient
+from backfill.adapters.jetstream.layout import Layout, build_layout
+from backfill.adapters.postgrest import PostgrestCatalog
+from backfill.adapters.storage import ObjectStorage
+from backfill.adapters.transport import HttpClient, Observer, no_observer
+from backfill.adapters.youtube import YoutubeSearch
+from backfill.core.payload import LinkConfig
+from backfill.core.ports import Catalog
+from backfill.core.sigv4 import Credentials
 from backfill.enrich import Enricher
-from backfill.jellyfin import JellyfinClient
-from backfill.layout import Layout, build_layout
-from backfill.payload import LinkConfig
-from backfill.postgrest import PostgrestCatalog
 from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,
@@ -22,10 +26,6 @@ from backfill.settings import (
     StorageSettings,
     YoutubeSettings,
 )
-from backfill.sigv4 import Credentials
-from backfill.storage import ObjectStorage
-from backfill.transport import HttpClient, Observer, no_observer
-from backfill.youtube import YoutubeSearch
 
 
 def links_from(jellyfin: JellyfinSettings) -> LinkConfig:
@@ -43,7 +43,7 @@ async def build_catalog(
     """PostgreSQL directly when CATALOG_DSN is set, else Supabase REST."""
     catalog = settings.get(CatalogSettings)
     if catalog.dsn is not None:
-        from backfill.pgcatalog import PostgresCatalog, behind_transaction_pooler  # noqa: PLC0415 - lazy driver
+        from backfill.adapters.pgcatalog import PostgresCatalog, behind_transaction_pooler  # noqa: PLC0415 - lazy driver
 
         dsn = catalog.dsn.get_secret_value()
         catalog_pg: Catalog = await PostgresCatalog.open(

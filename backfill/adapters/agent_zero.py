@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from backfill.errors import UpstreamUnavailable
-from backfill.transport import HttpClient, Observer, Upstream, no_observer
+from backfill.adapters.transport import HttpClient, Observer, Upstream, no_observer
+from backfill.core.errors import UpstreamUnavailable
 
 SERVICE = "agent_zero"
 TOPIC = "content.published.v1"

@@ -1,0 +1,1 @@
+"""One adapter per external system, each owning its library and raising only `backfill.core.errors`."""

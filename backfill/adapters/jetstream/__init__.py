@@ -1,0 +1,1 @@
+"""NATS JetStream: the only package that imports nats-py."""

@@ -1,0 +1,121 @@
+"""The ports: what the orchestrators (`backfill.enrich`, `backfill.pipeline`) need of each collaborator.
+
+Each port has its adapter in `backfill.adapters` (named below) and, for the tests, a double or an
+in-process implementation. Adapters raise only `backfill.core.errors`: `UpstreamRejected` for an answer
+retrying cannot change, `UpstreamUnavailable` for one it may, `BusError` for JetStream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from backfill.core.catalog import MergeItem, MergeResults
+    from backfill.core.ledger import Alive, FailedDelivery
+    from backfill.core.matching import DateHint
+    from backfill.core.model import JellyfinItem, Row
+    from backfill.core.pace import Turn
+    from backfill.core.payload import MetaPatch
+    from backfill.core.wire import YoutubeLinking
+
+
+class MediaLibrary(Protocol):
+    """Jellyfin (`backfill.adapters.jellyfin.JellyfinClient`)."""
+
+    async def get_item(self, item_id: str) -> JellyfinItem | None:
+        """The item, or None when Jellyfin does not have it."""
+
+    async def search(self, term: str, hint: DateHint | None, limit: int) -> list[JellyfinItem]:
+        """Title search across all libraries, best first."""
+
+
+class ThumbnailStore(Protocol):
+    """MinIO or any S3 API (`backfill.adapters.storage.ObjectStorage`): the thumbnail fallback."""
+
+    async def find_thumbnail(self, artifact_uri: str | None) -> str | None:
+        """A URL Discord can fetch for the artifact's thumbnail, or None."""
+
+
+class EventPublisher(Protocol):
+    """Agent Zero (`backfill.adapters.agent_zero.AgentZeroClient`)."""
+
+    async def publish(self, payload: dict[str, Any], correlation_id: str, source: str = "backfill") -> str:
+        """Publish one `content.published.v1` event; the envelope id Agent Zero assigned."""
+
+
+class VideoSearch(Protocol):
+    """PMOVES.yt (`backfill.adapters.youtube.YoutubeSearch`)."""
+
+    async def search(self, query: str, linking: YoutubeLinking) -> list[dict[str, Any]]:
+        """The results PMOVES.yt gives for `query`, best first. Raises `UpstreamRejected` on a 4xx and
+        `UpstreamUnavailable` on a timeout, a 5xx or an unreadable answer."""
+
+
+class Catalog(Protocol):
+    """`studio_board`: `backfill.adapters.postgrest.PostgrestCatalog` (Supabase REST) and
+    `backfill.adapters.pgcatalog.PostgresCatalog` (PostgreSQL directly)."""
+
+    async def count_candidates(self, since_id: int = 0) -> int | None:
+        """How many candidate rows lie above `since_id`; None when the backend cannot tell cheaply."""
+
+    async def count_enriched(self) -> int | None:
+        """How many published rows carry a Jellyfin public URL (any value): the published rows that
+        are not candidates. None when the backend cannot tell cheaply."""
+
+    async def count_youtube_gaps(self) -> int | None:
+        """How many rows were backfilled without the YouTube links they asked for (PMOVES.yt stayed
+        unavailable): rows whose `meta.backfill_youtube_gap` is set. None when the backend cannot tell."""
+
+    def stream_candidates(self, since_id: int = 0, limit: int | None = None) -> AsyncIterator[list[Row]]:
+        """Candidate rows in id order, page by page, memory flat in the size of the catalog."""
+
+    def republished_rows(self, run_id: str | None = None) -> AsyncIterator[list[Row]]:
+        """Rows carrying the id of the event their backfill republished (`meta.backfill_event_id`),
+        only those of run `run_id` when given (`meta.backfill_run_id`), in id order, page by page."""
+
+    async def fetch_rows(self, ids: Sequence[int]) -> list[Row]:
+        """The rows with these ids that exist, in any order."""
+
+    async def get_row(self, row_id: int) -> Row | None:
+        """The current row, or None when it is gone."""
+
+    async def merge_meta(self, row_id: int, patch: MetaPatch) -> Row | None:
+        """Merge `patch` into the row's meta without losing other keys; None when the row is gone."""
+
+    async def merge_many(self, items: Sequence[MergeItem]) -> MergeResults:
+        """`merge_meta` for many rows (each at most once, else ValueError), in one statement when the
+        backend can. A failure of the whole call is raised (it concerns every row); when the backend
+        rejects the batch, each row is merged on its own so only the row at fault carries the error."""
+
+    async def aclose(self) -> None:
+        """Release what the adapter holds (pools, connections)."""
+
+
+class TokenSource(Protocol):
+    waiting: int  # open turns
+
+    async def acquire_token(self) -> None: ...
+
+
+class Pace(Protocol):
+    """The global republish pace (`backfill.adapters.jetstream.pace.GlobalPace`, `backfill.core.pace.NoPace`):
+    turns for republish messages, and the fetch cap they imply."""
+
+    def headroom(self) -> int: ...
+
+    def turn(self) -> Turn: ...
+
+    def close(self) -> None: ...
+
+
+class DeliveryLedger(Protocol):
+    """What JetStream does not remember about a delivery (`backfill.adapters.jetstream.ledger.Ledger`,
+    `backfill.core.ledger.LocalLedger`)."""
+
+    async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float: ...
+    async def settled(self, stream: str, seq: int) -> None: ...
+    async def note_alive(self, stream: str, seq: int, alive: Alive) -> None: ...
+    async def alive(self, stream: str, seq: int) -> Alive | None: ...
+    async def event_for(self, row_id: int, version: str) -> str | None: ...
+    async def record_event(self, row_id: int, version: str, event_id: str) -> None: ...
