@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from backfill.adapters.jetstream import natspy
 from backfill.adapters.jetstream.bus import AckPublisher, PubResult, PubStatus, remove_message
 from backfill.adapters.jetstream.layout import Layout
 from backfill.core.errors import BusError
@@ -132,8 +133,8 @@ async def read_dead_letters(
     # Exactly the dead letters there now, in order: those added while reading (a replay's own rows
     # failing again) are not read, so a replay ends and never replays its own output.
     left = info.num_pending or 0
-    nc = js._nc  # the JetStream context's connection: pull requests are plain publishes
-    next_subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{layout.dlq_stream}.{info.name}"
+    nc = natspy.connection(js)  # pull requests are plain publishes on the context's connection
+    next_subject = f"{natspy.api_prefix(js)}.CONSUMER.MSG.NEXT.{layout.dlq_stream}.{info.name}"
     inbox = nc.new_inbox()
     batch = _PullBatch(0)
 

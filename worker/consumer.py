@@ -21,6 +21,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from backfill.adapters.jetstream import natspy
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseState
 from backfill.core.errors import BusError
@@ -286,9 +287,7 @@ class Consumer:
 
     async def _nak_buffered(self, psub: Any) -> None:
         """Messages the client received but never handed out would otherwise wait out ack_wait."""
-        queue = getattr(getattr(psub, "_sub", None), "_pending_queue", None)
-        while queue is not None and not queue.empty():
-            msg = queue.get_nowait()
+        for msg in natspy.take_buffered(psub):
             if msg.headers and msg.headers.get("Status"):
                 continue  # status messages (408/404) carry no work
             with contextlib.suppress(NatsError):

@@ -23,6 +23,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from backfill.adapters.jetstream import natspy
 from backfill.core.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -144,10 +145,10 @@ async def remove_message(js: JetStreamContext, stream: str, seq: int) -> bool:
     replay was bound by it. These messages carry no secrets (details are redacted), so the space is
     reclaimed on compaction instead. A missing stream or a refusal raises BusError.
     """
-    subject = f"{js._prefix}.STREAM.MSG.DELETE.{stream}"  # nats-py has no public no_erase option
+    subject = f"{natspy.api_prefix(js)}.STREAM.MSG.DELETE.{stream}"  # nats-py has no public no_erase option
     body = _delete_encoder.encode({"seq": seq, "no_erase": True})
     try:
-        reply = await js._nc.request(subject, body, timeout=API_TIMEOUT)
+        reply = await natspy.connection(js).request(subject, body, timeout=API_TIMEOUT)
     except (NatsError, TimeoutError) as exc:
         raise BusError(f"deleting {stream} seq {seq}: {exc or type(exc).__name__}") from exc
     try:
