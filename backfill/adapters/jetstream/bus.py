@@ -77,6 +77,36 @@ async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient
     return nc
 
 
+class Bus:
+    """One connection to NATS and its JetStream context: what a program holds and hands to the adapters
+    (`bus.js` to the JetStream ones, `bus.nc` to those of core NATS). Nothing above the adapters needs
+    more of nats-py than this."""
+
+    def __init__(self, nc: NatsClient, api_timeout: float = API_TIMEOUT) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=api_timeout)
+
+    @classmethod
+    async def connect(cls, url: str, name: str, *, reconnect_forever: bool) -> Bus:
+        """`connect`, then the JetStream context (API requests time out after 10 s)."""
+        return cls(await connect(url, name, reconnect_forever=reconnect_forever))
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    def server_version(self) -> tuple[int, int, int]:
+        """The version of the nats-server this connection reached (major, minor, patch)."""
+        version = self.nc.connected_server_version
+        return version.major, version.minor, version.patch
+
+    async def drain(self) -> None:
+        """Finish what was sent and received, then close: the end of a program's use of NATS."""
+        await self.nc.drain()
+
+    async def close(self) -> None:
+        await self.nc.close()
+
 class PubStatus(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # same Nats-Msg-Id inside the duplicate window
