@@ -1,21 +1,30 @@
-"""Build the adapters from settings: the one place where settings meet constructors."""
+"""Build from settings what the programs run: the adapters, the enricher, and the worker's row
+processor with its pace, ledger and retry policy. The one place where settings meet constructors."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from backfill.adapters.agent_zero import AgentZeroClient
+from backfill.adapters.batching import Batcher, WriteBatcher, each_on_failure
 from backfill.adapters.jellyfin import JellyfinClient
+from backfill.adapters.jetstream.bus import Bus
 from backfill.adapters.jetstream.layout import Layout, build_layout
+from backfill.adapters.jetstream.pace import GlobalPace
 from backfill.adapters.postgrest import PostgrestCatalog
 from backfill.adapters.storage import ObjectStorage
 from backfill.adapters.transport import HttpClient, Observer, no_observer
 from backfill.adapters.youtube import YoutubeSearch
-from backfill.core.payload import LinkConfig
-from backfill.core.ports import Catalog
+from backfill.core.model import Row
+from backfill.core.outcome import RetryPolicy
+from backfill.core.pace import NoPace, PaceConfig
+from backfill.core.payload import LinkConfig, MetaPatch
+from backfill.core.ports import Catalog, DeliveryLedger, Pace
 from backfill.core.sigv4 import Credentials
 from backfill.enrich import Enricher
+from backfill.metrics import Metrics
+from backfill.pipeline import RowProcessor
 from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,
@@ -24,6 +33,7 @@ from backfill.settings import (
     NatsSettings,
     SettingsBundle,
     StorageSettings,
+    WorkerSettings,
     YoutubeSettings,
 )
 
@@ -145,3 +155,69 @@ def build_agent_zero(
 
 def layout_from(settings: SettingsBundle) -> Layout:
     return build_layout(settings.get(NatsSettings))
+
+
+def retry_policy(settings: SettingsBundle, layout: Layout) -> RetryPolicy:
+    """Retries within the consumer's `max_deliver` as the server has it (see `ensure_layout`)."""
+    worker = settings.get(WorkerSettings)
+    return RetryPolicy(
+        base_delay=worker.retry_base_delay,
+        max_delay=worker.retry_max_delay,
+        max_attempts=layout.consumer.max_deliver or settings.get(NatsSettings).max_deliver,
+        budget_seconds=worker.retry_budget_seconds,
+    )
+
+
+async def open_pace(settings: SettingsBundle, bus: Bus) -> Pace:
+    """The global republish pace in its key-value bucket; none when BACKFILL_PACE_PER_MINUTE is 0."""
+    worker = settings.get(WorkerSettings)
+    if worker.pace_per_minute <= 0:
+        return NoPace()
+    return await GlobalPace.open(
+        bus.js,
+        worker.pace_bucket,
+        PaceConfig(worker.pace_per_minute, worker.pace_burst),
+        replicas=settings.get(NatsSettings).replicas,
+    )
+
+
+def row_reader(catalog: Catalog, batch: int) -> Callable[[int], Awaitable[Row | None]]:
+    """Rows read in the same event-loop turn share one `fetch_rows` (`id=in.(...)`); 1 = one by one."""
+    if batch <= 1:
+        return catalog.get_row
+
+    async def rows_by_id(ids: Sequence[int]) -> dict[int, Row]:
+        return {row.id: row for row in await catalog.fetch_rows(ids)}
+
+    return Batcher(each_on_failure(rows_by_id, catalog.get_row), batch).load
+
+
+def row_merger(catalog: Catalog, batch: int) -> Callable[[int, MetaPatch], Awaitable[Row | None]]:
+    """Merges submitted in the same event-loop turn share one `merge_many`; 1 = one by one."""
+    if batch <= 1:
+        return catalog.merge_meta
+    return WriteBatcher(catalog.merge_many, batch).submit
+
+
+def build_processor(
+    settings: SettingsBundle,
+    catalog: Catalog,
+    http: HttpClient,
+    metrics: Metrics,
+    policy: RetryPolicy,
+    pace: Pace,
+    ledger: DeliveryLedger,
+) -> RowProcessor:
+    """The worker's row processor: lookups, reads and merges batched by WORKER_LOOKUP_BATCH."""
+    observe, batch = metrics.observe_upstream, settings.get(WorkerSettings).lookup_batch
+    return RowProcessor(
+        catalog,
+        build_enricher(settings, http, observe, batch=batch, refused=metrics.thumbnail_bucket_refused.inc),
+        build_agent_zero(settings, http, observe),
+        links_from(settings.get(JellyfinSettings)),
+        policy,
+        pace=pace,
+        read_row=row_reader(catalog, batch),
+        merge=row_merger(catalog, batch),
+        ledger=ledger,
+    )

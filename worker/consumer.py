@@ -14,16 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
-
-from backfill.adapters.jetstream import natspy
+from backfill.adapters.jetstream.bus import Bus
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseState
+from backfill.adapters.jetstream.work import Delivery, WorkQueue
 from backfill.core.errors import BusError
 from backfill.core.ledger import Alive, FailedDelivery, LocalLedger
 from backfill.core.outcome import (
@@ -51,7 +46,7 @@ log = logging.getLogger(__name__)
 class Consumer:
     def __init__(
         self,
-        js: JetStreamContext,
+        bus: Bus,
         layout: Layout,
         processor: RowProcessor,
         settler: Settler,
@@ -70,7 +65,7 @@ class Consumer:
         self._pause = pause or PauseState()
         self._stop = asyncio.Event()
         self._ledger: DeliveryLedger = ledger or LocalLedger()
-        self._js = js
+        self._bus = bus
         self._layout = layout
         self._processor = processor
         self._settler = settler
@@ -89,14 +84,14 @@ class Consumer:
         self._noted: set[int] = set()  # stream seqs with a liveness note to forget once settled
         self._tasks: set[asyncio.Task[None]] = set()
         # id(message) -> (message, when it started or was last reported in progress)
-        self._working: dict[int, tuple[Msg, float]] = {}
+        self._working: dict[int, tuple[Delivery, float]] = {}
         metrics.in_flight.set_function(lambda: len(self._tasks))  # read on scrape, not per message
         self._slot_freed = asyncio.Event()
         self.bound = False
 
     async def run(self, stop: asyncio.Event, grace: float) -> None:
         self._stop = stop
-        psub = await self._js.pull_subscribe_bind(self._layout.durable, stream=self._layout.stream)
+        queue = await WorkQueue.bind(self._bus.js, self._layout.stream, self._layout.durable)
         self.bound = True
         heartbeats = asyncio.create_task(self._heartbeats())
         try:
@@ -109,7 +104,7 @@ class Consumer:
                 if free <= 0 or (self._tasks and slots < self._refill_at):
                     await self._wait_for_slot(stop)
                     continue
-                for msg in await self._fetch(psub, min(free, self._fetch_batch), stop):
+                for msg in await self._fetch(queue, min(free, self._fetch_batch), stop):
                     self._spawn(msg)
                 # let them start: a republish message takes its turn at the pace as it starts, and the
                 # next fetch's size counts it
@@ -119,18 +114,13 @@ class Consumer:
             self._pace.close()  # what waits for a pace token is handed back now, not after the grace
             await self._finish(grace)
             heartbeats.cancel()
-            await self._nak_buffered(psub)
-            with contextlib.suppress(NatsError):
-                await psub.unsubscribe()
+            await queue.close()
 
-    async def _fetch(self, psub: Any, batch: int, stop: asyncio.Event) -> list[Msg]:
+    async def _fetch(self, queue: WorkQueue, batch: int, stop: asyncio.Event) -> list[Delivery]:
         try:
-            msgs: list[Msg] = await psub.fetch(batch, timeout=self._fetch_timeout)
-            return msgs
-        except (NatsTimeoutError, TimeoutError):  # nats-py raises both kinds for an empty fetch
-            return []
-        except NatsError as exc:  # disconnected, reconnecting: the client reconnects on its own
-            log.warning("fetch failed, retrying", extra={"error": str(exc) or type(exc).__name__})
+            return await queue.fetch(batch, self._fetch_timeout)
+        except BusError as exc:  # disconnected, reconnecting: the client reconnects on its own
+            log.warning("fetch failed, retrying", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             return []
@@ -142,7 +132,7 @@ class Consumer:
         for waiter in pending:
             waiter.cancel()
 
-    def _spawn(self, msg: Msg) -> None:
+    def _spawn(self, msg: Delivery) -> None:
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -151,7 +141,7 @@ class Consumer:
         self._tasks.discard(task)
         self._slot_freed.set()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Delivery) -> None:
         started = time.perf_counter()
         self._working[id(msg)] = (msg, time.monotonic())
         if self._pause.by_switch and not await self._held_through_pause(msg):
@@ -166,7 +156,7 @@ class Consumer:
             if label == "done" and isinstance(outcome, Ack):
                 self._metrics.youtube_links.labels(outcome.youtube or YOUTUBE_OFF).inc()
         except asyncio.CancelledError:
-            with contextlib.suppress(NatsError):
+            with contextlib.suppress(BusError):
                 await asyncio.shield(msg.nak())  # shutting down: hand it to another replica now
             raise
         finally:
@@ -174,34 +164,34 @@ class Consumer:
         self._metrics.messages.labels(label).inc()
         self._metrics.processing.labels(label).observe(time.perf_counter() - started)
 
-    async def _held_through_pause(self, msg: Msg) -> bool:
+    async def _held_through_pause(self, msg: Delivery) -> bool:
         """A message fetched just as the pause came in waits here (kept alive by the heartbeats) and is
         worked on after resume; a shutdown during the pause hands it back at once. True: go on."""
         await self._pause.wait_running(self._stop)
         if not self._pause.by_switch:
             return True
         self._working.pop(id(msg), None)
-        with contextlib.suppress(NatsError):
+        with contextlib.suppress(BusError):
             await msg.nak()
         return False
 
-    async def _decide_safely(self, msg: Msg, began: float) -> Outcome:
+    async def _decide_safely(self, msg: Delivery, began: float) -> Outcome:
         """`_decide`, where a bug costs this message a retry (in the end a dead letter), never the loop."""
         try:
             return await self._decide(msg, began)
         except Exception as exc:
             log.exception("unexpected error handling a message", extra={"subject": msg.subject[:200]})
-            attempt = msg.metadata.num_delivered
+            attempt = msg.attempt
             retry = Retry(backoff_delay(attempt, self._policy), f"internal error: {exc!r}"[:500])
             return settle_retry(retry, attempt, await self._retrying_for(msg, began, retry), self._policy)
 
-    async def _settle_safely(self, msg: Msg, outcome: Outcome) -> str:
+    async def _settle_safely(self, msg: Delivery, outcome: Outcome) -> str:
         try:
             label = await self._settler.settle(msg, outcome)
-            seq = msg.metadata.sequence.stream
+            seq = msg.seq
             if label == "retried" and isinstance(outcome, Retry):
                 await self._note_alive(msg, outcome.delay + self._ack_wait)  # the redelivery is due by then
-            elif label != "retried" and (msg.metadata.num_delivered > 1 or seq in self._noted):
+            elif label != "retried" and (msg.attempt > 1 or seq in self._noted):
                 self._noted.discard(seq)
                 await self._ledger.settled(self._layout.stream, seq)
         except Exception:  # unsettled: JetStream redelivers it after ack_wait
@@ -209,10 +199,10 @@ class Consumer:
             return "retried"
         return label
 
-    async def _note_alive(self, msg: Msg, for_seconds: float) -> bool:
+    async def _note_alive(self, msg: Delivery, for_seconds: float) -> bool:
         """Tell the sweepers this message is still JetStream's to deliver (a failure or a heartbeat)."""
-        seq = msg.metadata.sequence.stream
-        alive = Alive(until=time.time() + for_seconds, delivery=msg.metadata.num_delivered)
+        seq = msg.seq
+        alive = Alive(until=time.time() + for_seconds, delivery=msg.attempt)
         try:
             await self._ledger.note_alive(self._layout.stream, seq, alive)
         except BusError as exc:  # the sweeper then waits out the longest life such a message can have
@@ -220,8 +210,8 @@ class Consumer:
             return False
         return True
 
-    async def _decide(self, msg: Msg, began: float) -> Outcome:
-        attempt = msg.metadata.num_delivered
+    async def _decide(self, msg: Delivery, began: float) -> Outcome:
+        attempt = msg.attempt
         try:
             request = decode_request(msg.data, msg.subject, self._layout.prefix)
         except InvalidMessage as exc:
@@ -241,14 +231,12 @@ class Consumer:
             return outcome
         return await settle(outcome)
 
-    async def _retrying_for(self, msg: Msg, began: float, retry: Retry) -> float:
+    async def _retrying_for(self, msg: Delivery, began: float, retry: Retry) -> float:
         """How long this message has been retrying: from its first failed delivery, on any replica; time
         spent waiting in the queue, or for the pace, never counts."""
         delivery = FailedDelivery(started=began, delay=retry.delay, paced=retry.paced)
         try:
-            return await self._ledger.retrying_for(
-                self._layout.stream, msg.metadata.sequence.stream, delivery
-            )
+            return await self._ledger.retrying_for(self._layout.stream, msg.seq, delivery)
         except BusError as exc:  # the delivery limit still bounds the retries
             log.warning("retry budget unknown; counting deliveries only", extra={"error": str(exc)})
             return 0.0
@@ -268,11 +256,11 @@ class Consumer:
                 entry = self._working.get(key)
                 if entry is not None:  # still being worked on
                     self._working[key] = (entry[0], now)
-                    with contextlib.suppress(NatsError):
+                    with contextlib.suppress(BusError):
                         await entry[0].in_progress()
                     if await self._note_alive(entry[0], self._ack_wait):
                         # forgotten when settled (a redelivered message always is: it was delivered before)
-                        self._noted.add(entry[0].metadata.sequence.stream)
+                        self._noted.add(entry[0].seq)
 
     async def _finish(self, grace: float) -> None:
         if not self._tasks:
@@ -284,11 +272,3 @@ class Consumer:
         if unfinished:
             await asyncio.wait(unfinished)
             log.warning("grace period over; nak'd unfinished messages", extra={"count": len(unfinished)})
-
-    async def _nak_buffered(self, psub: Any) -> None:
-        """Messages the client received but never handed out would otherwise wait out ack_wait."""
-        for msg in natspy.take_buffered(psub):
-            if msg.headers and msg.headers.get("Status"):
-                continue  # status messages (408/404) carry no work
-            with contextlib.suppress(NatsError):
-                await msg.nak()

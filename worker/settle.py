@@ -10,13 +10,12 @@ import logging
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-
-from backfill.adapters.jetstream.bus import AckPublisher, PubStatus
-from backfill.core.deadletter import Failure, dead_letter_headers, row_id_from_subject
+from backfill.adapters.jetstream.bus import AckPublisher
+from backfill.adapters.jetstream.work import Delivery, publish_dead_letter
+from backfill.core.deadletter import Failure, row_id_from_subject
+from backfill.core.errors import BusError
 from backfill.core.outcome import Ack, DeadLetter, Outcome, Retry
-from backfill.core.wire import dlq_subject, utc_stamp
+from backfill.core.wire import utc_stamp
 from backfill.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -41,25 +40,6 @@ class FirstFailures:
         self._seen.pop(seq, None)
 
 
-async def publish_dead_letter(
-    publisher: AckPublisher, prefix: str, failure: Failure, data: bytes, original: dict[str, str] | None
-) -> tuple[bool, dict[str, str]]:
-    """Copy a message to `<prefix>.dlq.<reason>` and await the ack: (stored, the headers it carries).
-
-    Both the settle step and the sweeper go through here; stored also covers a duplicate (same stream
-    sequence already dead-lettered), so the caller may remove the original either way.
-    """
-    headers = dead_letter_headers(failure, original)
-    result = await publisher.publish(dlq_subject(prefix, failure.reason), data, headers)
-    if result.status not in (PubStatus.STORED, PubStatus.DUPLICATE):
-        log.error(
-            "dead-letter publish failed; original kept",
-            extra={"seq": failure.stream_seq, "error": result.error},
-        )
-        return False, headers
-    return True, headers
-
-
 class Settler:
     def __init__(
         self,
@@ -78,9 +58,9 @@ class Settler:
         self._metrics = metrics
         self._failures = FirstFailures()
 
-    async def settle(self, msg: Msg, outcome: Outcome) -> str:
+    async def settle(self, msg: Delivery, outcome: Outcome) -> str:
         """Apply the outcome; returns the metrics outcome label actually applied."""
-        seq = msg.metadata.sequence.stream
+        seq = msg.seq
         try:
             if isinstance(outcome, Ack):
                 await msg.ack()
@@ -91,13 +71,13 @@ class Settler:
                 await msg.nak(delay=outcome.delay)
                 return "retried"
             return await self._dead_letter(msg, outcome)
-        except NatsError as exc:
+        except BusError as exc:
             # The server will redeliver after ack_wait; nothing is lost, only delayed.
             log.warning("could not settle message", extra={"seq": seq, "error": str(exc)})
             return "retried"
 
-    async def _dead_letter(self, msg: Msg, outcome: DeadLetter) -> str:
-        seq = msg.metadata.sequence.stream
+    async def _dead_letter(self, msg: Delivery, outcome: DeadLetter) -> str:
+        seq = msg.seq
         now = utc_stamp(datetime.now(UTC))
         failure = Failure(
             reason=outcome.reason,
@@ -105,7 +85,7 @@ class Settler:
             original_subject=msg.subject,
             stream=self._stream,
             stream_seq=seq,
-            deliveries=msg.metadata.num_delivered,
+            deliveries=msg.attempt,
             first_failure=self._failures.note(seq, now),
             last_failure=now,
             worker=self._worker_id,

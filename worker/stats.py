@@ -6,37 +6,34 @@ import asyncio
 import contextlib
 import logging
 
-from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
-
+from backfill.adapters.jetstream.bus import Bus
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseState
+from backfill.adapters.jetstream.work import consumer_state, stream_depth
+from backfill.core.errors import BusError
 from backfill.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-async def refresh_once(
-    js: JetStreamContext, layout: Layout, metrics: Metrics, pause: PauseState | None = None
-) -> None:
-    info = await js.consumer_info(layout.stream, layout.durable)
+async def refresh_once(bus: Bus, layout: Layout, metrics: Metrics, pause: PauseState | None = None) -> None:
+    state = await consumer_state(bus.js, layout.stream, layout.durable)
     if pause is not None:
-        pause.by_server = bool(getattr(info, "paused", False))  # the field came with nats-server 2.11
-    metrics.consumer_pending.set(info.num_pending or 0)
-    metrics.consumer_ack_pending.set(info.num_ack_pending or 0)
-    metrics.consumer_redelivered.set(info.num_redelivered or 0)
-    dlq = await js.stream_info(layout.dlq_stream)
-    metrics.dlq_depth.set(dlq.state.messages)
+        pause.by_server = state.paused
+    metrics.consumer_pending.set(state.pending)
+    metrics.consumer_ack_pending.set(state.ack_pending)
+    metrics.consumer_redelivered.set(state.redelivered)
+    metrics.dlq_depth.set(await stream_depth(bus.js, layout.dlq_stream))
 
 
 async def refresh_forever(
-    js: JetStreamContext, layout: Layout, metrics: Metrics, every: float, pause: PauseState | None = None
+    bus: Bus, layout: Layout, metrics: Metrics, every: float, pause: PauseState | None = None
 ) -> None:
     while True:
         try:
-            await refresh_once(js, layout, metrics, pause)
-        except (NatsError, TimeoutError) as exc:
-            log.warning("could not refresh consumer stats", extra={"error": str(exc) or type(exc).__name__})
+            await refresh_once(bus, layout, metrics, pause)
+        except BusError as exc:
+            log.warning("could not refresh consumer stats", extra={"error": str(exc)})
         if pause is None:
             await asyncio.sleep(every)
             continue

@@ -3,10 +3,11 @@ retry delay, or worked on slowly) is never swept; one it has given up on is."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from backfill.adapters.jetstream.bus import AckPublisher
@@ -16,7 +17,7 @@ from backfill.core.wire import request_subject
 from backfill.metrics import Metrics
 from tests.integration.test_layout import laid_out
 from tests.support.clock import Clock
-from worker.sweeper import Sweeper
+from backfill.adapters.jetstream.sweeper import Sweeper
 
 ACK_WAIT, MAX_DELIVER, GRACE = 1.0, 3, 0.5
 
@@ -72,9 +73,14 @@ async def test_a_message_waiting_out_a_retry_delay_is_not_swept_and_is_redeliver
     sweeper = sweeper_for(nc, layout, ledger, Clock())
     sweeper._clock = time.time
     started = time.monotonic()
-    while time.monotonic() - started < ACK_WAIT + GRACE + 0.5:  # long enough for the old rule
+    redelivered: list[Msg] = []
+    while not redelivered:  # scan all through the retry delay, until JetStream delivers it again
         assert await sweeper.scan_once() == 0
-        await asyncio.sleep(0.25)
-    (again,) = await psub.fetch(1, timeout=10)
+        scanned_for = time.monotonic() - started
+        assert scanned_for < delay + 10, "JetStream never delivered the message again"
+        with contextlib.suppress(TimeoutError):  # the poll interval: nothing delivered within it
+            redelivered = await psub.fetch(1, timeout=0.25)
+    assert scanned_for >= ACK_WAIT + GRACE  # the last scan was past the old rule's patience, and left it
+    (again,) = redelivered
     assert again.metadata.num_delivered == 2
     await again.ack()

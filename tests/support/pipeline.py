@@ -16,12 +16,12 @@ from backfill.core.outcome import RetryPolicy
 from backfill.core.payload import LinkConfig
 from backfill.enrich import Enricher
 from backfill.pipeline import RowProcessor
+from backfill.wiring import row_merger, row_reader
 from backfill_doubles.agent_zero import AgentZeroDouble
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.pmoves_yt import PmovesYtDouble
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
-from worker.cli import row_merger, row_reader
 
 KEY, USER, SERVER, TOKEN = "jf-key", "ab" * 16, "cd" * 16, "agent-token"
 LINKS = LinkConfig(public_base="https://watch.example.org")

@@ -32,13 +32,13 @@ from nats.js.errors import NotFoundError
 
 from backfill.adapters.jetstream.bus import AckPublisher, remove_message
 from backfill.adapters.jetstream.layout import Layout
+from backfill.adapters.jetstream.work import publish_dead_letter
 from backfill.core.deadletter import Failure, row_id_from_subject
 from backfill.core.errors import BusError
 from backfill.core.outcome import RETRIES_EXHAUSTED
 from backfill.core.ports import DeliveryLedger
 from backfill.core.wire import request_filter, utc_stamp
 from backfill.metrics import Metrics
-from worker.settle import publish_dead_letter
 
 log = logging.getLogger(__name__)
 
