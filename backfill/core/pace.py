@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
-
-if TYPE_CHECKING:
-    from backfill.core.ports import TokenSource
 
 UNCAPPED = 1_000_000  # the fetch cap while no republish message waits for a token: none
 SHARE_SECONDS = 0.25  # one compare-and-set takes at most this long a share of the rate (at least one)
@@ -58,6 +55,14 @@ def take(state: BucketState | None, now: float, config: PaceConfig) -> tuple[Buc
     """Refill, then take one token: (new state, 0) when one was free, else (refilled state, wait seconds)."""
     new, _, wait = take_many(state, now, config, 1)
     return new, wait
+
+
+class TokenSource(Protocol):
+    """Where a turn takes its token: the global pace's dispenser."""
+
+    waiting: int  # open turns
+
+    async def acquire_token(self) -> None: ...
 
 
 class Turn:

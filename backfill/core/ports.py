@@ -92,12 +92,6 @@ class Catalog(Protocol):
         """Release what the adapter holds (pools, connections)."""
 
 
-class TokenSource(Protocol):
-    waiting: int  # open turns
-
-    async def acquire_token(self) -> None: ...
-
-
 class Pace(Protocol):
     """The global republish pace (`backfill.adapters.jetstream.pace.GlobalPace`, `backfill.core.pace.NoPace`):
     turns for republish messages, and the fetch cap they imply."""
