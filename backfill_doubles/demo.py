@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import nats
-
+from backfill.adapters.jetstream.bus import Bus
+from backfill.adapters.jetstream.deadletters import dead_letter_counts
 from backfill.adapters.jetstream.layout import build_layout
+from backfill.adapters.jetstream.listen import subscribe
 from backfill.settings import NatsSettings
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.publisher_discord import PublisherDiscord
 from backfill_doubles.stack import EmbeddedStack, StackOptions
-from producer.control import dead_letter_counts
 
 RUN_ID = "demo-run"
 
@@ -53,11 +53,11 @@ def show_failure(log: Path, code: int) -> None:
 
 
 async def dead_letters(url: str) -> dict[str, int]:
-    nc = await nats.connect(url)
+    bus = await Bus.connect(url, "backfill-demo", reconnect_forever=False)
     try:
-        return await dead_letter_counts(nc.jetstream(), build_layout(NatsSettings()))
+        return await dead_letter_counts(bus.js, build_layout(NatsSettings()))
     finally:
-        await nc.drain()
+        await bus.drain()
 
 
 async def row_summary(stack: EmbeddedStack) -> dict[str, int]:
@@ -93,15 +93,12 @@ async def verify(env: dict[str, str]) -> dict[str, int]:
     return totals
 
 
-async def listen(url: str, seen: list[dict[str, Any]]) -> Any:
-    nc = await nats.connect(url)
-
-    async def on_msg(msg: Any) -> None:
-        seen.append(json.loads(msg.data))
-
-    await nc.subscribe("content.published.v1", cb=on_msg)
-    await nc.flush()
-    return nc
+async def listen(url: str, seen: list[dict[str, Any]]) -> Bus:
+    bus = await Bus.connect(url, "backfill-demo listen", reconnect_forever=False)
+    await subscribe(
+        bus.nc, ["content.published.v1"], lambda _subject, data, _headers: seen.append(json.loads(data))
+    )
+    return bus
 
 
 async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
@@ -116,7 +113,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
         BACKFILL_PACE_PER_MINUTE=f"{args.pace:g}",
     )
     envelopes: list[dict[str, Any]] = []
-    nc = await listen(stack.nats_url, envelopes)
+    listener = await listen(stack.nats_url, envelopes)
     discord = PublisherDiscord(stack.discord_webhook, recorder=stack.discord_recorder())
     await discord.start(stack.nats_url)
     enqueue = ["enqueue", "--all-missing", "--link-youtube", "--run-id", RUN_ID]
@@ -147,7 +144,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
             if worker.returncode is None:
                 worker.send_signal(signal.SIGTERM)
                 await worker.wait()
-    await nc.drain()
+    await listener.drain()
     await discord.close()
     if discord.record_errors:
         raise DemoFailed(f"publisher-discord could not record deliveries: {discord.record_errors[0]}")

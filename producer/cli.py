@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backfill import version_text
-from backfill.adapters.jetstream.bus import AckPublisher, connect
+from backfill.adapters.jetstream.bus import AckPublisher, Bus
 from backfill.adapters.jetstream.layout import apply_changes, ensure_layout, plan_layout
 from backfill.adapters.transport import make_client
 from backfill.core.errors import (
@@ -229,16 +229,18 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
     run_id = args.run_id or new_run_id()
     layout = layout_from(settings)
     http = make_client(backfill.http_timeout)
-    nc = await connect(settings.get(NatsSettings).url, f"backfill-producer {run_id}", reconnect_forever=False)
+    bus = await Bus.connect(
+        settings.get(NatsSettings).url, f"backfill-producer {run_id}", reconnect_forever=False
+    )
     counts = EnqueueCounts()
     interrupt: Interrupt = args.interrupt
     interrupt.graceful = True  # stop paging, wait for the publishes in flight, print the summary
     try:
-        await ensure_layout(nc.jetstream(timeout=10), layout)
+        await ensure_layout(bus.js, layout)
         async with open_catalog(settings, http) as catalog:
             total = None if args.ids else await catalog.count_candidates(args.since_id)
             total = min(total, args.limit) if (total is not None and args.limit) else total
-            publisher = AckPublisher(nc)
+            publisher = AckPublisher(bus.nc)
             progress = Progress("enqueue", total)
             run_log = run_log_for(settings, http)
             await run_log.start(run_id, args.mode, run_options(args))
@@ -253,7 +255,7 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
             await run_log.finish(run_id, {k: v for k, v in counts.as_dict().items() if isinstance(v, int)})
             await publisher.close()
     finally:
-        await nc.drain()
+        await bus.drain()
         await http.aclose()
     print_summary(run_id, args, counts, interrupt)
     if args.pushgateway:
@@ -315,16 +317,17 @@ async def run_preview(settings: SettingsBundle, args: argparse.Namespace) -> int
 async def run_layout(settings: SettingsBundle, args: argparse.Namespace) -> int:
     """The differences between the server and this environment's layout; with --apply, made."""
     layout = layout_from(settings)
-    nc = await connect(settings.get(NatsSettings).url, "backfill-producer layout", reconnect_forever=False)
+    bus = await Bus.connect(
+        settings.get(NatsSettings).url, "backfill-producer layout", reconnect_forever=False
+    )
     try:
-        js = nc.jetstream(timeout=10)
-        plan = await plan_layout(js, layout)
+        plan = await plan_layout(bus.js, layout)
         if plan.conflicts:
             raise StreamConfigConflict(" ".join(plan.conflicts))
         if args.apply:
-            await apply_changes(js, layout, plan.changes)
+            await apply_changes(bus.js, layout, plan.changes)
     finally:
-        await nc.drain()
+        await bus.drain()
     verb = "applied" if args.apply else "differs"
     lines = [change.render() for change in plan.changes] or ["the layout matches this environment"]
     if plan.changes:

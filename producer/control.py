@@ -7,20 +7,16 @@ import asyncio
 import os
 import socket
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from nats.aio.client import ServerVersion
-from nats.js import JetStreamContext
-from nats.js.api import StorageType
-from nats.js.errors import APIError
-
-from backfill.adapters.jetstream.bus import connect
+from backfill.adapters.jetstream.bus import Bus, JetStream
+from backfill.adapters.jetstream.control import ConsumerControl, memory_streams, server_pauses_consumers
+from backfill.adapters.jetstream.deadletters import dead_letter_counts
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseSwitch
 from backfill.adapters.transport import make_client
-from backfill.core.errors import BusError, ConfigError, NotFound, UpstreamError
-from backfill.core.wire import dlq_filter
+from backfill.core.errors import ConfigError, NotFound, UpstreamError
 from backfill.settings import (
     BackfillSettings,
     CatalogSettings,
@@ -32,14 +28,10 @@ from backfill.wiring import layout_from, open_catalog
 from producer.pushgateway import DEFAULT_JOB, push_paused
 from producer.shell import add_json, emit, warn
 
-PAUSE_YEARS = 100  # "until resumed": JetStream pauses until a timestamp
-PAUSE_SINCE = (2, 11)  # consumer pause came with nats-server 2.11; 2.10 leaves the request unanswered
 CATALOG_VARIABLES = ("SUPA_REST_URL", "SUPABASE_REST_URL", "CATALOG_DSN", "SUPABASE_DB_URL")
-CONSUMER_NOT_FOUND = 10014  # JetStream API error codes
-STREAM_NOT_FOUND = 10059
 
 
-def add_control_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_control_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pushgateway = "also push backfill_paused to this Prometheus Pushgateway (the alerts read it)"
     pause = commands.add_parser(
         "pause", help="stop every worker from taking new messages, on any nats-server"
@@ -74,30 +66,21 @@ class Status:
     warnings: list[str] = field(default_factory=list)
 
 
-async def dead_letter_counts(js: JetStreamContext, layout: Layout) -> dict[str, int]:
-    """Dead letters per reason, from the stream's per-subject counts (no message is read)."""
-    info = await js.stream_info(layout.dlq_stream, subjects_filter=dlq_filter(layout.prefix))
-    subjects: dict[str, int] = info.state.subjects or {}
-    return {subject.rsplit(".", 1)[-1]: count for subject, count in sorted(subjects.items())}
-
-
-async def _remaining(js: JetStreamContext, layout: Layout) -> tuple[int, int, int, bool]:
-    info = await js.consumer_info(layout.stream, layout.durable)
-    return (info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0, bool(info.paused))
-
-
-async def measure(js: JetStreamContext, layout: Layout, sample: float) -> Status:
-    pending, in_flight, _, _ = await _remaining(js, layout)
+async def measure(js: JetStream, layout: Layout, sample: float) -> Status:
+    """Where the run stands, the rate measured over `sample` seconds; NotFound when the stream or the
+    consumer is missing."""
+    consumer = ConsumerControl(js, layout, "status")
+    first = await consumer.backlog()
     await asyncio.sleep(sample)  # the rate is the drop of the remaining work over this window
-    later = await _remaining(js, layout)
-    rate = max((pending + in_flight) - (later[0] + later[1]), 0) / sample if sample > 0 else None
-    remaining = later[0] + later[1]
+    later = await consumer.backlog()
+    remaining = later.pending + later.in_flight
+    rate = max((first.pending + first.in_flight) - remaining, 0) / sample if sample > 0 else None
     eta = remaining / rate if rate else None
     return Status(
-        later[0],
-        later[1],
-        later[2],
-        later[3],
+        later.pending,
+        later.in_flight,
+        later.redelivered,
+        later.paused,
         await dead_letter_counts(js, layout),
         rate_per_second=rate,
         eta_seconds=eta,
@@ -131,46 +114,22 @@ def render(status: Status) -> str:
 async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int:
     layout = layout_from(settings)
     nats_cfg = settings.get(NatsSettings)
-    nc = await connect(nats_cfg.url, f"backfill-producer {args.command}", reconnect_forever=False)
-    try:
-        js = nc.jetstream(timeout=10)  # reads and pauses only: the layout is set up by enqueue and workers
+    bus = await Bus.connect(nats_cfg.url, f"backfill-producer {args.command}", reconnect_forever=False)
+    try:  # reads and pauses only: the layout is set up by enqueue and workers
         if args.command == "status":
-            return await _status(settings, js, layout, args)
-        switch = await PauseSwitch.open(js, nats_cfg.control_bucket, layout, replicas=nats_cfg.replicas)
-        server_pauses = consumer_pause_supported(nc.connected_server_version)
-        code = await pause_or_resume(js, layout, switch, args, server_pauses=server_pauses)
-    except TimeoutError as exc:
-        raise BusError(f"JetStream did not answer: {exc}") from exc
+            return await _status(settings, bus.js, layout, args)
+        switch = await PauseSwitch.open(bus.js, nats_cfg.control_bucket, layout, replicas=nats_cfg.replicas)
+        server_pauses = server_pauses_consumers(bus)
+        code = await pause_or_resume(bus.js, layout, switch, args, server_pauses=server_pauses)
     finally:
-        await nc.drain()
+        await bus.drain()
     if code == 0 and args.pushgateway:
         await push_paused_or_warn(args.pushgateway, args.command == "pause")
     return code
 
 
-def consumer_pause_supported(server: ServerVersion) -> bool:
-    """Whether the server can pause a consumer itself (2.11+; unknown versions are asked). Older ones
-    leave the request unanswered: there, the pause switch alone does it."""
-    return server.major == 0 or (server.major, server.minor) >= PAUSE_SINCE
-
-
-def pause_refused(command: str, layout: Layout, exc: APIError) -> str:
-    """What JetStream's refusal of a pause or resume means, in the operator's terms."""
-    code = f"JetStream error {exc.err_code}: {exc.description}"
-    if exc.err_code == CONSUMER_NOT_FOUND:
-        missing = f"consumer {layout.durable!r} not found on stream {layout.stream!r}"
-    elif exc.err_code == STREAM_NOT_FOUND:
-        missing = f"stream {layout.stream!r} not found"
-    else:
-        return f"{command} failed: {code}."
-    return (
-        f"{command} failed: {missing} ({code}). Check BACKFILL_STREAM and BACKFILL_CONSUMER: "
-        "they must name the stream and consumer the workers use."
-    )
-
-
 async def pause_or_resume(
-    js: JetStreamContext,
+    js: JetStream,
     layout: Layout,
     switch: PauseSwitch,
     args: argparse.Namespace,
@@ -180,21 +139,16 @@ async def pause_or_resume(
     """Pause: the switch every worker honours, then (2.11+) the consumer itself; resume: both back.
     A missing stream or consumer is NotFound, and nothing is changed."""
     command = args.command
-    try:
-        await js.consumer_info(layout.stream, layout.durable)
-        if command == "pause":
-            await switch.pause(by=f"producer on {socket.gethostname()}")
-            if server_pauses:
-                until = (datetime.now(UTC) + timedelta(days=365 * PAUSE_YEARS)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                await js.pause_consumer(layout.stream, layout.durable, until)
-        else:
-            if server_pauses:
-                await js.resume_consumer(layout.stream, layout.durable)
-            await switch.resume()
-    except APIError as exc:
-        if exc.err_code in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
-            raise NotFound(pause_refused(command, layout, exc)) from exc
-        raise BusError(pause_refused(command, layout, exc)) from exc
+    consumer = ConsumerControl(js, layout, command)
+    await consumer.require()
+    if command == "pause":
+        await switch.pause(by=f"producer on {socket.gethostname()}")
+        if server_pauses:
+            await consumer.pause()
+    else:
+        if server_pauses:
+            await consumer.resume()
+        await switch.resume()
     if command == "resume":
         text = f"{layout.durable} resumed"
     elif server_pauses:
@@ -224,29 +178,21 @@ async def push_paused_or_warn(url: str, paused: bool) -> None:
         warn("producer", f"the pause state was not pushed to the Pushgateway: {exc}")
 
 
-async def storage_warnings(js: JetStreamContext, layout: Layout) -> list[str]:
+async def storage_warnings(js: JetStream, layout: Layout) -> list[str]:
     """Streams kept in memory lose the backlog and the dead letters when nats-server restarts."""
-    warnings = []
-    for name in (layout.stream, layout.dlq_stream):
-        info = await js.stream_info(name)
-        if info.config.storage == StorageType.MEMORY:
-            warnings.append(
-                f"stream {name} is kept in memory: a nats-server restart loses every message in it "
-                "(give JetStream file storage on a volume: deploy/README.md)"
-            )
-    return warnings
+    return [
+        f"stream {name} is kept in memory: a nats-server restart loses every message in it "
+        "(give JetStream file storage on a volume: deploy/README.md)"
+        for name in await memory_streams(js, layout)
+    ]
 
 
-async def _status(
-    settings: SettingsBundle, js: JetStreamContext, layout: Layout, args: argparse.Namespace
-) -> int:
+async def _status(settings: SettingsBundle, js: JetStream, layout: Layout, args: argparse.Namespace) -> int:
     try:
         status = await measure(js, layout, args.sample)
-    except APIError as exc:
-        if exc.err_code not in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
-            raise
+    except NotFound as exc:
         hint = "Nothing was enqueued yet, or this shell's settings name another layout."
-        raise NotFound(f"{pause_refused('status', layout, exc)} {hint}") from exc
+        raise NotFound(f"{exc} {hint}") from exc
     switch = await PauseSwitch.existing(js, settings.get(NatsSettings).control_bucket, layout)
     status.paused = status.paused or (switch is not None and await switch.state() is not None)
     status.warnings.extend(await storage_warnings(js, layout))

@@ -1,179 +1,39 @@
-"""`producer dlq`: inspect, replay and purge the dead letters.
+"""`producer dlq replay`: dead letters re-enqueued, each removed only once its enqueue was acknowledged.
 
-Reading uses an ephemeral consumer that acknowledges nothing, so listing never changes the stream.
-Replay re-enqueues on `<prefix>.request.<row_id>` and deletes a dead letter only after its enqueue
-was acknowledged; a failed or skipped replay leaves the dead letter where it is. When the selection is
-every dead letter of a subject filter (`--all`, `--reason`), the replayed prefix of the stream is
-removed with one purge per batch (`seq` = first not yet replayed, same filter): every message below it
-was read and replayed by this run, and later dead letters always get higher sequences. Past the first
-dead letter kept, and for `--seq` / `--ids`, each replayed one is deleted on its own.
+Replay re-enqueues on `<prefix>.request.<row_id>`; a failed or skipped replay leaves the dead letter
+where it is. When the selection is every dead letter of a subject filter (`--all`, `--reason`), the
+replayed prefix of the stream is removed with one purge per batch (`seq` = first not yet replayed, same
+filter): every message below it was read and replayed by this run, and later dead letters always get
+higher sequences. Past the first dead letter kept, and for `--seq` / `--ids`, each replayed one is
+deleted on its own. Reading, purging and deleting are the JetStream adapter's
+(`backfill.adapters.jetstream.deadletters`, `bus.remove_message`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
-
-from backfill.adapters.jetstream import natspy
-from backfill.adapters.jetstream.bus import AckPublisher, PubResult, PubStatus, remove_message
+from backfill.adapters.jetstream.bus import AckPublisher, JetStream, PubResult, PubStatus, remove_message
+from backfill.adapters.jetstream.deadletters import purge_below
 from backfill.adapters.jetstream.layout import Layout
+from backfill.core.deadletter import DeadLetterRecord
 from backfill.core.errors import BusError
 from backfill.core.wire import (
     Header,
     InvalidMessage,
     decode_request,
-    dlq_filter,
     encode_request,
     msg_id,
     new_request,
-    parse_count,
-    parse_id,
 )
 from backfill.core.wire import request_subject as work_subject
 
-FETCH_BATCH = 1000
-READ_TIMEOUT = 10.0
 SETTLE_BATCH = 512  # publishes awaited behind the reader; also how often the replayed prefix is purged
 log = logging.getLogger("producer")
-
-
-def text_headers(headers: Mapping[Any, Any] | None) -> dict[str, str]:
-    """Headers as plain strings: nats-py hands a non-ASCII value over as an `email.header.Header`."""
-    return {str(key): str(value) for key, value in (headers or {}).items()}
-
-
-@dataclass(frozen=True)
-class DeadLetterRecord:
-    seq: int
-    subject: str
-    headers: dict[str, str]
-    data: bytes
-    stored_at: datetime | None
-
-    @property
-    def reason(self) -> str:
-        return self.headers.get(Header.REASON, self.subject.rsplit(".", 1)[-1])
-
-    @property
-    def row_id(self) -> int | None:
-        return parse_id(self.headers.get(Header.ROW_ID))
-
-    def age_seconds(self, now: datetime) -> float | None:
-        return (now - self.stored_at).total_seconds() if self.stored_at else None
-
-    def summary(self, now: datetime) -> dict[str, Any]:
-        age = self.age_seconds(now)
-        return {
-            "seq": self.seq,
-            "row_id": self.row_id,
-            "reason": self.reason,
-            "attempts": parse_count(self.headers.get(Header.DELIVERIES)) or 0,
-            "age_seconds": round(age) if age is not None else None,
-            "error": self.headers.get(Header.DETAIL, ""),
-        }
-
-    def full(self, now: datetime) -> dict[str, Any]:
-        return {
-            **self.summary(now),
-            "subject": self.subject,
-            "headers": self.headers,
-            "body": self.data.decode("utf-8", errors="replace"),
-        }
-
-
-class _PullBatch:
-    """Messages answering one pull request, collected by a subscription callback (no task per message)."""
-
-    def __init__(self, want: int) -> None:
-        self.want = want
-        self.msgs: list[Msg] = []
-        self.done = asyncio.Event()
-
-    def add(self, msg: Msg) -> None:
-        if msg.headers and msg.headers.get("Status"):  # 404 no messages / 408: nothing more comes
-            self.done.set()
-            return
-        self.msgs.append(msg)
-        if len(self.msgs) >= self.want:
-            self.done.set()
-
-
-async def read_dead_letters(
-    js: JetStreamContext, layout: Layout, reason: str | None = None
-) -> AsyncIterator[DeadLetterRecord]:
-    """Every dead letter (optionally of one reason), oldest first, without changing the stream.
-
-    An ephemeral consumer that acknowledges nothing, read with `no_wait` pull requests of up to
-    FETCH_BATCH on our own inbox. nats-py's `fetch` spends a task, a uuid and a timer on every message
-    (a quarter of the replay's CPU); a subscription callback collects a whole batch instead.
-    """
-    subject = f"{layout.prefix}.dlq.{reason}" if reason else dlq_filter(layout.prefix)
-    config = ConsumerConfig(
-        ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subject=subject,
-        inactive_threshold=30.0,
-    )
-    try:
-        info = await js.add_consumer(layout.dlq_stream, config)
-    except (NatsError, TimeoutError) as exc:
-        raise BusError(f"cannot read {layout.dlq_stream}: {exc or type(exc).__name__}") from exc
-    # Exactly the dead letters there now, in order: those added while reading (a replay's own rows
-    # failing again) are not read, so a replay ends and never replays its own output.
-    left = info.num_pending or 0
-    nc = natspy.connection(js)  # pull requests are plain publishes on the context's connection
-    next_subject = f"{natspy.api_prefix(js)}.CONSUMER.MSG.NEXT.{layout.dlq_stream}.{info.name}"
-    inbox = nc.new_inbox()
-    batch = _PullBatch(0)
-
-    async def collect(msg: Msg) -> None:
-        batch.add(msg)
-
-    sub = await nc.subscribe(inbox, cb=collect)
-    try:
-        while left > 0:
-            batch = _PullBatch(min(FETCH_BATCH, left))
-            request = {"batch": batch.want, "no_wait": True}
-            await nc.publish(next_subject, json.dumps(request).encode(), reply=inbox)
-            try:
-                await asyncio.wait_for(batch.done.wait(), timeout=READ_TIMEOUT)
-            except TimeoutError as exc:
-                raise BusError(f"reading {layout.dlq_stream}: no answer within {READ_TIMEOUT}s") from exc
-            if not batch.msgs:
-                return
-            left -= len(batch.msgs)
-            for msg in batch.msgs:
-                meta = msg.metadata
-                yield DeadLetterRecord(
-                    meta.sequence.stream, msg.subject, text_headers(msg.headers), msg.data, meta.timestamp
-                )
-    finally:
-        with contextlib.suppress(NatsError, TimeoutError):
-            await sub.unsubscribe()
-        with contextlib.suppress(NatsError, TimeoutError):
-            await js.delete_consumer(layout.dlq_stream, info.name)  # else it lingers 30 s
-
-
-async def show(js: JetStreamContext, layout: Layout, seq: int) -> DeadLetterRecord | None:
-    try:
-        raw = await js.get_msg(layout.dlq_stream, seq)
-    except NotFoundError:
-        return None
-    return DeadLetterRecord(
-        int(raw.seq or seq), raw.subject or "", text_headers(raw.headers), raw.data or b"", raw.time
-    )
 
 
 @dataclass(frozen=True)
@@ -210,7 +70,7 @@ _Settling = tuple[DeadLetterRecord, "asyncio.Future[PubResult] | str"]
 class Replayer:
     def __init__(
         self,
-        js: JetStreamContext,
+        js: JetStream,
         publisher: AckPublisher,
         layout: Layout,
         run_id: str,
@@ -310,11 +170,11 @@ class Replayer:
             return
         below = self._prefix_end + 1
         try:
-            await self._js.purge_stream(self._layout.dlq_stream, seq=below, subject=self._purge_filter)
-        except (NatsError, TimeoutError) as exc:
+            await purge_below(self._js, self._layout, below, self._purge_filter)
+        except BusError as exc:
             log.warning(
                 "replayed, but the dead letters could not be removed",
-                extra={"below_seq": below, "error": str(exc) or type(exc).__name__},
+                extra={"below_seq": below, "error": str(exc)},
             )
             return
         self._purged_below = below
@@ -339,15 +199,6 @@ async def _aiter(
     else:
         for record in records:
             yield record
-
-
-async def purge(js: JetStreamContext, layout: Layout, reason: str | None) -> int:
-    """Delete every dead letter (or every one of a reason); returns how many were removed."""
-    before = (await js.stream_info(layout.dlq_stream)).state.messages
-    subject = f"{layout.prefix}.dlq.{reason}" if reason else None
-    await js.purge_stream(layout.dlq_stream, subject=subject)
-    after = (await js.stream_info(layout.dlq_stream)).state.messages
-    return int(before - after)
 
 
 def now_utc() -> datetime:

@@ -8,27 +8,21 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
-
-from backfill.adapters.jetstream.bus import AckPublisher, connect
+from backfill.adapters.jetstream.bus import AckPublisher, Bus, Connection, JetStream
+from backfill.adapters.jetstream.deadletters import (
+    dead_letter,
+    dead_letter_counts,
+    purge_dead_letters,
+    read_dead_letters,
+)
 from backfill.adapters.jetstream.layout import Layout, require_layout
-from backfill.core.errors import BusError, ConfigError, NotFound
+from backfill.core.deadletter import DeadLetterRecord
+from backfill.core.errors import ConfigError
 from backfill.core.outcome import DLQ_REASONS
-from backfill.core.wire import dlq_filter, dlq_subject
+from backfill.core.wire import dlq_reason_filter
 from backfill.settings import NatsSettings, SettingsBundle
 from backfill.wiring import layout_from
-from producer.control import dead_letter_counts
-from producer.dlq import (
-    DeadLetterRecord,
-    ReplayCounts,
-    Replayer,
-    ReplaySelection,
-    now_utc,
-    purge,
-    read_dead_letters,
-    show,
-)
+from producer.dlq import ReplayCounts, Replayer, ReplaySelection, now_utc
 from producer.enqueue import StopRequest
 from producer.progress import Progress
 from producer.shell import add_json, emit, id_list
@@ -36,7 +30,7 @@ from producer.shell import add_json, emit, id_list
 TABLE = "{seq:>8}  {row_id:>8}  {reason:<20} {attempts:>8}  {age:>8}  {error}"
 
 
-def add_dlq_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's generic is private
+def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = commands.add_parser("dlq", help="inspect, replay and purge dead letters")
     sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="sequence, row id, reason, attempts, age, error (read-only)")
@@ -66,20 +60,19 @@ def add_dlq_parser(commands: argparse._SubParsersAction) -> None:  # type: ignor
     add_json(wipe, "the number removed")
 
 
-async def _session(settings: SettingsBundle) -> tuple[NatsClient, Layout]:
+async def _session(settings: SettingsBundle) -> tuple[Bus, Layout]:
     """Never sets the layout up: a missing stream is NotFound (nothing was ever enqueued there)."""
     layout = layout_from(settings)
-    nc = await connect(settings.get(NatsSettings).url, "backfill-producer dlq", reconnect_forever=False)
+    bus = await Bus.connect(settings.get(NatsSettings).url, "backfill-producer dlq", reconnect_forever=False)
     try:
-        js = nc.jetstream(timeout=10)
-        await require_layout(js, layout, with_consumer=False)
+        await require_layout(bus.js, layout, with_consumer=False)
     except BaseException:
-        await nc.close()
+        await bus.close()
         raise
-    return nc, layout
+    return bus, layout
 
 
-async def _list(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int:
+async def _list(js: JetStream, layout: Layout, args: argparse.Namespace) -> int:
     now = now_utc()
     if not (args.json or args.jsonl):
         print(
@@ -88,7 +81,7 @@ async def _list(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int
             )
         )
     listed: list[dict[str, Any]] = []
-    async for record in read_dead_letters(nc.jetstream(timeout=10), layout, args.reason):
+    async for record in read_dead_letters(js, layout, args.reason):
         line = record.summary(now)
         if args.json:
             listed.append(line)
@@ -111,10 +104,8 @@ async def _list(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int
     return 0
 
 
-async def _show(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int:
-    record = await show(nc.jetstream(timeout=10), layout, args.seq)
-    if record is None:
-        raise NotFound(f"no dead letter with sequence {args.seq} in {layout.dlq_stream}")
+async def _show(js: JetStream, layout: Layout, args: argparse.Namespace) -> int:
+    record = await dead_letter(js, layout, args.seq)
     full = record.full(now_utc())
     emit(args, full, json.dumps(full, indent=2, ensure_ascii=False))
     return 0
@@ -134,7 +125,7 @@ async def _selected(
             yield record
 
 
-async def replay_total(js: JetStreamContext, layout: Layout, args: argparse.Namespace) -> int | None:
+async def replay_total(js: JetStream, layout: Layout, args: argparse.Namespace) -> int | None:
     """How many dead letters the selection covers, read from per-subject counts (None: only known at the
     end, for --ids)."""
     if args.seq:
@@ -146,9 +137,9 @@ async def replay_total(js: JetStreamContext, layout: Layout, args: argparse.Name
 
 
 async def _replay(
-    nc: NatsClient, layout: Layout, args: argparse.Namespace, run_id: str, stop: StopRequest | None = None
+    nc: Connection, layout: Layout, args: argparse.Namespace, run_id: str, stop: StopRequest | None = None
 ) -> int:
-    js = nc.jetstream(timeout=10)
+    js = Bus(nc).js
     selection = ReplaySelection(
         all=args.all, reason=args.reason, seqs=frozenset(args.seq or ()), row_ids=frozenset(args.ids or ())
     )
@@ -161,9 +152,7 @@ async def _replay(
     started = time.perf_counter()
     # --all and --reason replay everything their filter reads: the replayed prefix can be purged at once
     every = args.all or not (args.seq or args.ids)
-    purge_filter = (
-        (dlq_subject(layout.prefix, reason) if reason else dlq_filter(layout.prefix)) if every else None
-    )
+    purge_filter = dlq_reason_filter(layout.prefix, reason) if every else None
     await Replayer(js, publisher, layout, run_id, purge_filter).replay(records, counts, args.dry_run)
     elapsed = round(time.perf_counter() - started, 3)
     await publisher.close()
@@ -192,8 +181,8 @@ async def _replay(
     return 1 if counts.failed else 0
 
 
-async def _purge(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> int:
-    removed = await purge(nc.jetstream(timeout=10), layout, None if args.all else args.reason)
+async def _purge(js: JetStream, layout: Layout, args: argparse.Namespace) -> int:
+    removed = await purge_dead_letters(js, layout, None if args.all else args.reason)
     emit(args, {"purged": removed, "reason": args.reason}, f"purged {removed} dead letters")
     return 0
 
@@ -201,20 +190,18 @@ async def _purge(nc: NatsClient, layout: Layout, args: argparse.Namespace) -> in
 async def run_dlq(settings: SettingsBundle, args: argparse.Namespace, run_id: str) -> int:
     if args.dlq_command == "purge" and not args.yes:
         raise ConfigError("purge deletes dead letters for good: add --yes to confirm")
-    nc, layout = await _session(settings)
+    bus, layout = await _session(settings)
     interrupt = getattr(args, "interrupt", None)
     try:
         if args.dlq_command == "list":
-            return await _list(nc, layout, args)
+            return await _list(bus.js, layout, args)
         if args.dlq_command == "show":
-            return await _show(nc, layout, args)
+            return await _show(bus.js, layout, args)
         if args.dlq_command == "replay":
             if interrupt is not None:
                 interrupt.graceful = True  # stop reading; settle what was published; print the summary
-            code = await _replay(nc, layout, args, run_id, interrupt)
+            code = await _replay(bus.nc, layout, args, run_id, interrupt)
             return interrupt.exit_code if interrupt is not None and interrupt.requested else code
-        return await _purge(nc, layout, args)
-    except TimeoutError as exc:
-        raise BusError(f"JetStream did not answer: {exc}") from exc
+        return await _purge(bus.js, layout, args)
     finally:
-        await nc.drain()
+        await bus.drain()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -165,7 +165,9 @@ class Enqueuer:
             return
         await self._retry_failed(retry, counts)
 
-    def _on_done(self, row_id: int, counts: EnqueueCounts, retry: list[int], progress: Progress):  # type: ignore[no-untyped-def]
+    def _on_done(
+        self, row_id: int, counts: EnqueueCounts, retry: list[int], progress: Progress
+    ) -> Callable[[asyncio.Future[PubResult]], None]:
         def done(future: asyncio.Future[PubResult]) -> None:
             self._outstanding.discard(future)
             self._count(future.result(), row_id, counts, retry)

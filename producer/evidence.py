@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
+from backfill.adapters.jetstream.bus import Connection
+from backfill.adapters.jetstream.listen import subscribe
 from backfill.core.errors import BackfillError
 from backfill.core.model import Row
 from producer.progress import Progress
@@ -63,7 +63,7 @@ def format_envelope(subject: str, data: bytes, compact: bool) -> str:
 
 
 async def listen(
-    nc: NatsClient,
+    nc: Connection,
     topics: list[str],
     max_messages: int | None,
     compact: bool,
@@ -76,9 +76,10 @@ async def listen(
 
     `ready` is set once the server has registered every subscription: publish after that.
     """
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
-    subscriptions = [await nc.subscribe(topic, cb=queue.put) for topic in topics]
-    await nc.flush()
+    heard: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    subscriptions = await subscribe(
+        nc, topics, lambda subject, data, _headers: heard.put_nowait((subject, data))
+    )
     log.info("listening on %s", ", ".join(topics))
     if ready is not None:
         ready.set()
@@ -86,15 +87,14 @@ async def listen(
     try:
         async with asyncio.timeout(timeout):
             while max_messages is None or count < max_messages:
-                msg = await queue.get()
-                out.write(format_envelope(msg.subject, msg.data, compact) + "\n")
+                subject, data = await heard.get()
+                out.write(format_envelope(subject, data, compact) + "\n")
                 out.flush()
                 count += 1
     except TimeoutError:
         log.info("listen: %d message(s) before the %.0f s timeout", count, timeout or 0)
     finally:
-        for subscription in subscriptions:
-            await subscription.unsubscribe()
+        await subscriptions.stop()
     return count
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from backfill.adapters.jetstream.bus import connect
+from backfill.adapters.jetstream.bus import Bus
 from backfill.adapters.transport import make_client
 from backfill.core.errors import ConfigError, NotFound
 from backfill.core.model import Row
@@ -22,7 +22,7 @@ from producer.shell import add_json, emit
 ID_CHUNK = 1000
 
 
-def add_evidence_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_evidence_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hear = commands.add_parser(
         "listen", help="print envelopes as they pass on core NATS (start before publishing)"
     )
@@ -58,11 +58,13 @@ async def rows_by_id(catalog: Catalog, ids: list[int]) -> AsyncIterator[list[Row
 
 
 async def run_listen(settings: SettingsBundle, args: argparse.Namespace) -> int:
-    nc = await connect(settings.get(NatsSettings).url, "backfill-producer listen", reconnect_forever=True)
+    bus = await Bus.connect(
+        settings.get(NatsSettings).url, "backfill-producer listen", reconnect_forever=True
+    )
     try:
-        await listen(nc, args.topics, args.max_messages, args.compact, sys.stdout, args.timeout)
+        await listen(bus.nc, args.topics, args.max_messages, args.compact, sys.stdout, args.timeout)
     finally:
-        await nc.close()
+        await bus.close()
     return 0
 
 

@@ -28,7 +28,7 @@ VERIFY_GROUPS: list[type[Any]] = [CatalogSettings, DiscordMetricsSettings, Backf
 ID_CHUNK = 1000
 
 
-def add_verify_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify = commands.add_parser(
         "verify",
         help="per republished row, whether Discord accepted its embed (publisher-discord's metrics table) "

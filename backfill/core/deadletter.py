@@ -1,16 +1,19 @@
 """Dead-letter messages: the original request bytes plus headers saying what failed and where.
 
 Building and reading the headers is pure; the worker publishes them, the producer's `dlq` commands
-read them back. The dead letter's `Nats-Msg-Id` is derived from the original stream sequence, so the
-worker and a sweeper that both try to move the same message store it once.
+read them back as `DeadLetterRecord`s (built by `backfill.adapters.jetstream.deadletters`). The dead
+letter's `Nats-Msg-Id` is derived from the original stream sequence, so the worker and a sweeper that
+both try to move the same message store it once.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from backfill.core.wire import Header, parse_id
+from backfill.core.wire import Header, parse_count, parse_id
 
 DETAIL_LIMIT = 1000
 _SECRETS = [
@@ -82,3 +85,42 @@ def dead_letter_headers(failure: Failure, original: dict[str, str] | None) -> di
 def row_id_from_subject(subject: str) -> int | None:
     """`<prefix>.request.<id>` -> id, or None when the last token is not a row id in ASCII digits."""
     return parse_id(subject.rsplit(".", 1)[-1])
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+    stored_at: datetime | None
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get(Header.REASON, self.subject.rsplit(".", 1)[-1])
+
+    @property
+    def row_id(self) -> int | None:
+        return parse_id(self.headers.get(Header.ROW_ID))
+
+    def age_seconds(self, now: datetime) -> float | None:
+        return (now - self.stored_at).total_seconds() if self.stored_at else None
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        age = self.age_seconds(now)
+        return {
+            "seq": self.seq,
+            "row_id": self.row_id,
+            "reason": self.reason,
+            "attempts": parse_count(self.headers.get(Header.DELIVERIES)) or 0,
+            "age_seconds": round(age) if age is not None else None,
+            "error": self.headers.get(Header.DETAIL, ""),
+        }
+
+    def full(self, now: datetime) -> dict[str, Any]:
+        return {
+            **self.summary(now),
+            "subject": self.subject,
+            "headers": self.headers,
+            "body": self.data.decode("utf-8", errors="replace"),
+        }

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from backfill.core.errors import BackfillError
+
 WIRE_VERSION = 1
 MAX_ROW_ID = 2**63 - 1  # studio_board.id is a bigint
 
@@ -51,8 +53,9 @@ class BackfillRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     v: int = WIRE_VERSION
 
 
-class InvalidMessage(ValueError):
-    """The bytes on a request subject are not a BackfillRequest this worker understands."""
+class InvalidMessage(BackfillError, ValueError):
+    """The bytes on a request subject are not a BackfillRequest this worker understands (still a
+    ValueError, as it always was, for callers that catch that)."""
 
 
 _encoder = msgspec.json.Encoder()
@@ -145,6 +148,11 @@ def dlq_subject(prefix: str, reason: str) -> str:
 
 def dlq_filter(prefix: str) -> str:
     return f"{prefix}.dlq.>"
+
+
+def dlq_reason_filter(prefix: str, reason: str | None) -> str:
+    """The subject filter of one reason's dead letters, or (None) of every dead letter."""
+    return dlq_subject(prefix, reason) if reason else dlq_filter(prefix)
 
 
 def msg_id(row_id: int, run_id: str) -> str:

@@ -10,11 +10,12 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from backfill.adapters.jetstream.control import consumer_pause_supported
 from backfill.adapters.jetstream.layout import Layout, build_layout, ensure_layout
 from backfill.adapters.jetstream.pausing import PauseSwitch
 from backfill.core.errors import NotFound
 from backfill.settings import NatsSettings
-from producer.control import consumer_pause_supported, pause_or_resume
+from producer.control import pause_or_resume
 
 
 @pytest.fixture

@@ -170,8 +170,8 @@ async def test_reading_stops_at_the_last_dead_letter_present_when_it_started(
     nc: NatsClient, layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Dead letters added while a replay reads (its own rows failing again) are left for the next run."""
-    from producer import dlq
-    from producer.dlq import read_dead_letters
+    from backfill.adapters.jetstream import deadletters as dlq
+    from backfill.adapters.jetstream.deadletters import read_dead_letters
 
     monkeypatch.setattr(dlq, "FETCH_BATCH", 1)  # one pull per dead letter: new ones arrive between pulls
 

@@ -6,9 +6,10 @@ import pytest
 from nats.aio.client import ServerVersion
 from nats.js.errors import APIError
 
+from backfill.adapters.jetstream.control import consumer_pause_supported, pause_refused
 from backfill.adapters.jetstream.layout import build_layout
 from backfill.settings import NatsSettings
-from producer.control import Status, consumer_pause_supported, pause_refused, render
+from producer.control import Status, render
 
 LAYOUT = build_layout(NatsSettings.model_validate({"BACKFILL_STREAM": "BF", "BACKFILL_CONSUMER": "workers"}))
 

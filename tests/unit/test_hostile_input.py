@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.core.deadletter import dead_letter_headers, row_id_from_subject
+from backfill.core.deadletter import DeadLetterRecord, dead_letter_headers, row_id_from_subject
 from backfill.core.wire import (
     MAX_ROW_ID,
     InvalidMessage,
@@ -23,7 +23,6 @@ from backfill.core.wire import (
     parse_id,
     request_subject,
 )
-from producer.dlq import DeadLetterRecord
 from tests.unit.test_deadletter import FAILURE
 
 PREFIX = "backfill"

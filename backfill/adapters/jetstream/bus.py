@@ -19,6 +19,7 @@ import msgspec
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -106,6 +107,7 @@ class Bus:
 
     async def close(self) -> None:
         await self.nc.close()
+
 
 class PubStatus(enum.Enum):
     STORED = "stored"
@@ -224,7 +226,7 @@ class AckPublisher:
         self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
         self._expiry: asyncio.TimerHandle | None = None
         self._prefix = ""
-        self._sub: object | None = None
+        self._sub: Subscription | None = None
         self._counter = 0
 
     async def start(self) -> None:
@@ -295,5 +297,18 @@ class AckPublisher:
             self._expiry.cancel()
             self._expiry = None
         if self._sub is not None:
-            await self._sub.unsubscribe()  # type: ignore[attr-defined]
+            await self._sub.unsubscribe()
             self._sub = None
+
+
+# The types of `Bus.nc` and `Bus.js`, for code that only hands them on to the adapters: it names them
+# without importing nats-py.
+Connection = NatsClient
+JetStream = JetStreamContext
+
+
+def api_failure(exc: Exception) -> BusError:
+    """A JetStream API request that got no answer in time, or failed otherwise, as BusError."""
+    if isinstance(exc, TimeoutError):
+        return BusError(f"JetStream did not answer: {exc}")
+    return BusError(f"JetStream failed: {exc or type(exc).__name__}")
