@@ -16,16 +16,16 @@ from backfill.core.contract import payload_problems
 from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
 from backfill.core.matching import Unmatched, choose_match, date_hint, search_term
 from backfill.core.model import JellyfinItem, Row, normalize_item_id
-from backfill.core.outcome import (
-    ALREADY_ENRICHED,
-    INVALID_PAYLOAD,
-    JELLYFIN_NOT_FOUND,
-    NOT_PUBLISHED,
-    ROW_MISSING,
-    Ack,
-    DeadLetter,
+from backfill.core.outcome import Ack, AckResult, DeadLetter, DlqReason, SkipReason
+from backfill.core.payload import (
+    Enrichment,
+    LinkConfig,
+    ResolvedBy,
+    ThumbnailSource,
+    artifact_uri,
+    build_payload,
+    primary_image_url,
 )
-from backfill.core.payload import Enrichment, LinkConfig, artifact_uri, build_payload, primary_image_url
 from backfill.core.ports import MediaLibrary, ThumbnailStore, VideoSearch
 from backfill.core.wire import YoutubeLinking
 
@@ -53,14 +53,14 @@ class Plan:
         return replace(self, enrichment=replace(self.enrichment, related=related.given_up()))
 
 
-def skip_reason(row: Row | None) -> str | None:
+def skip_reason(row: Row | None) -> SkipReason | None:
     """Rows the backfill must leave alone: gone, no longer published, or already enriched."""
     if row is None:
-        return ROW_MISSING
+        return SkipReason.ROW_MISSING
     if row.status != PUBLISHED:
-        return NOT_PUBLISHED
+        return SkipReason.NOT_PUBLISHED
     if row.meta_dict.get("jellyfin_public_url") is not None:
-        return ALREADY_ENRICHED
+        return SkipReason.ALREADY_ENRICHED
     return None
 
 
@@ -99,40 +99,42 @@ class Enricher:
         self._namespace = default_namespace
         self._search_limit = search_limit
 
-    async def find_item(self, row: Row) -> tuple[JellyfinItem, str] | Unmatched:
+    async def find_item(self, row: Row) -> tuple[JellyfinItem, ResolvedBy] | Unmatched:
         """By `meta.jellyfin_item_id` first; else (no id, or Jellyfin lost it) by a confident title search."""
         item_id = normalize_item_id(row.meta_dict.get("jellyfin_item_id"))
         if item_id is not None:
             item = await self._jellyfin.get_item(item_id)
             if item is not None:
-                return item, "jellyfin_id"
+                return item, ResolvedBy.JELLYFIN_ID
         title = row.title or row.meta_dict.get("title")
         if not isinstance(title, str) or not title.strip():
-            return Unmatched(JELLYFIN_NOT_FOUND, "row has no usable Jellyfin id and no title to search")
+            return Unmatched(
+                DlqReason.JELLYFIN_NOT_FOUND, "row has no usable Jellyfin id and no title to search"
+            )
         hint = date_hint(row)
         candidates = await self._jellyfin.search(search_term(title), hint, self._search_limit)
         match = choose_match(title, candidates, hint)
         if isinstance(match, Unmatched):
             return match
-        return match.item, "jellyfin_search"
+        return match.item, ResolvedBy.JELLYFIN_SEARCH
 
-    async def thumbnail(self, row: Row, item: JellyfinItem) -> tuple[str | None, str | None]:
+    async def thumbnail(self, row: Row, item: JellyfinItem) -> tuple[str | None, ThumbnailSource | None]:
         url = primary_image_url(item, self._links)
         if url is not None:
-            return url, "jellyfin"
+            return url, ThumbnailSource.JELLYFIN
         if self._storage is None:
             return None, None
         url = await self._storage.find_thumbnail(artifact_uri(row))
-        return (url, "storage") if url else (None, None)
+        return (url, ThumbnailSource.STORAGE) if url else (None, None)
 
     async def plan(self, row: Row | None, linking: YoutubeLinking | None = None) -> Plan | Ack | DeadLetter:
         """Skip, dead-letter, or a plan with a contract-valid payload (with related YouTube videos when
         `linking` asks for them). Raises only transient errors of Jellyfin, storage or the catalog."""
         reason = skip_reason(row)
         if reason is not None or row is None:
-            return Ack("skipped", reason or ROW_MISSING)
+            return Ack(AckResult.SKIPPED, reason or SkipReason.ROW_MISSING)
         if (problem := row.meta_object_problem) is not None:
-            return DeadLetter(INVALID_PAYLOAD, problem)  # merging into it would corrupt it
+            return DeadLetter(DlqReason.INVALID_PAYLOAD, problem)  # merging into it would corrupt it
         found = await self.find_item(row)
         if isinstance(found, Unmatched):
             return DeadLetter(found.reason, found.detail)
@@ -145,5 +147,5 @@ class Enricher:
         payload = build_payload(row, enrichment, self._links, self._namespace)
         problems = payload_problems(payload)
         if problems:
-            return DeadLetter(INVALID_PAYLOAD, "; ".join(problems))
+            return DeadLetter(DlqReason.INVALID_PAYLOAD, "; ".join(problems))
         return Plan(row=row, enrichment=enrichment, payload=payload)

@@ -16,17 +16,20 @@ from backfill.core.errors import BackfillError, BusError
 from backfill.core.ledger import LocalLedger
 from backfill.core.model import Row
 from backfill.core.outcome import (
-    ROW_MISSING,
     Ack,
+    AckResult,
+    DoneDetail,
     Outcome,
+    Resolution,
     Retry,
     RetryPolicy,
+    SkipReason,
     classify_error,
     retry_later,
     settle_retry,
 )
 from backfill.core.pace import NoPace, Turn
-from backfill.core.payload import LinkConfig, MetaPatch, build_meta_patch, correlation_id
+from backfill.core.payload import LinkConfig, MetaPatch, ThumbnailSource, build_meta_patch, correlation_id
 from backfill.core.ports import Catalog, DeliveryLedger, EventPublisher, Pace
 from backfill.core.wire import BackfillRequest, Mode, utc_stamp
 from backfill.enrich import Enricher, Plan
@@ -130,13 +133,15 @@ class RowProcessor:
         )
         merged = await self._merge(plan.row.id, patch)
         if merged is None:
-            return Ack("skipped", ROW_MISSING)  # deleted between read and write; the event (if any) stands
-        resolved: tuple[str, ...] = (plan.enrichment.resolved_by,)
-        if plan.enrichment.thumbnail_source == "storage":
-            resolved += ("storage_thumbnail",)
+            # deleted between read and write; the event (if any) stands
+            return Ack(AckResult.SKIPPED, SkipReason.ROW_MISSING)
+        resolved: tuple[Resolution, ...] = (Resolution(plan.enrichment.resolved_by),)
+        if plan.enrichment.thumbnail_source == ThumbnailSource.STORAGE:
+            resolved += (Resolution.STORAGE_THUMBNAIL,)
         related = plan.enrichment.related
         linked = related.result if related is not None else None
-        return Ack("done", "republished" if event_id else "metadata_updated", resolved, youtube=linked)
+        done = DoneDetail.REPUBLISHED if event_id else DoneDetail.METADATA_UPDATED
+        return Ack(AckResult.DONE, done, resolved, youtube=linked)
 
     async def _publish_once(self, plan: Plan, version: str, waits: _PaceWaits) -> str:
         """At most one event per row and version: an event accepted by an earlier delivery (whose merge

@@ -259,7 +259,7 @@ def order_rows(rows: list[dict[str, Any]], order: list[tuple[str, bool]]) -> lis
     for column, descending in reversed(order):
         present = [row for row in rows if row.get(column) is not None]
         nulls = [row for row in rows if row.get(column) is None]
-        present.sort(key=lambda row, c=column: row[c], reverse=descending)  # type: ignore[misc]
+        present.sort(key=operator.itemgetter(column), reverse=descending)
         rows = nulls + present if descending else present + nulls
     return rows
 

@@ -14,25 +14,31 @@ from backfill.enrich import Enricher, Plan
 
 async def preview_row(enricher: Enricher, row: Row, linking: YoutubeLinking | None = None) -> dict[str, Any]:
     """One JSON-ready record: what a worker would do with this row, and why (with `--link-youtube`, what
-    PMOVES.yt gave: `youtube`)."""
+    PMOVES.yt gave: `youtube`). The enums go in as their plain string values."""
     try:
         planned = await enricher.plan(row, linking)
     except BackfillError as exc:
         return {"row_id": row.id, "action": "retry", "error": str(exc)}
     if isinstance(planned, Plan):
-        related = planned.enrichment.related
+        enrichment = planned.enrichment
+        source = enrichment.thumbnail_source
         return {
             "row_id": row.id,
             "action": "republish",
-            "resolved_by": planned.enrichment.resolved_by,
-            "thumbnail_source": planned.enrichment.thumbnail_source,
-            **({"youtube": related.summary()} if related is not None else {}),
+            "resolved_by": enrichment.resolved_by.value,
+            "thumbnail_source": source.value if source is not None else None,
+            **({"youtube": enrichment.related.summary()} if enrichment.related is not None else {}),
             "payload": planned.payload,
         }
     if isinstance(planned, Ack):
-        return {"row_id": row.id, "action": "skip", "reason": planned.detail}
+        return {"row_id": row.id, "action": "skip", "reason": planned.detail.value}
     assert isinstance(planned, DeadLetter)
-    return {"row_id": row.id, "action": "dead_letter", "reason": planned.reason, "detail": planned.detail}
+    return {
+        "row_id": row.id,
+        "action": "dead_letter",
+        "reason": str(planned.reason),
+        "detail": planned.detail,
+    }
 
 
 async def preview(

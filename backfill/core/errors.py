@@ -11,7 +11,9 @@ above an adapter catches a third-party exception. Each class says whether retryi
     │   ├── UpstreamUnavailable        timeout, connection error, 5xx, 429/503: retryable
     │   └── UpstreamRejected           a 4xx retrying cannot fix: not retryable
     ├── CatalogConflict                optimistic write lost its race too often: retryable
-    └── BusError                       JetStream publish/ack failed: retryable
+    ├── BusError                       JetStream publish/ack failed: retryable
+    └── InvalidMessage                 (core.wire; also a ValueError) a request's bytes are not a
+                                       BackfillRequest: a dead letter, never retried
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 A handler returns an Outcome; exactly one place (the worker's settle step) maps it to JetStream:
 `Ack` -> ack, `Retry` -> nak(delay), `DeadLetter` -> publish to the dead letters, await ack, then term.
+
+The kinds of outcome are StrEnums whose values are what metrics labels, logs, JSON and dead-letter
+subjects show: a member compares equal to, formats as and encodes as its string.
 """
 
 from __future__ import annotations
@@ -9,15 +12,58 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from backfill.core.errors import BackfillError, UpstreamRejected
 
 
+class AckResult(StrEnum):
+    """How a handled message ended when it is acked (the metrics' `outcome` label)."""
+
+    DONE = "done"
+    SKIPPED = "skipped"
+
+
+class DoneDetail(StrEnum):
+    """What a `done` row got."""
+
+    REPUBLISHED = "republished"  # an event published, then the meta merged
+    METADATA_UPDATED = "metadata_updated"  # `metadata_only`: the meta merged, nothing published
+
+
+class SkipReason(StrEnum):
+    """Why a row was left alone (acked as `skipped`)."""
+
+    ROW_MISSING = "row_missing"
+    NOT_PUBLISHED = "not_published"
+    ALREADY_ENRICHED = "already_enriched"
+
+
+class Resolution(StrEnum):
+    """How a row was (or was not) resolved: the metrics' `method` label (`metrics.RESOLUTIONS`)."""
+
+    JELLYFIN_ID = "jellyfin_id"
+    JELLYFIN_SEARCH = "jellyfin_search"
+    STORAGE_THUMBNAIL = "storage_thumbnail"
+    UNRESOLVED = "unresolved"
+
+
+class DlqReason(StrEnum):
+    """Dead-letter reasons: a bounded label set, each a subject token on the DLQ stream."""
+
+    JELLYFIN_NOT_FOUND = "jellyfin_not_found"
+    AMBIGUOUS_MATCH = "ambiguous_match"
+    INVALID_PAYLOAD = "invalid_payload"
+    INVALID_MESSAGE = "invalid_message"
+    UPSTREAM_REJECTED = "upstream_rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+
+
 @dataclass(frozen=True)
 class Ack:
-    result: str  # "done" | "skipped"
-    detail: str  # done: "republished" | "metadata_updated"; skipped: why
-    resolutions: tuple[str, ...] = ()  # how the row was resolved, for the metrics (see metrics.RESOLUTIONS)
+    result: AckResult
+    detail: DoneDetail | SkipReason  # done: what was done; skipped: why
+    resolutions: tuple[Resolution, ...] = ()  # how the row was resolved, for the metrics
     youtube: str | None = (
         None  # done: how YouTube linking ended (backfill.core.related.RESULTS); None: not asked
     )
@@ -32,42 +78,35 @@ class Retry:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    reason: str
+    reason: str  # a DlqReason (compares equal to its string)
     detail: str
 
 
 Outcome = Ack | Retry | DeadLetter
 
 
-def resolutions_of(outcome: Outcome) -> tuple[str, ...]:
+def resolutions_of(outcome: Outcome) -> tuple[Resolution, ...]:
     """Metric labels for how a row was (or was not) resolved."""
     if isinstance(outcome, Ack):
         return outcome.resolutions
     if isinstance(outcome, DeadLetter) and outcome.reason in (JELLYFIN_NOT_FOUND, AMBIGUOUS_MATCH):
-        return ("unresolved",)
+        return (Resolution.UNRESOLVED,)
     return ()
 
 
-# Dead-letter reasons (bounded label set; each is a subject token on the DLQ stream).
-JELLYFIN_NOT_FOUND = "jellyfin_not_found"
-AMBIGUOUS_MATCH = "ambiguous_match"
-INVALID_PAYLOAD = "invalid_payload"
-INVALID_MESSAGE = "invalid_message"
-UPSTREAM_REJECTED = "upstream_rejected"
-RETRIES_EXHAUSTED = "retries_exhausted"
-DLQ_REASONS = (
-    JELLYFIN_NOT_FOUND,
-    AMBIGUOUS_MATCH,
-    INVALID_PAYLOAD,
-    INVALID_MESSAGE,
-    UPSTREAM_REJECTED,
-    RETRIES_EXHAUSTED,
-)
+# The module-level names other modules import.
+JELLYFIN_NOT_FOUND = DlqReason.JELLYFIN_NOT_FOUND
+AMBIGUOUS_MATCH = DlqReason.AMBIGUOUS_MATCH
+INVALID_PAYLOAD = DlqReason.INVALID_PAYLOAD
+INVALID_MESSAGE = DlqReason.INVALID_MESSAGE
+UPSTREAM_REJECTED = DlqReason.UPSTREAM_REJECTED
+RETRIES_EXHAUSTED = DlqReason.RETRIES_EXHAUSTED
+# Plain strings, in declaration order: argparse `choices` prints them with repr().
+DLQ_REASONS: tuple[str, ...] = tuple(reason.value for reason in DlqReason)
 
-# Skip reasons.
-ROW_MISSING = "row_missing"
-NOT_PUBLISHED = "not_published"
-ALREADY_ENRICHED = "already_enriched"
+ROW_MISSING = SkipReason.ROW_MISSING
+NOT_PUBLISHED = SkipReason.NOT_PUBLISHED
+ALREADY_ENRICHED = SkipReason.ALREADY_ENRICHED
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
@@ -27,14 +28,28 @@ class LinkConfig:
     image_max_width: int = 640
 
 
+class ResolvedBy(StrEnum):
+    """How the row's Jellyfin item was found (shown by `producer preview`)."""
+
+    JELLYFIN_ID = "jellyfin_id"  # the row's own `meta.jellyfin_item_id`
+    JELLYFIN_SEARCH = "jellyfin_search"  # a confident title search
+
+
+class ThumbnailSource(StrEnum):
+    """Where the thumbnail URL came from (shown by `producer preview`)."""
+
+    JELLYFIN = "jellyfin"  # the item's primary image
+    STORAGE = "storage"  # a thumbnail next to the artifact in object storage
+
+
 @dataclass(frozen=True)
 class Enrichment:
     """What the read-only enrichment found for one row."""
 
     item: JellyfinItem
-    resolved_by: str  # "jellyfin_id" | "jellyfin_search"
+    resolved_by: ResolvedBy
     thumbnail_url: str | None
-    thumbnail_source: str | None  # "jellyfin" | "storage" | None
+    thumbnail_source: ThumbnailSource | None  # None: no thumbnail
     related: youtube.Related | None = None  # None: the request did not ask for YouTube links
 
 

@@ -40,10 +40,12 @@ async def test_close_lets_the_post_on_the_wire_be_answered_so_the_counts_agree(n
     """The demo reads `posted` and what the webhook received right after `close()`: an embed that
     reached the webhook must be counted as posted, not also as "not posted" (a race the CI showed)."""
     received: list[object] = []
+    arrived, answer = asyncio.Event(), asyncio.Event()
 
     async def slow_webhook(request: web.Request) -> web.Response:
         received.append(await request.json())
-        await asyncio.sleep(0.3)  # the answer is still on its way when close() is called
+        arrived.set()
+        await answer.wait()  # the answer is still on its way when close() is called
         return web.Response(status=204)
 
     app = web.Application()
@@ -55,7 +57,10 @@ async def test_close_lets_the_post_on_the_wire_be_answered_so_the_counts_agree(n
         await nc.publish("content.published.v1", json.dumps({"payload": {"title": "t"}}).encode())
         await nc.flush()
         await nc.close()
-        while not received:
-            await asyncio.sleep(0.01)
-        await publisher.close()
+        await asyncio.wait_for(arrived.wait(), 10)  # the webhook holds the embed, not answered yet
+        closing = asyncio.ensure_future(publisher.close())
+        await asyncio.sleep(0)  # one turn of the loop, no time: close() runs up to where it waits
+        assert not closing.done()
+        answer.set()
+        await asyncio.wait_for(closing, 10)
     assert (publisher.received, publisher.posted, len(received)) == (1, 1, 1)

@@ -29,7 +29,9 @@ BREAK_POSTGRES = "from backfill_doubles import postgres; postgres._SERVER_SETTIN
 
 
 def listening(url: str) -> bool:
-    host, port = re.search(r"//(?:[^@/]*@)?([\d.]+):(\d+)", url).groups()  # type: ignore[union-attr]
+    found = re.search(r"//(?:[^@/]*@)?([\d.]+):(\d+)", url)
+    assert found is not None, url
+    host, port = found.groups()
     with socket.socket() as sock:
         return sock.connect_ex((host, int(port))) == 0
 
@@ -42,7 +44,8 @@ async def test_ctrl_c_mid_run_cleans_up_everything(demo_tmpdir: Path) -> None:
         await run.wait_for("workers running")
         spawned = children(run.pid)
         assert spawned, "the demo should have child processes (nats-server, workers)"
-        run.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+        assert run.proc is not None
+        run.proc.send_signal(signal.SIGINT)
         assert await run.exit() == 130
     assert not workdir.exists()
     await eventually(lambda: not any(alive(p) for p in spawned), timeout=10, what="children gone")
@@ -58,7 +61,8 @@ async def test_sigterm_during_start_cleans_up_everything(demo_tmpdir: Path) -> N
     """SIGTERM as soon as the stack is up (before any worker): exit 130 and nothing left."""
     async with demo("--size", "26", tmpdir=demo_tmpdir) as run:
         await run.wait_for(r"up in \S+:")
-        run.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert run.proc is not None
+        run.proc.send_signal(signal.SIGTERM)
         assert await run.exit() == 130
     await assert_nothing_left(demo_tmpdir)
 

@@ -126,7 +126,7 @@ async def test_a_token_handed_to_a_message_given_up_goes_to_the_next(
     limiter._hand_out = hand_out_then_cancel  # type: ignore[method-assign]  # the race, made certain
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(abandoned, 5)
-    limiter._hand_out = hand_out  # type: ignore[method-assign]
+    limiter._hand_out = hand_out  # type: ignore[method-assign]  # the real one back
     written = await revision(limiter._kv)
     await asyncio.wait_for(limiter.acquire(), 0.2)  # no new token needed: the spare one
     assert await revision(limiter._kv) == written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -170,7 +171,13 @@ async def test_a_retry_says_how_long_it_waited_for_the_pace(rig: Rig) -> None:
     """That wait is not retrying: the consumer leaves it out of the retry budget."""
 
     class SlowPace:
+        """Hands out the token only when the test says so, and times how long it held it back."""
+
         waiting = 0
+
+        def __init__(self) -> None:
+            self.asked, self.granted = asyncio.Event(), asyncio.Event()
+            self.held_for = 0.0
 
         def headroom(self) -> int:
             return 1
@@ -179,13 +186,21 @@ async def test_a_retry_says_how_long_it_waited_for_the_pace(rig: Rig) -> None:
             return Turn(self)
 
         async def acquire_token(self) -> None:
-            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            self.asked.set()
+            await self.granted.wait()
+            self.held_for = time.monotonic() - started
 
         def close(self) -> None:
             return None
 
-    rig.processor._pace = SlowPace()
+    pace = SlowPace()
+    rig.processor._pace = pace
     row_id = add(rig)
     rig.agent.fail_next = 1
-    outcome = await handle(rig, row_id)
-    assert isinstance(outcome, Retry) and outcome.paced >= 0.2
+    handling = asyncio.ensure_future(handle(rig, row_id))
+    await asyncio.wait_for(pace.asked.wait(), 10)  # the republish is waiting for its token
+    pace.granted.set()
+    outcome = await asyncio.wait_for(handling, 10)
+    assert isinstance(outcome, Retry)
+    assert outcome.paced >= pace.held_for > 0  # at least the time the pace held it back

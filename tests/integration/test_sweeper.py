@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry
 
 from backfill.adapters.jetstream.bus import AckPublisher
 from backfill.adapters.jetstream.layout import Layout
+from backfill.adapters.jetstream.sweeper import Sweeper
 from backfill.core.ledger import Alive, LocalLedger
 from backfill.core.wire import request_subject
 from backfill.metrics import Metrics
 from tests.integration.test_layout import laid_out
 from tests.support.clock import Clock
-from backfill.adapters.jetstream.sweeper import Sweeper
 
 ACK_WAIT, MAX_DELIVER, GRACE = 1.0, 3, 0.5
 

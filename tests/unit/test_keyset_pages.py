@@ -17,7 +17,7 @@ class Table:
 
     async def fetch(self, after: int, size: int) -> list[Row]:
         self.requests.append((after, size))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the catalog's latency, which the read ahead overlaps
         page = [Row(id=i) for i in self.ids if i > after][:size]
         self.finished.append(after)
         self.page_read.set()
@@ -56,10 +56,19 @@ async def test_the_next_page_is_already_being_read_while_the_caller_works() -> N
 
 async def test_stopping_early_cancels_the_read_ahead() -> None:
     table = Table(9)
-    pages = keyset_pages(table.fetch, 0, None, 3)
+    reads: list[asyncio.Future[list[Row]]] = []
+
+    def fetch(after: int, size: int) -> asyncio.Future[list[Row]]:
+        """`table.fetch`, as a future the test can wait for (keyset_pages awaits it as it is)."""
+        reads.append(asyncio.ensure_future(table.fetch(after, size)))
+        return reads[-1]
+
+    pages = keyset_pages(fetch, 0, None, 3)
     await anext(pages)
     await pages.aclose()
-    await asyncio.sleep(0.05)
+    assert len(reads) == 2  # page 1, and the read ahead of page 2
+    await asyncio.wait_for(asyncio.wait(reads), 10)  # every read has ended, one way or the other
+    assert reads[1].cancelled()
     assert table.finished == [0]  # the read ahead (started or not) never completed
     assert table.requests[0] == (0, 3) and len(table.requests) <= 2
 

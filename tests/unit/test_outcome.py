@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.core.errors import BusError, CatalogConflict, UpstreamRejected, UpstreamUnavailable
+from backfill.core.errors import (
+    BackfillError,
+    BusError,
+    CatalogConflict,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from backfill.core.outcome import (
     Ack,
     DeadLetter,
@@ -39,9 +45,9 @@ def test_backoff_is_jittered_exponential_and_capped(attempt: int, low: float, hi
         (UpstreamRejected("catalog", "401", status=401), DeadLetter),
     ],
 )
-def test_errors_classify_by_retryability(error: Exception, kind: type) -> None:
+def test_errors_classify_by_retryability(error: BackfillError, kind: type) -> None:
     """Transient failures retry; a 4xx retrying cannot fix goes to the dead letters as upstream_rejected."""
-    outcome = classify_error(error, 1, POLICY, rand=lambda: 0.5)  # type: ignore[arg-type]
+    outcome = classify_error(error, 1, POLICY, rand=lambda: 0.5)
     assert isinstance(outcome, kind)
     if isinstance(outcome, DeadLetter):
         assert outcome.reason == "upstream_rejected"
