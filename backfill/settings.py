@@ -180,6 +180,15 @@ class BackfillSettings(_Group):
 G = TypeVar("G", bound=_Group)
 
 
+def variables(group: type[_Group], *fields: str) -> tuple[str, ...]:
+    """The environment variables that set these fields of `group`, each field's names in order."""
+    names: list[str] = []
+    for name in fields:
+        alias = group.model_fields[name].validation_alias
+        names += [str(n) for n in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+    return tuple(names)
+
+
 def _alias_names(group: type[_Group], loc: str) -> str:
     for field in group.model_fields.values():
         alias = field.validation_alias

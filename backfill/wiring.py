@@ -14,7 +14,7 @@ from backfill.adapters.jetstream.layout import Layout, build_layout
 from backfill.adapters.jetstream.pace import GlobalPace
 from backfill.adapters.postgrest import PostgrestCatalog
 from backfill.adapters.storage import ObjectStorage
-from backfill.adapters.transport import HttpClient, Observer, no_observer
+from backfill.adapters.transport import HttpClient, Observer, make_client, no_observer
 from backfill.adapters.youtube import YoutubeSearch
 from backfill.core.model import Row
 from backfill.core.outcome import RetryPolicy
@@ -36,6 +36,16 @@ from backfill.settings import (
     WorkerSettings,
     YoutubeSettings,
 )
+
+
+async def connect_bus(settings: SettingsBundle, name: str, *, reconnect_forever: bool = False) -> Bus:
+    """NATS at NATS_URL, named `name` on the server; a worker reconnects forever, a command gives up."""
+    return await Bus.connect(settings.get(NatsSettings).url, name, reconnect_forever=reconnect_forever)
+
+
+def http_client(settings: SettingsBundle, max_connections: int = 100) -> HttpClient:
+    """The process's one HTTP client, with BACKFILL_HTTP_TIMEOUT."""
+    return make_client(settings.get(BackfillSettings).http_timeout, max_connections)
 
 
 def links_from(jellyfin: JellyfinSettings) -> LinkConfig:

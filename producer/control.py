@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from backfill.adapters.jetstream.bus import Bus, JetStream
+from backfill.adapters.jetstream.bus import JetStream
 from backfill.adapters.jetstream.control import ConsumerControl, memory_streams, server_pauses_consumers
 from backfill.adapters.jetstream.deadletters import dead_letter_counts
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseSwitch
-from backfill.adapters.transport import make_client
 from backfill.core.errors import ConfigError, NotFound, UpstreamError
 from backfill.settings import (
     BackfillSettings,
@@ -23,12 +22,13 @@ from backfill.settings import (
     NatsSettings,
     SettingsBundle,
     load_settings,
+    variables,
 )
-from backfill.wiring import layout_from, open_catalog
+from backfill.wiring import connect_bus, http_client, layout_from, open_catalog
 from producer.pushgateway import DEFAULT_JOB, push_paused
 from producer.shell import add_json, emit, warn
 
-CATALOG_VARIABLES = ("SUPA_REST_URL", "SUPABASE_REST_URL", "CATALOG_DSN", "SUPABASE_DB_URL")
+CATALOG_VARIABLES = variables(CatalogSettings, "rest_url", "dsn")  # the variables that name a catalog
 
 
 def add_control_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,7 +114,7 @@ def render(status: Status) -> str:
 async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int:
     layout = layout_from(settings)
     nats_cfg = settings.get(NatsSettings)
-    bus = await Bus.connect(nats_cfg.url, f"backfill-producer {args.command}", reconnect_forever=False)
+    bus = await connect_bus(settings, f"backfill-producer {args.command}")
     try:  # reads and pauses only: the layout is set up by enqueue and workers
         if args.command == "status":
             return await _status(settings, bus.js, layout, args)
@@ -215,7 +215,7 @@ async def count_rows(settings: SettingsBundle, status: Status) -> None:
             )
             return
         raise
-    http = make_client(settings.get(BackfillSettings).http_timeout)
+    http = http_client(settings)
     try:
         both = SettingsBundle([catalog_settings.get(CatalogSettings), settings.get(BackfillSettings)])
         async with open_catalog(both, http) as catalog:

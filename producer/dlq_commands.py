@@ -20,8 +20,8 @@ from backfill.core.deadletter import DeadLetterRecord
 from backfill.core.errors import ConfigError
 from backfill.core.outcome import DLQ_REASONS
 from backfill.core.wire import dlq_reason_filter
-from backfill.settings import NatsSettings, SettingsBundle
-from backfill.wiring import layout_from
+from backfill.settings import SettingsBundle
+from backfill.wiring import connect_bus, layout_from
 from producer.dlq import ReplayCounts, Replayer, ReplaySelection, now_utc
 from producer.enqueue import StopRequest
 from producer.progress import Progress
@@ -63,7 +63,7 @@ def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 async def _session(settings: SettingsBundle) -> tuple[Bus, Layout]:
     """Never sets the layout up: a missing stream is NotFound (nothing was ever enqueued there)."""
     layout = layout_from(settings)
-    bus = await Bus.connect(settings.get(NatsSettings).url, "backfill-producer dlq", reconnect_forever=False)
+    bus = await connect_bus(settings, "backfill-producer dlq")
     try:
         await require_layout(bus.js, layout, with_consumer=False)
     except BaseException:

@@ -8,13 +8,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from backfill.adapters.jetstream.bus import Bus
-from backfill.adapters.transport import make_client
 from backfill.core.errors import ConfigError, NotFound
 from backfill.core.model import Row
 from backfill.core.ports import Catalog
-from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle
-from backfill.wiring import open_catalog
+from backfill.settings import SettingsBundle
+from backfill.wiring import connect_bus, http_client, open_catalog
 from producer.evidence import diff, format_diff, listen, snapshot
 from producer.progress import Progress
 from producer.shell import add_json, emit
@@ -58,9 +56,7 @@ async def rows_by_id(catalog: Catalog, ids: list[int]) -> AsyncIterator[list[Row
 
 
 async def run_listen(settings: SettingsBundle, args: argparse.Namespace) -> int:
-    bus = await Bus.connect(
-        settings.get(NatsSettings).url, "backfill-producer listen", reconnect_forever=True
-    )
+    bus = await connect_bus(settings, "backfill-producer listen", reconnect_forever=True)
     try:
         await listen(bus.nc, args.topics, args.max_messages, args.compact, sys.stdout, args.timeout)
     finally:
@@ -69,7 +65,7 @@ async def run_listen(settings: SettingsBundle, args: argparse.Namespace) -> int:
 
 
 async def run_snapshot(settings: SettingsBundle, args: argparse.Namespace) -> int:
-    http = make_client(settings.get(BackfillSettings).http_timeout)
+    http = http_client(settings)
     try:
         async with open_catalog(settings, http) as catalog:
             if args.ids_from:

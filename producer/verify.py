@@ -14,12 +14,11 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from backfill.adapters.transport import make_client
 from backfill.core.errors import Exit
 from backfill.core.model import Row
 from backfill.core.ports import Catalog
 from backfill.settings import BackfillSettings, CatalogSettings, DiscordMetricsSettings, SettingsBundle
-from backfill.wiring import open_catalog
+from backfill.wiring import http_client, open_catalog
 from producer.deliveries import Report, by_event, check_row, event_id_of, render
 from producer.discord_metrics import MetricsTable, metrics_table_for
 from producer.shell import add_json, emit, id_list
@@ -83,7 +82,7 @@ def selection_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_verify(settings: SettingsBundle, args: argparse.Namespace) -> int:
-    http = make_client(settings.get(BackfillSettings).http_timeout)
+    http = http_client(settings)
     table = metrics_table_for(settings, http)
     report = Report(table.name, selection_of(args))
     try:

@@ -24,11 +24,18 @@ from backfill.adapters.jetstream.ledger import Ledger
 from backfill.adapters.jetstream.pausing import PauseState, PauseSwitch, watch_switch
 from backfill.adapters.jetstream.sweeper import Sweeper
 from backfill.adapters.jetstream.work import consumer_state
-from backfill.adapters.transport import make_client
 from backfill.core.errors import BackfillError, BusError
 from backfill.metrics import Metrics
 from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle, WorkerSettings
-from backfill.wiring import build_processor, layout_from, open_catalog, open_pace, retry_policy
+from backfill.wiring import (
+    build_processor,
+    connect_bus,
+    http_client,
+    layout_from,
+    open_catalog,
+    open_pace,
+    retry_policy,
+)
 from worker.consumer import Consumer
 from worker.health import health_app, start_health_server
 from worker.settle import Settler
@@ -155,12 +162,10 @@ async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.
     registry = CollectorRegistry()
     metrics = Metrics(registry, version)
     async with contextlib.AsyncExitStack() as resources:
-        http = make_client(
-            settings.get(BackfillSettings).http_timeout, max_connections=max(options.concurrency * 2, 16)
-        )
+        http = http_client(settings, max_connections=max(options.concurrency * 2, 16))
         resources.push_async_callback(http.aclose)
         bus = await unless_stopped(
-            Bus.connect(nats_cfg.url, f"backfill-worker {worker_id}", reconnect_forever=True), stop
+            connect_bus(settings, f"backfill-worker {worker_id}", reconnect_forever=True), stop
         )
         if bus is None:  # stopped while NATS was still out of reach
             log.info("stopped before NATS answered")

@@ -13,7 +13,9 @@ from backfill.settings import (
     NatsSettings,
     StorageSettings,
     load_settings,
+    variables,
 )
+from producer.control import catalog_configured
 
 ENV = {
     "SUPA_REST_URL": "http://postgrest:3000/",
@@ -157,3 +159,23 @@ def test_a_missing_service_key_names_both_accepted_names(env: pytest.MonkeyPatch
         ConfigError, match=r"SUPABASE_SERVICE_ROLE_KEY \(or SUPABASE_SERVICE_KEY\): is required"
     ):
         load_settings([CatalogSettings])
+
+
+def test_variables_lists_every_name_a_field_accepts_in_order() -> None:
+    assert variables(CatalogSettings, "rest_url", "dsn") == (
+        "SUPA_REST_URL",
+        "SUPABASE_REST_URL",
+        "CATALOG_DSN",
+        "SUPABASE_DB_URL",
+    )
+    assert variables(CatalogSettings, "pool_mode") == ("CATALOG_POOL_MODE",)
+
+
+def test_status_counts_rows_whenever_any_catalog_variable_is_set(env: pytest.MonkeyPatch) -> None:
+    for name in ("CATALOG_DSN", "SUPABASE_DB_URL"):
+        env.delenv(name, raising=False)
+    assert not catalog_configured()
+    for name in variables(CatalogSettings, "rest_url", "dsn"):
+        env.setenv(name, "x")
+        assert catalog_configured(), name
+        env.delenv(name)
