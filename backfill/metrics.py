@@ -6,14 +6,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from backfill.core.outcome import AckResult, Resolution
+from backfill.core.outcome import Resolution, Settled
 from backfill.core.related import RESULTS as YOUTUBE_RESULTS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-RETRIED = "retried"  # settled with a nak (or not settled: the server redelivers)
-DEAD_LETTERED = "dead_lettered"
-# The `outcome` label: an Ack's result, or what settling did instead. Plain strings, in this order.
-OUTCOMES: tuple[str, ...] = (*(result.value for result in AckResult), RETRIED, DEAD_LETTERED)
+OUTCOMES: tuple[str, ...] = tuple(settled.value for settled in Settled)  # the `outcome` label
 SERVICES = ("jellyfin", "agent_zero", "catalog", "storage")  # pmoves_yt appears once asked
 RESOLUTIONS: tuple[str, ...] = tuple(method.value for method in Resolution)  # the `method` label
 

@@ -28,6 +28,7 @@ from backfill.core.outcome import (
     Outcome,
     Retry,
     RetryPolicy,
+    Settled,
     backoff_delay,
     resolutions_of,
     settle_retry,
@@ -150,10 +151,10 @@ class Consumer:
         try:
             outcome = await self._decide_safely(msg, began)
             label = await self._settle_safely(msg, outcome)
-            if label in ("done", "dead_lettered"):
+            if label in (Settled.DONE, Settled.DEAD_LETTERED):
                 for method in resolutions_of(outcome):
                     self._metrics.resolutions.labels(method).inc()
-            if label == "done" and isinstance(outcome, Ack):
+            if label is Settled.DONE and isinstance(outcome, Ack):
                 self._metrics.youtube_links.labels(outcome.youtube or YOUTUBE_OFF).inc()
         except asyncio.CancelledError:
             with contextlib.suppress(BusError):
@@ -185,18 +186,18 @@ class Consumer:
             retry = Retry(backoff_delay(attempt, self._policy), f"internal error: {exc!r}"[:500])
             return settle_retry(retry, attempt, await self._retrying_for(msg, began, retry), self._policy)
 
-    async def _settle_safely(self, msg: Delivery, outcome: Outcome) -> str:
+    async def _settle_safely(self, msg: Delivery, outcome: Outcome) -> Settled:
         try:
             label = await self._settler.settle(msg, outcome)
             seq = msg.seq
-            if label == "retried" and isinstance(outcome, Retry):
+            if label is Settled.RETRIED and isinstance(outcome, Retry):
                 await self._note_alive(msg, outcome.delay + self._ack_wait)  # the redelivery is due by then
-            elif label != "retried" and (msg.attempt > 1 or seq in self._noted):
+            elif label is not Settled.RETRIED and (msg.attempt > 1 or seq in self._noted):
                 self._noted.discard(seq)
                 await self._ledger.settled(self._layout.stream, seq)
         except Exception:  # unsettled: JetStream redelivers it after ack_wait
             log.exception("unexpected error settling a message", extra={"subject": msg.subject[:200]})
-            return "retried"
+            return Settled.RETRIED
         return label
 
     async def _note_alive(self, msg: Delivery, for_seconds: float) -> bool:

@@ -14,7 +14,7 @@ from backfill.adapters.jetstream.bus import AckPublisher
 from backfill.adapters.jetstream.work import Delivery, publish_dead_letter
 from backfill.core.deadletter import Failure, row_id_from_subject
 from backfill.core.errors import BusError
-from backfill.core.outcome import Ack, DeadLetter, Outcome, Retry
+from backfill.core.outcome import Ack, DeadLetter, Outcome, Retry, Settled
 from backfill.core.wire import utc_stamp
 from backfill.metrics import Metrics
 
@@ -58,25 +58,25 @@ class Settler:
         self._metrics = metrics
         self._failures = FirstFailures()
 
-    async def settle(self, msg: Delivery, outcome: Outcome) -> str:
+    async def settle(self, msg: Delivery, outcome: Outcome) -> Settled:
         """Apply the outcome; returns the metrics outcome label actually applied."""
         seq = msg.seq
         try:
             if isinstance(outcome, Ack):
                 await msg.ack()
                 self._failures.forget(seq)
-                return outcome.result
+                return Settled(outcome.result)
             if isinstance(outcome, Retry):
                 self._failures.note(seq, utc_stamp(datetime.now(UTC)))
                 await msg.nak(delay=outcome.delay)
-                return "retried"
+                return Settled.RETRIED
             return await self._dead_letter(msg, outcome)
         except BusError as exc:
             # The server will redeliver after ack_wait; nothing is lost, only delayed.
             log.warning("could not settle message", extra={"seq": seq, "error": str(exc)})
-            return "retried"
+            return Settled.RETRIED
 
-    async def _dead_letter(self, msg: Delivery, outcome: DeadLetter) -> str:
+    async def _dead_letter(self, msg: Delivery, outcome: DeadLetter) -> Settled:
         seq = msg.seq
         now = utc_stamp(datetime.now(UTC))
         failure = Failure(
@@ -97,7 +97,7 @@ class Settler:
         )
         if not stored:
             await msg.nak(delay=DLQ_FAILED_DELAY)
-            return "retried"
+            return Settled.RETRIED
         await msg.term()
         self._failures.forget(seq)
         self._metrics.dead_letters.labels(outcome.reason).inc()
@@ -110,4 +110,4 @@ class Settler:
                 "detail": headers["Backfill-Detail"],
             },
         )
-        return "dead_lettered"
+        return Settled.DEAD_LETTERED

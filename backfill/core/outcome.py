@@ -24,6 +24,16 @@ class AckResult(StrEnum):
     SKIPPED = "skipped"
 
 
+class Settled(StrEnum):
+    """How the worker settled a message (the metrics' `outcome` label): an Ack's result, or what it
+    did instead."""
+
+    DONE = AckResult.DONE.value
+    SKIPPED = AckResult.SKIPPED.value
+    RETRIED = "retried"  # nak'd with a delay, or left unsettled: JetStream redelivers it
+    DEAD_LETTERED = "dead_lettered"
+
+
 class DoneDetail(StrEnum):
     """What a `done` row got."""
 

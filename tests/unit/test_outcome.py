@@ -13,13 +13,16 @@ from backfill.core.errors import (
 )
 from backfill.core.outcome import (
     Ack,
+    AckResult,
     DeadLetter,
     Retry,
     RetryPolicy,
+    Settled,
     backoff_delay,
     classify_error,
     settle_retry,
 )
+from backfill.metrics import OUTCOMES
 
 POLICY = RetryPolicy(base_delay=1.0, max_delay=60.0, max_attempts=5, budget_seconds=3600.0)
 
@@ -94,3 +97,9 @@ def test_resolution_labels_follow_the_outcome() -> None:
     assert resolutions_of(DeadLetter("jellyfin_not_found", "x")) == ("unresolved",)
     assert resolutions_of(DeadLetter("invalid_payload", "x")) == ()
     assert resolutions_of(Retry(1.0, "x")) == ()
+
+
+def test_settled_kinds_are_the_outcome_labels_dashboards_and_alerts_read() -> None:
+    assert [str(kind) for kind in Settled] == ["done", "skipped", "retried", "dead_lettered"]
+    assert OUTCOMES == ("done", "skipped", "retried", "dead_lettered")
+    assert all(Settled(result) == result for result in AckResult)  # an Ack settles as its result
