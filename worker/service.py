@@ -109,31 +109,21 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     return None
 
 
-async def patiently(step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> bool:
+async def patiently(
+    step: Callable[[], Awaitable[T]], stop: asyncio.Event, first_delay: float = 0.5
+) -> T | None:
     """JetStream may be electing leaders or still starting: retry a start-up step on a BusError (a
-    config conflict is no BusError: it ends the worker). False: stopped before it succeeded."""
-    delay = 0.5
+    config conflict is no BusError: it ends the worker), backing off up to 10 s. None: stopped first."""
+    delay = first_delay
     while not stop.is_set():
         try:
-            await step()
-            return True
+            return await step()
         except BusError as exc:
             log.warning("JetStream not ready; retrying", extra={"error": str(exc), "retry_in": delay})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             delay = min(delay * 2, 10.0)
-    return False
-
-
-async def ensure_layout_patiently(bus: Bus, wanted: Layout, stop: asyncio.Event) -> Layout | None:
-    """The layout in force (missing parts created, existing settings kept). None: stopped first."""
-    in_force: Layout | None = None
-
-    async def ensure() -> None:
-        nonlocal in_force
-        in_force = await ensure_layout(bus.js, wanted)
-
-    return in_force if await patiently(ensure, stop) else None
+    return None
 
 
 async def pause_state_patiently(
@@ -144,14 +134,13 @@ async def pause_state_patiently(
     switch: PauseSwitch | None = None
     state = PauseState()
 
-    async def read() -> None:
+    async def read() -> tuple[PauseSwitch, PauseState]:
         nonlocal switch
         switch = switch or await PauseSwitch.open(bus.js, bucket, layout, replicas=replicas)
         state.set_switch(await switch.state() is not None)
+        return switch, state
 
-    if not await patiently(read, stop) or switch is None:
-        return None
-    return switch, state
+    return await patiently(read, stop)
 
 
 async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.Event) -> None:
@@ -171,7 +160,8 @@ async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.
             log.info("stopped before NATS answered")
             return
         resources.push_async_callback(bus.drain)
-        layout = await ensure_layout_patiently(bus, layout_from(settings), stop)
+        wanted = layout_from(settings)
+        layout = await patiently(lambda: ensure_layout(bus.js, wanted), stop)
         if layout is None:
             return
         # the consumer's settings as the server has them win over the environment's
@@ -182,15 +172,20 @@ async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.
         publisher = AckPublisher(bus.nc)
         await publisher.start()
         resources.push_async_callback(publisher.close)
-        ledger = await Ledger.open(
-            bus.js, worker_cfg.ledger_bucket, worker_cfg.retry_budget_seconds, replicas=nats_cfg.replicas
+        ledger = await patiently(
+            lambda: Ledger.open(
+                bus.js, worker_cfg.ledger_bucket, worker_cfg.retry_budget_seconds, replicas=nats_cfg.replicas
+            ),
+            stop,
         )
         pausing = await pause_state_patiently(bus, nats_cfg.control_bucket, layout, nats_cfg.replicas, stop)
-        if pausing is None:
+        if ledger is None or pausing is None:
             return
         switch, pause = pausing
         metrics.paused.set_function(lambda: int(pause.paused))
-        pace = await open_pace(settings, bus)
+        pace = await patiently(lambda: open_pace(settings, bus), stop)
+        if pace is None:
+            return
         consumer = Consumer(
             bus,
             layout,
