@@ -36,6 +36,12 @@ DELETE_FAILED = 10057  # "no message found" / "stream store EOF": the sequence i
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
+def failure(what: str, exc: BaseException) -> BusError:
+    """A nats-py failure as BusError: `what` failed, and the library's message (or its type, when it
+    has none)."""
+    return BusError(f"{what}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}")
+
+
 def mask_credentials(text: str) -> str:
     """`nats://user:password@host` (or `nats://token@host`) as `nats://***@host`, wherever it appears."""
     return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
@@ -95,11 +101,6 @@ class Bus:
     @property
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
-
-    def server_version(self) -> tuple[int, int, int]:
-        """The version of the nats-server this connection reached (major, minor, patch)."""
-        version = self.nc.connected_server_version
-        return version.major, version.minor, version.patch
 
     async def drain(self) -> None:
         """Finish what was sent and received, then close: the end of a program's use of NATS."""
@@ -182,7 +183,7 @@ async def remove_message(js: JetStreamContext, stream: str, seq: int) -> bool:
     try:
         reply = await natspy.connection(js).request(subject, body, timeout=API_TIMEOUT)
     except (NatsError, TimeoutError) as exc:
-        raise BusError(f"deleting {stream} seq {seq}: {exc or type(exc).__name__}") from exc
+        raise failure(f"deleting {stream} seq {seq}", exc) from exc
     try:
         answer = _delete_decoder.decode(reply.data)
     except msgspec.DecodeError as exc:
@@ -311,4 +312,4 @@ def api_failure(exc: Exception) -> BusError:
     """A JetStream API request that got no answer in time, or failed otherwise, as BusError."""
     if isinstance(exc, TimeoutError):
         return BusError(f"JetStream did not answer: {exc}")
-    return BusError(f"JetStream failed: {exc or type(exc).__name__}")
+    return failure("JetStream failed", exc)

@@ -19,7 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from backfill.adapters.jetstream import natspy
-from backfill.adapters.jetstream.bus import api_failure
+from backfill.adapters.jetstream.bus import api_failure, failure
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.listen import text_headers
 from backfill.core.deadletter import DeadLetterRecord
@@ -72,7 +72,7 @@ async def read_dead_letters(
     try:
         info = await js.add_consumer(layout.dlq_stream, config)
     except (NatsError, TimeoutError) as exc:
-        raise BusError(f"cannot read {layout.dlq_stream}: {exc or type(exc).__name__}") from exc
+        raise failure(f"cannot read {layout.dlq_stream}", exc) from exc
     # Exactly the dead letters there now, in order: those added while reading (a replay's own rows
     # failing again) are not read, so a replay ends and never replays its own output.
     left = info.num_pending or 0
@@ -95,7 +95,7 @@ async def read_dead_letters(
             except TimeoutError as exc:
                 raise BusError(f"reading {layout.dlq_stream}: no answer within {READ_TIMEOUT}s") from exc
             except NatsError as exc:
-                raise BusError(f"reading {layout.dlq_stream}: {exc or type(exc).__name__}") from exc
+                raise failure(f"reading {layout.dlq_stream}", exc) from exc
             if not batch.msgs:
                 return
             left -= len(batch.msgs)

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
-from backfill.core.errors import BusError
+from backfill.adapters.jetstream.bus import failure
 
 Handler = Callable[[str, bytes, dict[str, str]], None]  # (subject, data, headers)
 
@@ -33,7 +33,7 @@ class Subscriptions:
             for subscription in self._subscriptions:
                 await subscription.unsubscribe()
         except (NatsError, TimeoutError) as exc:
-            raise BusError(f"cannot unsubscribe: {exc or type(exc).__name__}") from exc
+            raise failure("cannot unsubscribe", exc) from exc
 
 
 async def subscribe(nc: NatsClient, subjects: Iterable[str], handler: Handler) -> Subscriptions:
@@ -47,5 +47,5 @@ async def subscribe(nc: NatsClient, subjects: Iterable[str], handler: Handler) -
         subscriptions = [await nc.subscribe(subject, cb=deliver) for subject in subjects]
         await nc.flush()
     except (NatsError, TimeoutError) as exc:
-        raise BusError(f"cannot subscribe: {exc or type(exc).__name__}") from exc
+        raise failure("cannot subscribe", exc) from exc
     return Subscriptions(subscriptions)

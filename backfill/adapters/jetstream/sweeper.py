@@ -32,7 +32,7 @@ from nats.js.errors import NotFoundError
 
 from backfill.adapters.jetstream.bus import AckPublisher, remove_message
 from backfill.adapters.jetstream.layout import Layout
-from backfill.adapters.jetstream.work import publish_dead_letter
+from backfill.adapters.jetstream.work import consumer_state, publish_dead_letter
 from backfill.core.deadletter import Failure, row_id_from_subject
 from backfill.core.errors import BusError
 from backfill.core.outcome import RETRIES_EXHAUSTED
@@ -148,9 +148,8 @@ class Sweeper:
 
     async def scan_once(self) -> int:
         """Find leftovers below the consumer's delivered sequence; returns how many were swept."""
-        info = await self._js.consumer_info(self._layout.stream, self._layout.durable)
-        delivered = info.delivered.stream_seq or 0
-        idle = (info.num_ack_pending or 0) == 0
+        state = await consumer_state(self._js, self._layout.stream, self._layout.durable)
+        delivered, idle = state.delivered_seq, state.ack_pending == 0
         now, swept, seen = time.monotonic(), 0, set()
         seq = 1
         while seq <= delivered:
@@ -165,7 +164,7 @@ class Sweeper:
             seen.add(msg.seq)
             first_seen = self._suspects.setdefault(msg.seq, now)
             if idle or await self._given_up(msg.seq, now - first_seen):
-                swept += await self.sweep(msg.seq, info.config.max_deliver or 0, "periodic scan")
+                swept += await self.sweep(msg.seq, state.max_deliver, "periodic scan")
             seq = msg.seq + 1
         self._suspects = {s: t for s, t in self._suspects.items() if s in seen}
         return swept
@@ -188,7 +187,7 @@ class Sweeper:
         while True:
             try:
                 await self.scan_once()
-            except (NatsError, TimeoutError) as exc:
+            except (BusError, NatsError, TimeoutError) as exc:
                 log.warning("sweep scan failed; will retry", extra={"error": str(exc) or type(exc).__name__})
             except Exception:  # whatever one message does to a scan, the next scan still runs
                 log.exception("sweep scan failed; will retry")

@@ -20,16 +20,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from backfill.adapters.jetstream import natspy
-from backfill.adapters.jetstream.bus import AckPublisher, PubStatus
+from backfill.adapters.jetstream.bus import AckPublisher, PubStatus, failure
 from backfill.core.deadletter import Failure, dead_letter_headers
 from backfill.core.errors import BusError
 from backfill.core.wire import dlq_subject
 
 log = logging.getLogger(__name__)
-
-
-def _failed(what: str, exc: BaseException) -> BusError:
-    return BusError(f"{what}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}")
 
 
 class Delivery:
@@ -79,7 +75,7 @@ class Delivery:
         try:
             await action
         except NatsError as exc:
-            raise _failed(what, exc) from exc
+            raise failure(what, exc) from exc
 
 
 class WorkQueue:
@@ -94,7 +90,7 @@ class WorkQueue:
         try:
             return cls(await js.pull_subscribe_bind(durable, stream=stream))
         except (NatsError, TimeoutError) as exc:
-            raise _failed(f"cannot bind to consumer {durable} of {stream}", exc) from exc
+            raise failure(f"cannot bind to consumer {durable} of {stream}", exc) from exc
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
         """Up to `batch` deliveries; none when nothing came within `wait` seconds. A lost connection raises
@@ -133,7 +129,7 @@ async def consumer_state(js: JetStreamContext, stream: str, durable: str) -> Con
     try:
         info = await js.consumer_info(stream, durable)
     except (NatsError, TimeoutError) as exc:
-        raise _failed(f"consumer {durable} of {stream}", exc) from exc
+        raise failure(f"consumer {durable} of {stream}", exc) from exc
     return ConsumerState(
         delivered_seq=info.delivered.stream_seq or 0 if info.delivered else 0,
         pending=info.num_pending or 0,
@@ -149,7 +145,7 @@ async def stream_depth(js: JetStreamContext, stream: str) -> int:
     try:
         info = await js.stream_info(stream)
     except (NatsError, TimeoutError) as exc:
-        raise _failed(f"stream {stream}", exc) from exc
+        raise failure(f"stream {stream}", exc) from exc
     return int(info.state.messages)
 
 
