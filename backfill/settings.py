@@ -175,6 +175,9 @@ class BackfillSettings(_Group):
     version: str = Field("2025-10-14", validation_alias="BACKFILL_VERSION", pattern=r"^[A-Za-z0-9._-]+$")
     http_timeout: float = Field(10.0, validation_alias="BACKFILL_HTTP_TIMEOUT", gt=0)
     log_format: str = Field("auto", validation_alias="BACKFILL_LOG_FORMAT", pattern=r"^(auto|json|text)$")
+    # Where `producer enqueue | pause | resume` push their figures when no --pushgateway is given: with
+    # it set, a pause stays visible to the alerts after the last worker is gone.
+    pushgateway_url: HttpUrl | None = Field(None, validation_alias="BACKFILL_PUSHGATEWAY_URL")
 
 
 G = TypeVar("G", bound=_Group)

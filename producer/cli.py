@@ -68,7 +68,7 @@ producer enqueue --ids 12,15 --run-id fix-2026-12-06
 """,
     "preview": "producer preview --limit 3\nproducer preview --ids 12 --json | jq '.rows[0].payload'",
     "status": "producer status\nproducer status --json --sample 0 | jq .backlog",
-    "pause": "producer pause\nproducer pause --pushgateway http://pushgateway:9091 --json",
+    "pause": "producer pause\nproducer pause --pushgateway http://backfill-pushgateway:9091 --json",
     "resume": "producer resume",
     "layout": "producer layout            # what differs from this environment (exit 1 when anything does)\n"
     "producer layout --apply    # show the differences, then make them",

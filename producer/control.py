@@ -32,7 +32,10 @@ CATALOG_VARIABLES = variables(CatalogSettings, "rest_url", "dsn")  # the variabl
 
 
 def add_control_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    pushgateway = "also push backfill_paused to this Prometheus Pushgateway (the alerts read it)"
+    pushgateway = (
+        "also push backfill_paused to this Prometheus Pushgateway, so the alerts see the pause with no "
+        "worker up (default: BACKFILL_PUSHGATEWAY_URL)"
+    )
     pause = commands.add_parser(
         "pause", help="stop every worker from taking new messages, on any nats-server"
     )
@@ -123,8 +126,9 @@ async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int
         code = await pause_or_resume(bus.js, layout, switch, args, server_pauses=server_pauses)
     finally:
         await bus.drain()
-    if code == 0 and args.pushgateway:
-        await push_paused_or_warn(args.pushgateway, args.command == "pause")
+    pushgateway = args.pushgateway or settings.get(BackfillSettings).pushgateway_url
+    if code == 0 and pushgateway:
+        await push_paused_or_warn(pushgateway, args.command == "pause")
     return code
 
 

@@ -64,7 +64,9 @@ def add_enqueue_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--jsonl", action="store_true", help="with --dry-run: one JSON line per row, the summary on stderr"
     )
     enqueue.add_argument(
-        "--pushgateway", metavar="URL", help="push the run's counts to a Prometheus Pushgateway"
+        "--pushgateway",
+        metavar="URL",
+        help="push the run's counts to a Prometheus Pushgateway (default: BACKFILL_PUSHGATEWAY_URL)",
     )
     add_youtube_options(enqueue)
 
@@ -148,9 +150,10 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
         await bus.drain()
         await http.aclose()
     print_summary(run_id, args, counts, interrupt)
-    if args.pushgateway:
+    pushgateway = args.pushgateway or backfill.pushgateway_url
+    if pushgateway:
         try:
-            await push_counts(args.pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
+            await push_counts(pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
         except UpstreamError as exc:  # the rows are enqueued either way: a warning, not a failed run
             warn("producer", f"the run's counts were not pushed to the Pushgateway: {exc}")
     if interrupt.requested:

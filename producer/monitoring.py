@@ -4,9 +4,15 @@ PMOVES' monitoring compose mounts only the file `prometheus/prometheus.yml` into
 has no `rule_files`: a rule file copied beside it never reaches the container. This command reads
 PMOVES' prometheus.yml and writes, into one output directory:
 
-    prometheus.yml                PMOVES' config with the `backfill-worker` job and `rule_files` added
+    prometheus.yml                PMOVES' config with the `backfill-worker` and `backfill-pushgateway`
+                                  jobs and `rule_files` added
     backfill.rules.yml            the alert rules shipped with this package
-    docker-compose.backfill.yml   an override for PMOVES' monitoring project mounting both files
+    docker-compose.backfill.yml   an override for PMOVES' monitoring project mounting both files and
+                                  adding a Pushgateway
+
+PMOVES runs no Pushgateway, and the alerts need one: `producer pause` pushes `backfill_paused` there so
+a deliberate pause stays visible once the last worker is scaled away (`--pushgateway-target` scrapes
+one the operator already runs instead; `--no-pushgateway` leaves it out).
 
 The merge is a pure function of PMOVES' config and the job: it keeps every other key as it is, refuses
 a config it would have to change rather than extend, and is idempotent (its own output merges to itself).
@@ -29,6 +35,13 @@ import yaml
 from backfill.core.errors import ConfigError
 
 JOB = "backfill-worker"
+PUSHGATEWAY_JOB = "backfill-pushgateway"
+PUSHGATEWAY_SERVICE = "backfill-pushgateway"  # not `pushgateway`: PMOVES may add one of its own one day
+PUSHGATEWAY_IMAGE = "prom/pushgateway:v1.10.0"
+PUSHGATEWAY_PORT = 9091
+PUSHGATEWAY_URL = f"http://{PUSHGATEWAY_SERVICE}:{PUSHGATEWAY_PORT}"
+PUSHGATEWAY_VOLUME = "backfill-pushgateway-data"
+PUSHGATEWAY_DIR = PurePosixPath("/pushgateway")  # the image's WORKDIR, owned by its user (nobody)
 RULE_FILE = "backfill.rules.yml"
 SCRAPE_FILE = "backfill-scrape.yml"
 CONFIG_FILE = "prometheus.yml"
@@ -39,12 +52,12 @@ WORKER_NETWORK = "pmoves_monitoring"
 NETWORK_KEY = "backfill_monitoring"
 CONFIG_HEADER = (
     "# Written by `producer monitoring` (pmoves-jellyfin-backfill): PMOVES' prometheus.yml with the\n"
-    f"# `{JOB}` scrape job and {RULE_FILE} added. Edit PMOVES' own file and run the command again.\n"
+    f"# backfill scrape jobs and {RULE_FILE} added. Edit PMOVES' own file and run the command again.\n"
 )
 OVERRIDE_HEADER = (
     "# Written by `producer monitoring` (pmoves-jellyfin-backfill): an override for PMOVES' monitoring\n"
     f"# project. Use it from the directory holding {MONITORING_COMPOSE}:\n"
-    f"#   docker compose -f {MONITORING_COMPOSE} -f <this file> up -d prometheus\n"
+    f"#   docker compose -f {MONITORING_COMPOSE} -f <this file> up -d prometheus [{PUSHGATEWAY_SERVICE}]\n"
 )
 DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
 DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
@@ -81,6 +94,16 @@ def scrape_job(dns_name: str, static_targets: list[str], interval: str | None) -
     return dict(job)
 
 
+def pushgateway_job(target: str, interval: str | None) -> dict[str, Any]:
+    """Scrape the Pushgateway keeping the pushed `job` label (`backfill-producer`), which the alerts and
+    the dashboard's run panels select on."""
+    job: dict[str, Any] = {"job_name": PUSHGATEWAY_JOB, "honor_labels": True}
+    if interval is not None:
+        job["scrape_interval"] = interval
+    job["static_configs"] = [{"targets": [target]}]
+    return job
+
+
 def _entries(config: dict[str, Any], key: str, source: str) -> list[Any]:
     value = config.get(key)
     if value is None:
@@ -90,8 +113,8 @@ def _entries(config: dict[str, Any], key: str, source: str) -> list[Any]:
     return list(value)
 
 
-def merge_config(config: Any, job: dict[str, Any], source: str) -> dict[str, Any]:
-    """PMOVES' config plus `job` under `scrape_configs` and the rule file under `rule_files`."""
+def merge_config(config: Any, jobs: list[dict[str, Any]], source: str) -> dict[str, Any]:
+    """PMOVES' config plus `jobs` under `scrape_configs` and the rule file under `rule_files`."""
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: not a Prometheus configuration (a YAML mapping at the top)")
     for entry in _entries(config, "scrape_config_files", source):
@@ -100,14 +123,18 @@ def merge_config(config: Any, job: dict[str, Any], source: str) -> dict[str, Any
                 f"{source}: `scrape_config_files` lists {entry!r}, which Prometheus cannot see inside "
                 "PMOVES' container; remove that entry (this command puts the job in `scrape_configs`)"
             )
-    jobs = _entries(config, "scrape_configs", source)
-    existing = [j for j in jobs if isinstance(j, dict) and j.get("job_name") == JOB]
-    if any(j != job for j in existing):
-        raise ConfigError(
-            f"{source}: a scrape job named {JOB!r} already exists with other settings than "
-            f"{json.dumps(job, sort_keys=True)}; remove it from PMOVES' prometheus.yml (or pass the "
-            "same --target-dns / --static-target / --scrape-interval as the run that wrote it)"
-        )
+    scrape_configs = _entries(config, "scrape_configs", source)
+    for job in jobs:
+        name = job["job_name"]
+        existing = [j for j in scrape_configs if isinstance(j, dict) and j.get("job_name") == name]
+        if any(j != job for j in existing):
+            raise ConfigError(
+                f"{source}: a scrape job named {name!r} already exists with other settings than "
+                f"{json.dumps(job, sort_keys=True)}; remove it from PMOVES' prometheus.yml (or pass the "
+                "same options as the run that wrote it)"
+            )
+        if not existing:
+            scrape_configs.append(job)
     rules = _entries(config, "rule_files", source)
     elsewhere = [r for r in rules if r != RULE_FILE and PurePosixPath(str(r)).name == RULE_FILE]
     if elsewhere:
@@ -117,7 +144,7 @@ def merge_config(config: Any, job: dict[str, Any], source: str) -> dict[str, Any
         )
     merged = dict(config)
     merged["rule_files"] = rules if RULE_FILE in rules else [*rules, RULE_FILE]
-    merged["scrape_configs"] = jobs if existing else [*jobs, job]
+    merged["scrape_configs"] = scrape_configs
     return merged
 
 
@@ -141,8 +168,23 @@ def compose_source(path: Path, compose_dir: Path) -> str:
     return relative if relative.startswith("../") else f"./{relative}"
 
 
-def compose_override(out: Path, compose_dir: Path, *, add_network: bool) -> dict[str, Any]:
-    """Mount the merged config over PMOVES' one and the rule file beside it, both read-only."""
+def pushgateway_service() -> dict[str, Any]:
+    """A Pushgateway on pmoves_monitoring, where the producer and Prometheus both are; what was pushed
+    (a pause) survives its restart on a volume. No host port: the producer reaches it in the network."""
+    return {
+        "image": PUSHGATEWAY_IMAGE,
+        "restart": "unless-stopped",
+        "command": [f"--persistence.file={PUSHGATEWAY_DIR / 'metrics.db'}"],
+        "volumes": [f"{PUSHGATEWAY_VOLUME}:{PUSHGATEWAY_DIR}"],
+        "networks": [NETWORK_KEY],
+    }
+
+
+def compose_override(
+    out: Path, compose_dir: Path, *, add_network: bool, add_pushgateway: bool
+) -> dict[str, Any]:
+    """Mount the merged config over PMOVES' one and the rule file beside it, both read-only; with
+    `add_pushgateway`, add a Pushgateway beside Prometheus."""
     mounts = [
         {
             "type": "bind",
@@ -156,14 +198,19 @@ def compose_override(out: Path, compose_dir: Path, *, add_network: bool) -> dict
     override: dict[str, Any] = {"services": {"prometheus": service}}
     if add_network:
         service["networks"] = [NETWORK_KEY]
+    if add_pushgateway:
+        override["services"][PUSHGATEWAY_SERVICE] = pushgateway_service()
+        override["volumes"] = {PUSHGATEWAY_VOLUME: {}}
+    if add_network or add_pushgateway:
         override["networks"] = {NETWORK_KEY: {"name": WORKER_NETWORK, "external": True}}
     return override
 
 
-def commands(out: Path, compose_dir: Path) -> dict[str, str]:
+def commands(out: Path, compose_dir: Path, *, add_pushgateway: bool) -> dict[str, str]:
     override = compose_source(out / OVERRIDE_FILE, compose_dir)
+    services = f"prometheus {PUSHGATEWAY_SERVICE}" if add_pushgateway else "prometheus"
     return {
-        "start": f"docker compose -f {MONITORING_COMPOSE} -f {override} up -d prometheus",
+        "start": f"docker compose -f {MONITORING_COMPOSE} -f {override} up -d {services}",
         "reload": "curl -X POST http://localhost:${PROMETHEUS_HOST_PORT:-9090}/-/reload",
     }
 
@@ -194,11 +241,18 @@ def integrate(args: argparse.Namespace) -> dict[str, Any]:
     if out.resolve() == config_path.resolve().parent:
         raise ConfigError(f"--out {out} is the directory of PMOVES' prometheus.yml: choose another one")
     job = scrape_job(args.target_dns, args.static_target or [], args.scrape_interval)
-    merged = merge_config(read_yaml(config_path, "PMOVES' Prometheus config"), job, str(config_path))
+    add_pushgateway = not args.no_pushgateway and args.pushgateway_target is None
+    gateway = (
+        None
+        if args.no_pushgateway
+        else args.pushgateway_target or f"{PUSHGATEWAY_SERVICE}:{PUSHGATEWAY_PORT}"
+    )
+    jobs = [job] if gateway is None else [job, pushgateway_job(gateway, args.scrape_interval)]
+    merged = merge_config(read_yaml(config_path, "PMOVES' Prometheus config"), jobs, str(config_path))
     monitoring = compose_dir / MONITORING_COMPOSE
     known = monitoring.is_file()
     add_network = known and not on_worker_network(read_yaml(monitoring, "the monitoring compose file"))
-    override = compose_override(out, compose_dir, add_network=add_network)
+    override = compose_override(out, compose_dir, add_network=add_network, add_pushgateway=add_pushgateway)
     try:
         out.mkdir(parents=True, exist_ok=True)
         files = {"prometheus_config": out / CONFIG_FILE, "rule_file": out / RULE_FILE}
@@ -214,7 +268,12 @@ def integrate(args: argparse.Namespace) -> dict[str, Any]:
         "monitoring_compose_found": known,
         "network_added": add_network,
         "scrape_job": job,
-        "commands": commands(out, compose_dir),
+        "pushgateway": {
+            "scraped": gateway,
+            "added": add_pushgateway,
+            "url": PUSHGATEWAY_URL if add_pushgateway else None,
+        },
+        "commands": commands(out, compose_dir, add_pushgateway=add_pushgateway),
     }
 
 
@@ -230,6 +289,18 @@ def report(result: dict[str, Any]) -> str:
         "After running this command again later, reload instead (the mounts stay in place):",
         f"  {run['reload']}",
     ]
+    gateway = result["pushgateway"]
+    if gateway["added"]:
+        lines += [
+            "",
+            "So that a pause stays visible to the alerts with no worker up, set in the backfill's .env:",
+            f"  BACKFILL_PUSHGATEWAY_URL={gateway['url']}",
+        ]
+    elif gateway["scraped"] is None:
+        lines += [
+            "",
+            "No Pushgateway is scraped: scaling the workers to zero fires BackfillNoWorkerUp, paused or not.",
+        ]
     return "\n".join(lines)
 
 
@@ -296,7 +367,19 @@ def add_monitoring_parser(commands: Any) -> None:
         "--scrape-interval",
         type=scrape_interval,
         metavar="DURATION",
-        help="the job's scrape interval (default 15s, as PMOVES scrapes)",
+        help="the jobs' scrape interval (default 15s, as PMOVES scrapes)",
+    )
+    gateways = parser.add_mutually_exclusive_group()
+    gateways.add_argument(
+        "--pushgateway-target",
+        type=static_target,
+        metavar="HOST:PORT",
+        help=f"scrape this Pushgateway instead of adding {PUSHGATEWAY_SERVICE} to the override",
+    )
+    gateways.add_argument(
+        "--no-pushgateway",
+        action="store_true",
+        help="neither add nor scrape a Pushgateway (a pause then only holds the alerts while workers run)",
     )
     parser.add_argument("--json", action="store_true", help="print what was written as JSON")
 

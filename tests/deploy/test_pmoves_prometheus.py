@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -30,11 +32,24 @@ from tests.e2e.conftest import cli
 
 PMOVES = Path(__file__).resolve().parent / "pmoves"
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
+PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
 needs_prometheus = pytest.mark.skipif(
     PROMETHEUS is None or PROMTOOL is None,
     reason="prometheus/promtool not installed (Debian package `prometheus`; .ci/run installs it)",
 )
-START = "docker compose -f docker-compose.monitoring.yml -f ./backfill/docker-compose.backfill.yml up -d prometheus"
+needs_pushgateway = pytest.mark.skipif(
+    PUSHGATEWAY is None,
+    reason="no Pushgateway (Debian package `prometheus-pushgateway`; .ci/run installs it)",
+)
+START = (
+    "docker compose -f docker-compose.monitoring.yml -f ./backfill/docker-compose.backfill.yml "
+    "up -d prometheus backfill-pushgateway"
+)
+OUR_GATEWAY = {
+    "job_name": "backfill-pushgateway",
+    "honor_labels": True,
+    "static_configs": [{"targets": ["backfill-pushgateway:9091"]}],
+}
 
 
 @pytest.fixture
@@ -85,17 +100,20 @@ def test_writes_the_merged_config_the_rule_file_and_the_override_and_says_how_to
     ]
     assert f"  {START}\n" in done.stdout
     assert "curl -X POST http://localhost:${PROMETHEUS_HOST_PORT:-9090}/-/reload" in done.stdout
+    assert "  BACKFILL_PUSHGATEWAY_URL=http://backfill-pushgateway:9091\n" in done.stdout
     assert done.stderr == ""
 
 
 def test_merged_config_is_pmoves_config_plus_the_job_and_the_rule_file(monitoring: Path) -> None:
-    """Every PMOVES key and job is kept as it was; the job is the shipped one; the rule file is ours."""
+    """Every PMOVES key and job is kept as it was; the worker job is the shipped one, then the job scraping
+    our Pushgateway keeping the pushed job label; the rule file is ours."""
     original = load_yaml(monitoring / "prometheus" / "prometheus.yml")
     integrated(monitoring)
     merged = load_yaml(monitoring / "backfill" / "prometheus.yml")
     assert merged.pop("rule_files") == ["backfill.rules.yml"]
-    *pmoves_jobs, job = merged["scrape_configs"]
+    *pmoves_jobs, job, gateway = merged["scrape_configs"]
     assert job == shipped_job()
+    assert gateway == OUR_GATEWAY
     assert {**merged, "scrape_configs": pmoves_jobs} == original
     assert (monitoring / "backfill" / "backfill.rules.yml").read_bytes() == RULES.read_bytes()
 
@@ -146,6 +164,24 @@ def test_static_targets_and_interval_replace_the_discovery_and_keep_the_timeout_
     assert swarm["dns_sd_configs"][0]["names"] == ["tasks.backfill-worker"]
 
 
+def test_an_existing_pushgateway_is_scraped_instead_of_adding_one_or_none_at_all(monitoring: Path) -> None:
+    """--pushgateway-target: its job, no service in the override; --no-pushgateway: neither, and a warning."""
+    theirs = integrated(monitoring, "--pushgateway-target", "pushgateway:9091")
+    assert theirs["pushgateway"] == {"scraped": "pushgateway:9091", "added": False, "url": None}
+    jobs = load_yaml(monitoring / "backfill" / "prometheus.yml")["scrape_configs"]
+    assert jobs[-1] == {**OUR_GATEWAY, "static_configs": [{"targets": ["pushgateway:9091"]}]}
+    override = load_yaml(monitoring / "backfill" / "docker-compose.backfill.yml")
+    assert set(override["services"]) == {"prometheus"} and "volumes" not in override
+    assert theirs["commands"]["start"].endswith("up -d prometheus")
+
+    done = integrate(monitoring / "prometheus" / "prometheus.yml", monitoring / "none", "--no-pushgateway")
+    assert done.returncode == 0, done.stderr
+    assert "scaling the workers to zero fires BackfillNoWorkerUp, paused or not" in done.stdout
+    jobs = load_yaml(monitoring / "none" / "prometheus.yml")["scrape_configs"]
+    assert [job["job_name"] for job in jobs if job["job_name"].startswith("backfill")] == ["backfill-worker"]
+    assert set(load_yaml(monitoring / "none" / "docker-compose.backfill.yml")["services"]) == {"prometheus"}
+
+
 def edit_config(monitoring: Path, change: dict[str, Any]) -> Path:
     path = monitoring / "prometheus" / "prometheus.yml"
     config = load_yaml(path)
@@ -173,6 +209,10 @@ REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
         "`rule_files` already loads 'rules/backfill.rules.yml'",
     ),
     "rule_files that is not a list": ({"rule_files": "backfill.rules.yml"}, "`rule_files` is not a list"),
+    "a backfill-pushgateway job that drops the pushed job label": (
+        {"scrape_configs": lambda jobs: [*jobs, {**OUR_GATEWAY, "honor_labels": False}]},
+        "a scrape job named 'backfill-pushgateway' already exists with other settings",
+    ),
 }
 
 
@@ -202,6 +242,17 @@ BAD_INPUT = {
     "interval that is no duration": (
         ["--prometheus-config", "{root}/prometheus/prometheus.yml", "--out", "{root}/out", "--scrape-interval", "1.5s"],
         "not a Prometheus duration",
+    ),
+    "both a Pushgateway to scrape and none": (
+        [
+            "--prometheus-config", "{root}/prometheus/prometheus.yml", "--out", "{root}/out",
+            "--pushgateway-target", "pg:9091", "--no-pushgateway",
+        ],
+        "not allowed with argument",
+    ),
+    "a Pushgateway target without a port": (
+        ["--prometheus-config", "{root}/prometheus/prometheus.yml", "--out", "{root}/out", "--pushgateway-target", "pg"],
+        "expected HOST:PORT",
     ),
     "both a DNS name and a static target": (
         [
@@ -262,6 +313,32 @@ def test_override_mounts_both_files_over_pmoves_prometheus_and_keeps_its_command
     networks = {resolved["networks"][key]["name"] for key in prometheus["networks"]}
     assert networks == {"pmoves_monitoring"}
     assert result["network_added"] is False
+
+
+def test_override_adds_a_pushgateway_beside_prometheus_on_the_network_of_the_producer(
+    monitoring: Path,
+) -> None:
+    """Merged by compose: a pinned Pushgateway on pmoves_monitoring (where Prometheus and the producer are),
+    persisting what was pushed on a named volume the image's user owns, reachable by nothing from the host."""
+    assert integrated(monitoring)["pushgateway"] == {
+        "scraped": "backfill-pushgateway:9091",
+        "added": True,
+        "url": "http://backfill-pushgateway:9091",
+    }
+    resolved = resolved_by_compose(monitoring)
+    gateway = resolved["services"]["backfill-pushgateway"]
+    assert re.fullmatch(r"prom/pushgateway:v\d+\.\d+\.\d+", gateway["image"])
+    assert {resolved["networks"][key]["name"] for key in gateway["networks"]} == {"pmoves_monitoring"}
+    assert all(resolved["networks"][key]["external"] for key in gateway["networks"])
+    assert "ports" not in gateway
+    (volume,) = gateway["volumes"]
+    assert (volume["type"], volume["target"]) == (
+        "volume",
+        "/pushgateway",
+    )  # the image's WORKDIR, user nobody
+    assert gateway["command"] == ["--persistence.file=/pushgateway/metrics.db"]
+    assert volume["source"] in resolved["volumes"]
+    assert gateway["restart"] == "unless-stopped"
 
 
 def test_override_joins_pmoves_monitoring_when_the_monitoring_project_does_not(monitoring: Path) -> None:
@@ -329,25 +406,40 @@ class PrometheusOnMergedConfig:
         return found
 
 
+@dataclass
+class RunningWorker:
+    port: int
+    env: dict[str, str]  # the worker's environment, for producer commands on the same stream
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=40)
+
+
 @pytest.fixture
-def worker_port(nats_url: str, tmp_path: Path) -> Iterator[int]:
+def worker(nats_url: str, tmp_path: Path) -> Iterator[RunningWorker]:
     """A real `worker` on an embedded stack, serving /metrics on a free port."""
     port = free_port()
     with EmbeddedStack(StackOptions(size=5, nats_url=nats_url, contracts_dir=None)) as stack:
+        env = worker_env(stack)
         with (tmp_path / "worker.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [cli("worker"), "--metrics-port", str(port)],
-                env=worker_env(stack),
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            process = subprocess.Popen(
+                [cli("worker"), "--metrics-port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
             )
+        running = RunningWorker(port, env, process)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
                 wait_for(lambda: http.get("/readyz").status_code == 200, "the worker to be ready")
-            yield port
+            yield running
         finally:
-            worker.terminate()
-            worker.wait(timeout=40)
+            if process.poll() is None:
+                running.stop()
+
+
+@pytest.fixture
+def worker_port(worker: RunningWorker) -> int:
+    return worker.port
 
 
 @pytest.mark.slow
@@ -386,6 +478,7 @@ def test_prometheus_on_the_merged_config_scrapes_the_worker_and_loads_every_rule
     assert [job["job_name"] for job in loaded["scrape_configs"]] == [
         *(job["job_name"] for job in pmoves["scrape_configs"]),
         "backfill-worker",
+        "backfill-pushgateway",
     ]
 
 
@@ -416,3 +509,70 @@ def test_the_yaml_parser_the_command_imports_is_a_runtime_dependency() -> None:
         for requirement in pyproject["project"]["dependencies"]
     }
     assert "pyyaml" in names, "add pyyaml to [project] dependencies: the image installs no test extras"
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Pushgateway on a free loopback port; yields its HOST:PORT."""
+    assert PUSHGATEWAY is not None
+    address = f"127.0.0.1:{free_port()}"
+    with (tmp_path / "pushgateway.log").open("wb") as log:
+        process = subprocess.Popen(
+            [PUSHGATEWAY, f"--web.listen-address={address}", f"--persistence.file={tmp_path / 'pushed.db'}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://{address}", timeout=5) as http:
+            wait_for(lambda: http.get("/-/ready").status_code == 200, "the Pushgateway to be ready")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.mark.slow
+@needs_prometheus
+@needs_pushgateway
+def test_a_pause_keeps_the_no_worker_alert_silent_after_the_last_worker_is_gone_until_resume(
+    monitoring: Path, worker: RunningWorker, pushgateway: str
+) -> None:
+    """PMOVES' Prometheus through the integration, with a real Pushgateway: `producer pause` (pushing
+    through BACKFILL_PUSHGATEWAY_URL), then the worker stopped. BackfillNoWorkerUp's expression, as the
+    loaded rule has it, finds nothing while paused, and holds again once `producer resume` has pushed 0."""
+    options = ["--static-target", f"127.0.0.1:{worker.port}", "--scrape-interval", "1s"]
+    integrated(monitoring, *options, "--pushgateway-target", pushgateway)
+    env = {**worker.env, "BACKFILL_PUSHGATEWAY_URL": f"http://{pushgateway}"}
+    with PrometheusOnMergedConfig(monitoring / "backfill") as prometheus:
+
+        def instant(query: str) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = prometheus.data(f"/api/v1/query?query={quote(query)}")["result"]
+            return found
+
+        def rule(name: str) -> str:
+            groups = prometheus.data("/api/v1/rules")["groups"]
+            (query,) = [r["query"] for g in groups for r in g["rules"] if r["name"] == name]
+            return str(query)
+
+        no_worker = rule("BackfillNoWorkerUp")
+        wait_for(lambda: instant('up{job="backfill-worker"} == 1'), "the worker target to be up")
+        assert instant(no_worker) == []
+
+        paused = subprocess.run(
+            [cli("producer"), "pause"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert paused.returncode == 0, paused.stderr
+        assert "not pushed" not in paused.stderr
+        wait_for(lambda: instant('backfill_paused{job="backfill-producer"} == 1'), "the pushed pause")
+        assert worker.stop() == 0  # scaled to zero, on purpose
+        wait_for(lambda: instant('up{job="backfill-worker"} == 0'), "the worker target to be down")
+        wait_for(lambda: not instant('backfill_paused{job="backfill-worker"}'), "the worker's own gauge gone")
+        assert instant(no_worker) == []
+        assert instant(rule("BackfillBacklogNotShrinking")) == []
+
+        resumed = subprocess.run(
+            [cli("producer"), "resume"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        fired = wait_for(lambda: instant(no_worker), "BackfillNoWorkerUp's condition after resume")
+        assert [float(sample["value"][1]) for sample in fired] == [1.0]
