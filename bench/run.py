@@ -327,6 +327,7 @@ class Bench:
         far_above = {"BACKFILL_PACE_PER_MINUTE": "100000", "BACKFILL_PACE_BURST": "100000"}
         plans = [
             ("metadata-only", Mode.METADATA_ONLY, 1, default),
+            ("metadata-only", Mode.METADATA_ONLY, 2, default),
             ("republish", Mode.REPUBLISH, 1, far_above),
             ("republish", Mode.REPUBLISH, 2, far_above),
         ]
@@ -349,10 +350,11 @@ class Bench:
                 "throughput_ratio": on["rows_per_s"] / off["rows_per_s"],
                 "cpu_ratio": on["cpu_s_per_1000_rows"] / off["cpu_s_per_1000_rows"],
             }
-        table["republish_two_workers_vs_one_paced"] = (
-            table["republish-workers-2"]["paced"]["rows_per_s"]
-            / table["republish-workers-1"]["paced"]["rows_per_s"]
-        )
+        for name in ("metadata-only", "republish"):
+            table[f"{name}_two_workers_vs_one_paced"] = (
+                table[f"{name}-workers-2"]["paced"]["rows_per_s"]
+                / table[f"{name}-workers-1"]["paced"]["rows_per_s"]
+            )
         self.results["pace"] = {
             "how": (
                 f"the worker throughput run ({count} requests, published while the consumer is paused) "
@@ -543,16 +545,23 @@ def _throughput_lines(throughput: dict[str, Any]) -> list[str]:
 
 
 def _pace_lines(pace: dict[str, Any]) -> list[str]:
-    lines = ["pace vs off        pace                     off rows/s  paced rows/s  ratio  CPU ratio"]
+    lines = [
+        "pace vs off                pace                     off rows/s  paced rows/s  ratio"
+        "  CPU s/1000 off  paced  CPU ratio"
+    ]
     for key, entry in pace.items():
         if not isinstance(entry, dict) or "paced" not in entry:
             continue
-        off, paced = entry["off"]["rows_per_s"], entry["paced"]["rows_per_s"]
+        off, paced = entry["off"], entry["paced"]
         lines.append(
-            f"  {key:<24} {entry['pace']:<22} {off:>8.0f} {paced:>13.0f} "
-            f"{entry['throughput_ratio']:>6.2f} {entry['cpu_ratio']:>10.2f}"
+            f"  {key:<24} {entry['pace']:<24} {off['rows_per_s']:>10.0f} {paced['rows_per_s']:>13.0f} "
+            f"{entry['throughput_ratio']:>6.2f} {off['cpu_s_per_1000_rows']:>15.3f} "
+            f"{paced['cpu_s_per_1000_rows']:>6.3f} {entry['cpu_ratio']:>10.2f}"
         )
-    lines.append(f"  republishing, paced: 2 workers {pace['republish_two_workers_vs_one_paced']:.2f}x one")
+    for name in ("metadata-only", "republish"):
+        ratio = pace.get(f"{name}_two_workers_vs_one_paced")
+        if ratio is not None:  # results written before the metadata-only pair was measured lack it
+            lines.append(f"  {name}, paced: 2 workers {ratio:.2f}x one")
     return lines
 
 

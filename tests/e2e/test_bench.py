@@ -51,7 +51,12 @@ def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
     overhead = results["latency"]["overhead_ms"]
     assert overhead["p50"] <= overhead["p95"] <= overhead["p99"] <= overhead["max"]
     assert results["replay"]["messages"] == 500 and results["replay"]["messages_per_s"] > 0
-    for run in ("metadata-only-workers-1", "republish-workers-1", "republish-workers-2"):
+    for run in (
+        "metadata-only-workers-1",
+        "metadata-only-workers-2",
+        "republish-workers-1",
+        "republish-workers-2",
+    ):
         pace = results["pace"][run]
         assert pace["off"]["rows_per_s"] > 0 and pace["paced"]["rows_per_s"] > 0
         assert pace["throughput_ratio"] == pace["paced"]["rows_per_s"] / pace["off"]["rows_per_s"]
