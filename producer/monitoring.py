@@ -296,7 +296,13 @@ def report(result: dict[str, Any]) -> str:
             "So that a pause stays visible to the alerts with no worker up, set in the backfill's .env:",
             f"  BACKFILL_PUSHGATEWAY_URL={gateway['url']}",
         ]
-    elif gateway["scraped"] is None:
+    elif gateway["scraped"] is not None:
+        lines += [
+            "",
+            f"Point BACKFILL_PUSHGATEWAY_URL in the backfill's .env at {gateway['scraped']} (http://...), so"
+            " that a pause stays visible to the alerts with no worker up.",
+        ]
+    else:
         lines += [
             "",
             "No Pushgateway is scraped: scaling the workers to zero fires BackfillNoWorkerUp, paused or not.",

@@ -166,6 +166,13 @@ def test_static_targets_and_interval_replace_the_discovery_and_keep_the_timeout_
 
 def test_an_existing_pushgateway_is_scraped_instead_of_adding_one_or_none_at_all(monitoring: Path) -> None:
     """--pushgateway-target: its job, no service in the override; --no-pushgateway: neither, and a warning."""
+    shown = integrate(
+        monitoring / "prometheus" / "prometheus.yml",
+        monitoring / "shown",
+        "--pushgateway-target",
+        "pushgateway:9091",
+    )
+    assert "Point BACKFILL_PUSHGATEWAY_URL in the backfill's .env at pushgateway:9091" in shown.stdout
     theirs = integrated(monitoring, "--pushgateway-target", "pushgateway:9091")
     assert theirs["pushgateway"] == {"scraped": "pushgateway:9091", "added": False, "url": None}
     jobs = load_yaml(monitoring / "backfill" / "prometheus.yml")["scrape_configs"]
