@@ -76,12 +76,12 @@ async def measure(js: JetStream, layout: Layout, sample: float) -> Status:
     first = await consumer.backlog()
     await asyncio.sleep(sample)  # the rate is the drop of the remaining work over this window
     later = await consumer.backlog()
-    remaining = later.pending + later.in_flight
-    rate = max((first.pending + first.in_flight) - remaining, 0) / sample if sample > 0 else None
+    remaining = later.pending + later.ack_pending
+    rate = max((first.pending + first.ack_pending) - remaining, 0) / sample if sample > 0 else None
     eta = remaining / rate if rate else None
     return Status(
         later.pending,
-        later.in_flight,
+        later.ack_pending,
         later.redelivered,
         later.paused,
         await dead_letter_counts(js, layout),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import ServerVersion
@@ -20,6 +19,7 @@ from nats.js.errors import APIError
 
 from backfill.adapters.jetstream.bus import Bus, api_failure
 from backfill.adapters.jetstream.layout import Layout
+from backfill.adapters.jetstream.work import ConsumerState, state_of
 from backfill.core.errors import BusError, NotFound
 
 PAUSE_YEARS = 100  # "until resumed": JetStream pauses until a timestamp
@@ -54,14 +54,6 @@ def pause_refused(command: str, layout: Layout, exc: APIError) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Backlog:
-    pending: int  # not yet delivered
-    in_flight: int  # delivered, not yet acknowledged
-    redelivered: int  # delivered more than once, not yet acknowledged
-    paused: bool  # paused on the server (2.11+)
-
-
 class ConsumerControl:
     """The work stream's durable consumer, for one command: its refusals are worded for that command."""
 
@@ -81,13 +73,11 @@ class ConsumerControl:
         except (NatsError, TimeoutError) as exc:
             raise api_failure(exc) from exc
 
-    async def backlog(self) -> Backlog:
+    async def backlog(self) -> ConsumerState:
         """The consumer's counts now; NotFound when it or its stream is missing."""
         with self._answered():
             info = await self._js.consumer_info(self._layout.stream, self._layout.durable)
-        return Backlog(
-            info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0, bool(info.paused)
-        )
+        return state_of(info)
 
     async def require(self) -> None:
         """NotFound unless the consumer and its stream exist."""

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 
 from backfill.adapters.jetstream import natspy
 from backfill.adapters.jetstream.bus import AckPublisher, PubStatus, failure
@@ -130,6 +131,11 @@ async def consumer_state(js: JetStreamContext, stream: str, durable: str) -> Con
         info = await js.consumer_info(stream, durable)
     except (NatsError, TimeoutError) as exc:
         raise failure(f"consumer {durable} of {stream}", exc) from exc
+    return state_of(info)
+
+
+def state_of(info: ConsumerInfo) -> ConsumerState:
+    """The counts of a consumer_info answer (read by the worker here, by `producer status` in control)."""
     return ConsumerState(
         delivered_seq=info.delivered.stream_seq or 0 if info.delivered else 0,
         pending=info.num_pending or 0,
