@@ -45,6 +45,11 @@ class NatsSettings(_Group):
     """Where JetStream is and how the backfill streams and consumer are laid out."""
 
     url: NatsUrl = Field("nats://localhost:4222", validation_alias="NATS_URL")
+    # how long a program waits for its first connection before it exits 3 (backfill/wiring.py has the
+    # defaults: 2 s for a producer command, 30 s for a worker)
+    connect_timeout: float | None = Field(
+        None, validation_alias="BACKFILL_NATS_CONNECT_TIMEOUT", gt=0, le=3600
+    )
     stream: str = Field("BACKFILL", validation_alias="BACKFILL_STREAM", pattern=r"^[A-Za-z0-9_-]+$")
     dlq_stream: str = Field(
         "BACKFILL_DLQ", validation_alias="BACKFILL_DLQ_STREAM", pattern=r"^[A-Za-z0-9_-]+$"

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from backfill.adapters.agent_zero import AgentZeroClient
 from backfill.adapters.batching import Batcher, WriteBatcher, each_on_failure
 from backfill.adapters.jellyfin import JellyfinClient
-from backfill.adapters.jetstream.bus import Bus
+from backfill.adapters.jetstream.bus import FIRST_CONNECT, Bus
 from backfill.adapters.jetstream.layout import Layout, build_layout
 from backfill.adapters.jetstream.pace import GlobalPace
 from backfill.adapters.postgrest import PostgrestCatalog
@@ -37,10 +37,26 @@ from backfill.settings import (
     YoutubeSettings,
 )
 
+WORKER_FIRST_CONNECT = 30.0  # a worker's wait for NATS at start (it may still be starting beside it)
 
-async def connect_bus(settings: SettingsBundle, name: str, *, reconnect_forever: bool = False) -> Bus:
-    """NATS at NATS_URL, named `name` on the server; a worker reconnects forever, a command gives up."""
-    return await Bus.connect(settings.get(NatsSettings).url, name, reconnect_forever=reconnect_forever)
+
+async def connect_bus(
+    settings: SettingsBundle,
+    name: str,
+    *,
+    reconnect_forever: bool = False,
+    first_connect: float = FIRST_CONNECT,
+) -> Bus:
+    """NATS at NATS_URL, named `name` on the server, reached within BACKFILL_NATS_CONNECT_TIMEOUT (else
+    `first_connect`: 2 s for a command) seconds or BusError; a worker then reconnects forever, a
+    command gives up."""
+    nats_cfg = settings.get(NatsSettings)
+    return await Bus.connect(
+        nats_cfg.url,
+        name,
+        reconnect_forever=reconnect_forever,
+        first_connect=nats_cfg.connect_timeout or first_connect,
+    )
 
 
 def http_client(settings: SettingsBundle, max_connections: int = 100) -> HttpClient:
