@@ -16,6 +16,7 @@ from backfill.adapters.jetstream.deadletters import dead_letter_counts
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseSwitch
 from backfill.core.errors import ConfigError, NotFound, UpstreamError
+from backfill.core.ports import RunMetrics
 from backfill.settings import (
     BackfillSettings,
     CatalogSettings,
@@ -24,8 +25,7 @@ from backfill.settings import (
     load_settings,
     variables,
 )
-from backfill.wiring import connect_bus, http_client, layout_from, open_catalog
-from producer.pushgateway import DEFAULT_JOB, push_paused
+from backfill.wiring import build_pushgateway, connect_bus, http_client, layout_from, open_catalog
 from producer.shell import add_json, emit, warn
 
 CATALOG_VARIABLES = variables(CatalogSettings, "rest_url", "dsn")  # the variables that name a catalog
@@ -126,8 +126,8 @@ async def run_control(settings: SettingsBundle, args: argparse.Namespace) -> int
         code = await pause_or_resume(bus.js, layout, switch, args, server_pauses=server_pauses)
     finally:
         await bus.drain()
-    pushgateway = args.pushgateway or settings.get(BackfillSettings).pushgateway_url
-    if code == 0 and pushgateway:
+    pushgateway = build_pushgateway(settings, args.pushgateway)
+    if code == 0 and pushgateway is not None:
         await push_paused_or_warn(pushgateway, args.command == "pause")
     return code
 
@@ -173,11 +173,11 @@ async def pause_or_resume(
     return 0
 
 
-async def push_paused_or_warn(url: str, paused: bool) -> None:
+async def push_paused_or_warn(pushgateway: RunMetrics, paused: bool) -> None:
     """`backfill_paused` on the Pushgateway keeps a deliberate pause visible with no worker running
     (the alerts read it). The pause itself is done: a failed push only warns."""
     try:
-        await push_paused(url, DEFAULT_JOB, paused)
+        await pushgateway.push_paused(paused)
     except UpstreamError as exc:
         warn("producer", f"the pause state was not pushed to the Pushgateway: {exc}")
 

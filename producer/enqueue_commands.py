@@ -15,11 +15,17 @@ from backfill.adapters.jetstream.layout import ensure_layout
 from backfill.core.errors import Exit, UpstreamError
 from backfill.core.wire import Mode
 from backfill.settings import BackfillSettings, SettingsBundle
-from backfill.wiring import build_enricher, connect_bus, http_client, layout_from, open_catalog
+from backfill.wiring import (
+    build_enricher,
+    build_pushgateway,
+    connect_bus,
+    http_client,
+    layout_from,
+    open_catalog,
+)
 from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows
 from producer.preview import preview
 from producer.progress import Progress
-from producer.pushgateway import DEFAULT_JOB, push_counts
 from producer.runs import run_log_for
 from producer.shell import Interrupt, add_json, emit, id_list, positive_int, warn
 from producer.youtube_linking import (
@@ -150,10 +156,10 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
         await bus.drain()
         await http.aclose()
     print_summary(run_id, args, counts, interrupt)
-    pushgateway = args.pushgateway or backfill.pushgateway_url
-    if pushgateway:
+    pushgateway = build_pushgateway(settings, args.pushgateway)
+    if pushgateway is not None:
         try:
-            await push_counts(pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
+            await pushgateway.push_counts(run_id, counts.as_dict())
         except UpstreamError as exc:  # the rows are enqueued either way: a warning, not a failed run
             warn("producer", f"the run's counts were not pushed to the Pushgateway: {exc}")
     if interrupt.requested:

@@ -16,11 +16,10 @@ from typing import Any
 
 from backfill.core.errors import Exit
 from backfill.core.model import Row
-from backfill.core.ports import Catalog
+from backfill.core.ports import Catalog, MetricsTable
 from backfill.settings import BackfillSettings, CatalogSettings, DiscordMetricsSettings, SettingsBundle
-from backfill.wiring import http_client, open_catalog
+from backfill.wiring import build_metrics_table, http_client, open_catalog
 from producer.deliveries import Report, by_event, check_row, event_id_of, render
-from producer.discord_metrics import MetricsTable, metrics_table_for
 from producer.shell import add_json, emit, id_list
 
 VERIFY_GROUPS: list[type[Any]] = [CatalogSettings, DiscordMetricsSettings, BackfillSettings]
@@ -83,7 +82,7 @@ def selection_of(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_verify(settings: SettingsBundle, args: argparse.Namespace) -> int:
     http = http_client(settings)
-    table = metrics_table_for(settings, http)
+    table = build_metrics_table(settings, http)
     report = Report(table.name, selection_of(args))
     try:
         async with open_catalog(settings, http) as catalog:

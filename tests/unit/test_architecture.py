@@ -1,6 +1,8 @@
 """The layout's import rules, read from the source with `ast` (nothing checked here is imported):
 backfill/core is pure, enrich and pipeline see only the ports, nats-py stays in
-backfill/adapters/jetstream and its private state in the one shim, the library imports no program.
+backfill/adapters/jetstream and its private state in the one shim, the library imports no program,
+the adapters import nothing above them, and the producer holds no client of an external system (its
+PostgreSQL, PostgREST and Pushgateway code lives in backfill/adapters, behind the ports).
 
 Every import counts: at the top, inside a function, under `if TYPE_CHECKING:`, relative, or by
 `importlib.import_module("...")` with a literal name. A failure names each offending module and line.
@@ -32,6 +34,28 @@ CORE_FORBIDDEN = (
     "aiohttp",
     "nats",
     "asyncpg",
+    "prometheus_client",
+)
+# And the adapters' own means of reaching a system: a PostgreSQL connection, an HTTP request.
+ADAPTER_MEANS = (
+    "backfill.adapters.pgcatalog",
+    "backfill.adapters.transport.Upstream",
+    "backfill.adapters.transport.raise_for_status",
+)
+# What the adapters stand below: the programs and the layers that use them through the ports.
+ABOVE_THE_ADAPTERS = ("worker", "producer", "backfill.wiring", "backfill.enrich", "backfill.pipeline")
+# The clients of external systems (HTTP, SQL, NATS, the Pushgateway): only an adapter imports them.
+CLIENT_LIBRARIES = (
+    "aiohttp",
+    "httpx",
+    "requests",
+    "urllib.request",
+    "urllib.error",
+    "http.client",
+    "asyncpg",
+    "psycopg",
+    "psycopg2",
+    "nats",
     "prometheus_client",
 )
 # nats-py's private state: a context's connection (`_nc`) and API prefix (`_prefix`), a pull
@@ -189,6 +213,19 @@ def test_natspy_private_state_is_read_only_in_the_shim(area: str) -> None:
 
 def test_the_library_imports_no_program() -> None:
     violations = check_imports(sources("backfill"), ["worker", "producer"])
+    assert not violations, report(violations)
+
+
+def test_the_adapters_import_nothing_above_them() -> None:
+    """No program, no wiring, and not the orchestrators that use the adapters through the ports."""
+    violations = check_imports(sources("backfill/adapters"), ABOVE_THE_ADAPTERS)
+    assert not violations, report(violations)
+
+
+def test_the_producer_holds_no_client_of_an_external_system() -> None:
+    """The run log, publisher-discord's metrics table and the Pushgateway are adapters: the producer
+    reaches them through the ports and `backfill.wiring`, never through an HTTP, SQL or NATS library."""
+    violations = check_imports(sources("producer"), CLIENT_LIBRARIES + ADAPTER_MEANS)
     assert not violations, report(violations)
 
 
