@@ -1,4 +1,5 @@
-"""The optional run log: one `backfill_runs` row per producer run (`sql/002_backfill_runs.sql`).
+"""A producer run's id (`new_run_id`: `run-<UTC stamp>-<6 hex>`; a replay's is `replay-...`) and the
+optional run log: one `backfill_runs` row per producer run (`sql/002_backfill_runs.sql`).
 
 `RunLog` owns what is recorded and how failures are handled, whatever the catalog backend:
 
@@ -14,6 +15,7 @@ PostgREST or, when the catalog is a PostgreSQL DSN, directly (`backfill.wiring.b
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +33,10 @@ NOT_INSTALLED = "backfill_runs table not installed; skipping run log (see sql/00
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    return f"run-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 class RunLog:
