@@ -1,5 +1,6 @@
 """`producer monitoring`: fit the scrape job and alert rules into PMOVES' Prometheus as it is deployed
-(`producer.monitoring`), and say how to start it. Writes files only: no settings, no network."""
+(`producer.monitoring`, `producer.prometheus_config`), and say how to start it. Writes files only:
+no settings, no network."""
 
 from __future__ import annotations
 
@@ -12,14 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from backfill.core.errors import ConfigError
-from producer.monitoring import (
-    JOB,
-    MONITORING_COMPOSE,
-    PUSHGATEWAY_SERVICE,
-    WORKER_NETWORK,
-    duration_seconds,
-    integrate,
-)
+from producer.monitoring import MONITORING_COMPOSE, PUSHGATEWAY_SERVICE, WORKER_NETWORK, integrate
+from producer.prometheus_config import JOB, duration_seconds
 from producer.shell import LocalCommand
 
 HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
