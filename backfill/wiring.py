@@ -1,5 +1,6 @@
 """Build from settings what the programs run: the adapters, the enricher, and the worker's row
-processor with its pace, ledger and retry policy. The one place where settings meet constructors."""
+processor with its pace, ledger and retry policy; the producer's run log, publisher-discord's metrics
+table and the Pushgateway. The one place where settings meet constructors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from backfill.adapters.jetstream.bus import FIRST_CONNECT, Bus
 from backfill.adapters.jetstream.layout import Layout, build_layout
 from backfill.adapters.jetstream.pace import GlobalPace
 from backfill.adapters.postgrest import PostgrestCatalog
+from backfill.adapters.postgrest_discord_metrics import PostgrestMetricsTable
+from backfill.adapters.postgrest_runs import PostgrestRunTable
+from backfill.adapters.pushgateway import Pushgateway
 from backfill.adapters.storage import ObjectStorage
 from backfill.adapters.transport import HttpClient, Observer, make_client, no_observer
 from backfill.adapters.youtube import YoutubeSearch
@@ -20,7 +24,7 @@ from backfill.core.model import Row
 from backfill.core.outcome import RetryPolicy
 from backfill.core.pace import NoPace, PaceConfig
 from backfill.core.payload import LinkConfig, MetaPatch
-from backfill.core.ports import Catalog, DeliveryLedger, Pace
+from backfill.core.ports import Catalog, DeliveryLedger, MetricsTable, Pace, RunMetrics, RunTable
 from backfill.core.sigv4 import Credentials
 from backfill.enrich import Enricher
 from backfill.metrics import Metrics
@@ -29,6 +33,7 @@ from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,
     CatalogSettings,
+    DiscordMetricsSettings,
     JellyfinSettings,
     NatsSettings,
     SettingsBundle,
@@ -110,6 +115,39 @@ async def open_catalog(
         yield catalog
     finally:
         await catalog.aclose()
+
+
+def build_run_table(settings: SettingsBundle, http: HttpClient) -> RunTable:
+    """The run log's table on the configured catalog: PostgreSQL directly with a DSN, else PostgREST."""
+    catalog = settings.get(CatalogSettings)
+    if catalog.dsn is not None:
+        from backfill.adapters.pgruns import PostgresRunTable  # noqa: PLC0415 - the driver loads only when used
+
+        timeout = settings.get(BackfillSettings).http_timeout
+        return PostgresRunTable(catalog.dsn.get_secret_value(), timeout=timeout)
+    assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings
+    return PostgrestRunTable(http, catalog.rest_url, catalog.service_key.get_secret_value())
+
+
+def build_metrics_table(settings: SettingsBundle, http: HttpClient) -> MetricsTable:
+    """publisher-discord's metrics table on the configured catalog: PostgreSQL directly when a DSN is
+    set, else PostgREST."""
+    catalog = settings.get(CatalogSettings)
+    table = settings.get(DiscordMetricsSettings).table
+    if catalog.dsn is not None:
+        from backfill.adapters.pgdiscord_metrics import PostgresMetricsTable  # noqa: PLC0415 - driver loads only when used
+
+        timeout = settings.get(BackfillSettings).http_timeout
+        return PostgresMetricsTable(catalog.dsn.get_secret_value(), table, timeout=timeout)
+    assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings
+    return PostgrestMetricsTable(http, catalog.rest_url, catalog.service_key.get_secret_value(), table)
+
+
+def build_pushgateway(settings: SettingsBundle, url: str | None) -> RunMetrics | None:
+    """The Pushgateway at `url` (a command's --pushgateway), else at BACKFILL_PUSHGATEWAY_URL; none
+    when neither is set."""
+    url = url or settings.get(BackfillSettings).pushgateway_url
+    return Pushgateway(url) if url else None
 
 
 def build_storage(

@@ -21,9 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
-from backfill.core.model import Row
+from backfill.core.model import DeliveryRecord, Row
 
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -31,15 +29,6 @@ NOT_SEEN = "not_seen"
 NOT_REPUBLISHED = "not_republished"
 STATES = (DELIVERED, FAILED, NOT_SEEN, NOT_REPUBLISHED)
 EMBED_PARTS = ("deep_link", "duration", "thumbnail")
-
-
-class DeliveryRecord(msgspec.Struct, frozen=True):
-    """One row of the metrics table, as read (other columns are not needed)."""
-
-    published_event_id: str
-    webhook_success: bool | None = None
-    channel: str | None = None
-    published_at: str | None = None
 
 
 def event_id_of(row: Row) -> str | None:

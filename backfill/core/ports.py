@@ -1,4 +1,5 @@
-"""The ports: what the orchestrators (`backfill.enrich`, `backfill.pipeline`) need of each collaborator.
+"""The ports: what the orchestrators (`backfill.enrich`, `backfill.pipeline`) and the producer's commands
+need of each collaborator.
 
 Each port has its adapter in `backfill.adapters` (named below) and, for the tests, a double or an
 in-process implementation. Adapters raise only `backfill.core.errors`: `UpstreamRejected` for an answer
@@ -7,16 +8,17 @@ retrying cannot change, `UpstreamUnavailable` for one it may, `BusError` for Jet
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from backfill.core.catalog import MergeItem, MergeResults
     from backfill.core.ledger import Alive, FailedDelivery
     from backfill.core.matching import DateHint
-    from backfill.core.model import JellyfinItem, Row
+    from backfill.core.model import DeliveryRecord, JellyfinItem, Row
     from backfill.core.pace import Turn
     from backfill.core.payload import MetaPatch
+    from backfill.core.runs import RunRecord
     from backfill.core.wire import YoutubeLinking
 
 
@@ -113,3 +115,35 @@ class DeliveryLedger(Protocol):
     async def alive(self, stream: str, seq: int) -> Alive | None: ...
     async def event_for(self, row_id: int, version: str) -> str | None: ...
     async def record_event(self, row_id: int, version: str, event_id: str) -> None: ...
+
+
+class RunTable(Protocol):
+    """The optional run log's table, `backfill_runs` (`backfill.adapters.postgrest_runs.PostgrestRunTable`,
+    `backfill.adapters.pgruns.PostgresRunTable`). Each write returns False when the table does not exist
+    and raises an `UpstreamError` for any other failure."""
+
+    async def upsert(self, record: RunRecord) -> bool: ...
+
+    async def update(self, run_id: str, record: RunRecord) -> bool: ...
+
+
+class MetricsTable(Protocol):
+    """publisher-discord's metrics table, `DISCORD_METRICS_TABLE`
+    (`backfill.adapters.postgrest_discord_metrics.PostgrestMetricsTable`,
+    `backfill.adapters.pgdiscord_metrics.PostgresMetricsTable`). PMOVES ships no DDL for it: it may be
+    missing. Any failure but a missing table is an `UpstreamError`."""
+
+    name: str
+
+    async def records(self, event_ids: Sequence[str]) -> list[DeliveryRecord] | None:
+        """The records of these envelope ids (no ids: only whether the table exists); None when the
+        table does not exist."""
+
+
+class RunMetrics(Protocol):
+    """A Prometheus Pushgateway (`backfill.adapters.pushgateway.Pushgateway`): a producer run's figures
+    and the pause, kept for the alerts while no worker runs. A failed push raises an `UpstreamError`."""
+
+    async def push_counts(self, run_id: str, counts: Mapping[str, object]) -> None: ...
+
+    async def push_paused(self, paused: bool) -> None: ...

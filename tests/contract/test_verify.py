@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from backfill.adapters.pgdiscord_metrics import PostgresMetricsTable
+from backfill.adapters.postgrest_discord_metrics import PostgrestMetricsTable
 from backfill.core.model import Row
+from backfill.core.ports import MetricsTable
 from backfill_doubles import discord_metrics
 from backfill_doubles.postgres import execute
-from producer.discord_metrics import MetricsTable, PostgrestMetricsTable
-from producer.pgdiscord_metrics import PostgresMetricsTable
 from tests.contract.conftest import KEY, Backend, PostgresBackend, PostgrestBackend
 from tests.e2e.conftest import run_cli
 

@@ -6,13 +6,12 @@ from typing import Any
 
 import pytest
 
-from backfill.core.model import Row
+from backfill.core.model import DeliveryRecord, Row
 from producer.deliveries import (
     DELIVERED,
     FAILED,
     NOT_REPUBLISHED,
     NOT_SEEN,
-    DeliveryRecord,
     Report,
     by_event,
     check_row,

@@ -16,26 +16,21 @@ from typing import Any
 
 from backfill.core.errors import Exit
 from backfill.core.model import Row
-from backfill.core.ports import Catalog
+from backfill.core.ports import Catalog, MetricsTable
 from backfill.settings import BackfillSettings, CatalogSettings, DiscordMetricsSettings, SettingsBundle
-from backfill.wiring import http_client, open_catalog
+from backfill.wiring import build_metrics_table, http_client, open_catalog
 from producer.deliveries import Report, by_event, check_row, event_id_of, render
-from producer.discord_metrics import MetricsTable, metrics_table_for
-from producer.shell import add_json, emit, id_list
+from producer.shell import Command, add_json, emit, id_list, needs
 
-VERIFY_GROUPS: list[type[Any]] = [CatalogSettings, DiscordMetricsSettings, BackfillSettings]
 ID_CHUNK = 1000
 
 
-def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    verify = commands.add_parser(
-        "verify",
-        help="per republished row, whether Discord accepted its embed (publisher-discord's metrics table) "
-        "and whether the event carried the embed's deep link, duration and thumbnail",
-        description="For every row a run republished (its meta.backfill_event_id), the delivery "
+def verify_arguments(verify: argparse.ArgumentParser) -> None:
+    verify.description = (
+        "For every row a run republished (its meta.backfill_event_id), the delivery "
         "publisher-discord recorded in DISCORD_METRICS_TABLE: delivered, failed (webhook_success false) "
         "or not seen yet; and whether the event carried the embed's deep link, duration and thumbnail. "
-        "Exit 0: nothing failed; 1: a delivery failed; 4: the metrics table does not exist.",
+        "Exit 0: nothing failed; 1: a delivery failed; 4: the metrics table does not exist."
     )
     which = verify.add_mutually_exclusive_group()
     which.add_argument("--run-id", help="the rows this run republished (meta.backfill_run_id)")
@@ -83,7 +78,7 @@ def selection_of(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_verify(settings: SettingsBundle, args: argparse.Namespace) -> int:
     http = http_client(settings)
-    table = metrics_table_for(settings, http)
+    table = build_metrics_table(settings, http)
     report = Report(table.name, selection_of(args))
     try:
         async with open_catalog(settings, http) as catalog:
@@ -97,3 +92,14 @@ async def run_verify(settings: SettingsBundle, args: argparse.Namespace) -> int:
         print("producer: no republished rows match this selection", file=sys.stderr)
     emit(args, report.as_dict(), render(report))
     return int(Exit.FAILED if report.failed else Exit.OK)
+
+
+VERIFY = Command(
+    verify_arguments,
+    run_verify,
+    needs(CatalogSettings, DiscordMetricsSettings, BackfillSettings),
+    {
+        "verify": "producer verify --run-id run-20261206T101500Z-a1b2c3\n"
+        "producer verify --ids 12,15 --json | jq .totals"
+    },
+)

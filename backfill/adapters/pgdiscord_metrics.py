@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from backfill.adapters.pgcatalog import on_optional_table, quote_identifier
-from producer.deliveries import DeliveryRecord
+from backfill.core.model import DeliveryRecord
 
 
 def records_sql(table: str) -> str:
@@ -19,7 +19,7 @@ def records_sql(table: str) -> str:
 
 
 class PostgresMetricsTable:
-    """The `MetricsTable` port on a PostgreSQL DSN: one short connection per read."""
+    """The `MetricsTable` port (`backfill.core.ports`) on a PostgreSQL DSN: one short connection per read."""
 
     def __init__(self, dsn: str, table: str, *, timeout: float = 10.0) -> None:
         self.name = table
