@@ -14,7 +14,8 @@
   windows, as Discord's buckets reset), and a global `global_limit` per second per bot. Every answer
   carries `X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Reset-After`, `-Bucket`; over a limit, 429
   `{"message", "retry_after", "global"}` with `Retry-After` and `X-RateLimit-Scope`. `force_429`
-  answers the next N reads 429 whatever the bucket says (Discord's shared limits do that).
+  answers the next N reads 429 (`forced_retry_after`) whatever the bucket says (Discord's shared limits
+  do that).
 - Every 401, 403 and 429 is reported to `refused` (the sink's ban count: 10,000 in 10 minutes ban);
   once `banned()`, every read is Cloudflare's 429 "error code: 1015".
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,10 +80,12 @@ class ChannelHistory:
     global_limit: int = 50
     latency: float = 0.0  # seconds each read takes (to see concurrent requests)
     force_429: int = 0
+    forced_retry_after: float = 1.0
     webhooks: dict[str, Webhook] = field(default_factory=dict)
     channels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # oldest first
     bots: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # token -> channel -> permissions
-    reads: int = 0
+    reads: int = 0  # reads past auth, access and validation (the ones a bucket counts)
+    statuses: Counter[int] = field(default_factory=Counter)  # every read answered, by status
     limited: int = 0  # 429s answered to reads
     in_flight_max: int = 0
     _buckets: dict[str, Bucket] = field(default_factory=dict)
@@ -151,6 +155,11 @@ class ChannelHistory:
         return message
 
     async def _webhook(self, request: web.Request) -> web.Response:
+        answer = self._webhook_answer(request)
+        self.statuses[answer.status] += 1
+        return answer
+
+    def _webhook_answer(self, request: web.Request) -> web.Response:
         if self.banned():
             return web.Response(status=429, text="error code: 1015")
         hook = self.webhooks.get(request.match_info["webhook_id"])
@@ -173,6 +182,11 @@ class ChannelHistory:
         return token if scheme == "Bot" and token in self.bots else None
 
     async def _messages(self, request: web.Request) -> web.Response:
+        answer = await self._messages_answer(request)
+        self.statuses[answer.status] += 1
+        return answer
+
+    async def _messages_answer(self, request: web.Request) -> web.Response:
         token, channel_id = self._bot(request), request.match_info["channel_id"]
         if self.banned():
             return web.Response(status=429, text="error code: 1015")
@@ -212,7 +226,8 @@ class ChannelHistory:
         if global_wait > 0 or self.force_429 > 0:
             forced = global_wait <= 0
             self.force_429 -= int(forced)
-            return self._limited(global_wait if global_wait > 0 else 1.0, is_global=not forced, now=now)
+            wait = global_wait if global_wait > 0 else self.forced_retry_after
+            return self._limited(wait, is_global=not forced, now=now)
         wait = self._take(route, self.bucket_limit, self.bucket_seconds, now)
         if wait > 0:
             return self._limited(wait, is_global=False, now=now, route=route)

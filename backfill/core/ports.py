@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from backfill.core.catalog import MergeItem, MergeResults
+    from backfill.core.embeds import ChannelMessage
     from backfill.core.ledger import Alive, FailedDelivery
     from backfill.core.matching import DateHint
     from backfill.core.model import JellyfinItem, Row
@@ -113,3 +114,15 @@ class DeliveryLedger(Protocol):
     async def alive(self, stream: str, seq: int) -> Alive | None: ...
     async def event_for(self, row_id: int, version: str) -> str | None: ...
     async def record_event(self, row_id: int, version: str, event_id: str) -> None: ...
+
+
+class ChannelReader(Protocol):
+    """Discord's REST API, read side (`backfill.adapters.discord.DiscordApi`): where `producer verify
+    --source discord` finds the embeds publisher-discord posted."""
+
+    async def webhook_channel(self, webhook_id: str, webhook_token: str) -> str:
+        """The id of the channel the webhook posts to. Raises `NotFound` for an unknown webhook."""
+
+    def messages_since(self, channel_id: str, after: int) -> AsyncIterator[list[ChannelMessage]]:
+        """The channel's messages with a snowflake above `after`, page by page, newest first. Raises
+        `UpstreamRejected` (401, 403: what to fix), `NotFound` (404) or `UpstreamUnavailable`."""
