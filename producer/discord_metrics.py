@@ -10,6 +10,7 @@ None (PostgREST 404 `PGRST205` / `42P01`, PostgreSQL SQLSTATE `42P01`); any othe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -34,6 +35,9 @@ class MetricsTable(Protocol):
         """The records of these envelope ids (no ids: only whether the table exists); None when the
         table does not exist."""
 
+    async def recorded_since(self, start: datetime) -> bool:
+        """Whether publisher-discord recorded anything at all (any event) from `start` on."""
+
 
 class PostgrestMetricsTable:
     """The metrics table through PostgREST (Supabase REST), with the service key."""
@@ -56,6 +60,10 @@ class PostgrestMetricsTable:
                 return None
             found.extend(page)
         return found
+
+    async def recorded_since(self, start: datetime) -> bool:
+        found = await self._read({"published_at": f"gte.{start.isoformat()}", "limit": "1"})
+        return bool(found)
 
     async def _read(self, filters: dict[str, str]) -> list[DeliveryRecord] | None:
         params = {"select": ",".join(COLUMNS), **filters}

@@ -31,6 +31,7 @@ create table if not exists public.publisher_discord_metrics (
 );
 
 alter table public.publisher_discord_metrics
+    add column if not exists id bigserial,
     add column if not exists published_event_id text,
     add column if not exists event_topic text,
     add column if not exists channel text,
@@ -75,7 +76,10 @@ do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'service_role') then
         execute 'grant select, insert, update on table public.publisher_discord_metrics to service_role';
-        execute 'grant usage, select on sequence public.publisher_discord_metrics_id_seq to service_role';
+        if pg_get_serial_sequence('public.publisher_discord_metrics', 'id') is not null then
+            execute 'grant usage, select on sequence '
+                || pg_get_serial_sequence('public.publisher_discord_metrics', 'id') || ' to service_role';
+        end if;
         if not exists (
             select 1 from pg_policies
             where schemaname = 'public' and tablename = 'publisher_discord_metrics'
