@@ -79,8 +79,9 @@ def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 def table_missing_notice(table: str) -> str:
     return (
         f"producer: the Discord metrics table {table!r} does not exist: publisher-discord records "
-        "deliveries there (PMOVES ships no DDL for it); set DISCORD_METRICS_TABLE to the table it "
-        "writes, or nothing can tell whether Discord got the embeds"
+        "deliveries there, and PMOVES ships no DDL for it: install sql/003_publisher_discord_metrics.sql "
+        "(README, runbook step 7) or set DISCORD_METRICS_TABLE to the table it writes; or read the channel "
+        "itself (--source discord)"
     )
 
 

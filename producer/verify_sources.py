@@ -145,7 +145,7 @@ async def check_channel(
     webhook_id = settings.webhook[0] if settings.webhook else None
     after = snowflake_at(start)
     seen: dict[int, list[SeenEmbed]] = {}
-    progress = Progress("reading the Discord channel", None)
+    progress = Progress("channel messages read", None)
     async for page in api.messages_since(channel, after):
         for row_id, found in match_embeds(rows, page, webhook_id=webhook_id, after=after).items():
             seen.setdefault(row_id, []).extend(found)
