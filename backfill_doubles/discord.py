@@ -16,7 +16,6 @@ tests move time instead of sleeping (`clock` for the limits, `wall_clock` for me
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from backfill_doubles.discord_history import ChannelHistory
+from backfill_doubles.discord_history import ChannelHistory, rate_limited
 from backfill_doubles.faults import Fault, FaultInjector
 
 _EMBED_LIMITS = {"title": 256, "description": 4096}
@@ -142,19 +141,12 @@ class DiscordSink(FaultInjector):
     def _limited(self, retry_after: float, scope: str) -> web.Response:
         self.rate_limited += 1
         self._refused()
-        body = {
-            "message": "You are being rate limited.",
-            "retry_after": round(retry_after, 3),
-            "global": False,
-        }
         headers = {
-            "Retry-After": str(math.ceil(retry_after)),
             "X-RateLimit-Limit": str(self.webhook_window.limit),
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset-After": f"{retry_after:.3f}",
-            "X-RateLimit-Scope": scope,
         }
-        return web.json_response(body, status=429, headers=headers)
+        return rate_limited(retry_after, scope, headers)
 
     def _rate_check(self, webhook_id: str, channel: str, now: float) -> web.Response | None:
         webhook_wait = self.webhook_window.wait_time(webhook_id, now)

@@ -261,20 +261,23 @@ class ChannelHistory:
     ) -> web.Response:
         self.limited += 1
         self.refused()
-        body = {
-            "message": "You are being rate limited.",
-            "retry_after": round(retry_after, 3),
-            "global": is_global,
-        }
-        headers = {
-            "Retry-After": str(math.ceil(retry_after)),
-            "X-RateLimit-Scope": "global" if is_global else "user",
-        }
-        if is_global:
-            headers["X-RateLimit-Global"] = "true"
-        elif route is not None:
-            headers |= self._headers(route, now)
-        return web.json_response(body, status=429, headers=headers)
+        headers = {"X-RateLimit-Global": "true"} if is_global else {}
+        if route is not None and not is_global:
+            headers = self._headers(route, now)
+        return rate_limited(retry_after, "global" if is_global else "user", headers, is_global=is_global)
+
+
+def rate_limited(
+    retry_after: float, scope: str, headers: dict[str, str], *, is_global: bool = False
+) -> web.Response:
+    """Discord's 429: `retry_after` and `global` in the body, `Retry-After` and the scope as headers."""
+    body = {
+        "message": "You are being rate limited.",
+        "retry_after": round(retry_after, 3),
+        "global": is_global,
+    }
+    scoped = {"Retry-After": str(math.ceil(retry_after)), "X-RateLimit-Scope": scope, **headers}
+    return web.json_response(body, status=429, headers=scoped)
 
 
 def _read_query(request: web.Request) -> tuple[int, int | None, int | None] | web.Response:
