@@ -114,6 +114,8 @@ async def _fill(
             print(_source_notice(source, channel), file=sys.stderr)
             rows = await selected_rows(catalog, args, report)
             start = window_start(rows, args.run_id, args.since)
+            if not rows:
+                return report
             if start is None:
                 raise ConfigError(
                     "when the run began is unknown (its id names no time and its rows no "

@@ -306,3 +306,11 @@ def collector(envelopes: Envelopes) -> Callable[[Msg], Awaitable[None]]:
         envelopes.seen.append(json.loads(msg.data))
 
     return collect
+
+
+async def test_a_run_with_no_republished_rows_reads_nothing_from_discord(small_stack: EmbeddedStack) -> None:
+    """Nothing to look for: no request to Discord beyond the webhook's, an empty report, exit 0."""
+    code, report, stderr = await verify(small_stack, "--source", "discord", "--run-id", "no-such-run")
+    assert code == 0, stderr
+    assert report["rows"] == [] and "no republished rows match" in stderr
+    assert small_stack.discord.history.reads == 0
