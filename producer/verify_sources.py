@@ -127,14 +127,15 @@ def channel_reader(settings: DiscordSettings, http: HttpClient) -> DiscordApi:
 
 async def find_channel(settings: DiscordSettings, api: DiscordApi) -> str:
     """DISCORD_CHANNEL_ID, else the channel of the webhook in DISCORD_WEBHOOK_URL."""
-    if settings.channel_id is not None:
-        return settings.channel_id
-    webhook = settings.webhook
-    if webhook is None or settings.bot_token is None:
+    if not settings.readable:
         raise ConfigError(
             "--source discord needs DISCORD_BOT_TOKEN (a bot that can read the channel) and "
             "DISCORD_WEBHOOK_URL (publisher-discord's webhook) or DISCORD_CHANNEL_ID"
         )
+    if settings.channel_id is not None:
+        return settings.channel_id
+    webhook = settings.webhook
+    assert webhook is not None  # readable: a channel id or a webhook
     return await api.webhook_channel(*webhook)
 
 

@@ -314,3 +314,13 @@ async def test_a_run_with_no_republished_rows_reads_nothing_from_discord(small_s
     assert code == 0, stderr
     assert report["rows"] == [] and "no republished rows match" in stderr
     assert small_stack.discord.history.reads == 0
+
+
+async def test_the_discord_source_without_a_bot_token_is_a_configuration_error(
+    small_stack: EmbeddedStack,
+) -> None:
+    ran = await run_cli(
+        "producer", ["verify", "--source", "discord", "--run-id", RUN], small_stack.env(DISCORD_BOT_TOKEN="")
+    )
+    assert (ran.code, ran.stdout) == (2, "")
+    assert "DISCORD_BOT_TOKEN" in ran.stderr and small_stack.discord.history.statuses == {}
