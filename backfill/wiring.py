@@ -1,14 +1,16 @@
 """Build from settings what the programs run: the adapters, the enricher, and the worker's row
 processor with its pace, ledger and retry policy; the producer's run log, publisher-discord's metrics
-table and the Pushgateway. The one place where settings meet constructors."""
+table, Discord's read API and the Pushgateway. The one place where settings meet constructors."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from backfill.adapters.agent_zero import AgentZeroClient
 from backfill.adapters.batching import Batcher, WriteBatcher, each_on_failure
+from backfill.adapters.discord import DiscordApi, RouteLimits
 from backfill.adapters.jellyfin import JellyfinClient
 from backfill.adapters.jetstream.bus import FIRST_CONNECT, Bus
 from backfill.adapters.jetstream.layout import Layout, build_layout
@@ -24,7 +26,15 @@ from backfill.core.model import Row
 from backfill.core.outcome import RetryPolicy
 from backfill.core.pace import NoPace, PaceConfig
 from backfill.core.payload import LinkConfig, MetaPatch
-from backfill.core.ports import Catalog, DeliveryLedger, MetricsTable, Pace, RunMetrics, RunTable
+from backfill.core.ports import (
+    Catalog,
+    ChannelReader,
+    DeliveryLedger,
+    MetricsTable,
+    Pace,
+    RunMetrics,
+    RunTable,
+)
 from backfill.core.sigv4 import Credentials
 from backfill.enrich import Enricher
 from backfill.metrics import Metrics
@@ -34,6 +44,7 @@ from backfill.settings import (
     BackfillSettings,
     CatalogSettings,
     DiscordMetricsSettings,
+    DiscordSettings,
     JellyfinSettings,
     NatsSettings,
     SettingsBundle,
@@ -42,6 +53,7 @@ from backfill.settings import (
     YoutubeSettings,
 )
 
+log = logging.getLogger(__name__)
 WORKER_FIRST_CONNECT = 30.0  # a worker's wait for NATS at start (it may still be starting beside it)
 
 
@@ -141,6 +153,18 @@ def build_metrics_table(settings: SettingsBundle, http: HttpClient) -> MetricsTa
         return PostgresMetricsTable(catalog.dsn.get_secret_value(), table, timeout=timeout)
     assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings
     return PostgrestMetricsTable(http, catalog.rest_url, catalog.service_key.get_secret_value(), table)
+
+
+def build_channel_reader(settings: SettingsBundle, http: HttpClient) -> ChannelReader:
+    """Discord's read API as DISCORD_API_URL (or the webhook's origin) and DISCORD_BOT_TOKEN name it,
+    reporting its rate-limit waits in the log."""
+    discord = settings.get(DiscordSettings)
+
+    def waiting(seconds: float, why: str) -> None:
+        log.info("waiting %.1f s for %s", seconds, why)
+
+    token = discord.bot_token.get_secret_value() if discord.bot_token else None
+    return DiscordApi(http, discord.api, token, limits=RouteLimits(waiting=waiting))
 
 
 def build_pushgateway(settings: SettingsBundle, url: str | None) -> RunMetrics | None:

@@ -9,6 +9,7 @@ None (PostgREST 404 `PGRST205` / `42P01`); any other failure is an `UpstreamErro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import msgspec
 
@@ -44,6 +45,10 @@ class PostgrestMetricsTable:
                 return None
             found.extend(page)
         return found
+
+    async def recorded_since(self, start: datetime) -> bool:
+        found = await self._read({"published_at": f"gte.{start.isoformat()}", "limit": "1"})
+        return bool(found)
 
     async def _read(self, filters: dict[str, str]) -> list[DeliveryRecord] | None:
         params = {"select": ",".join(COLUMNS), **filters}

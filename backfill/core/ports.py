@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from backfill.core.catalog import MergeItem, MergeResults
+    from backfill.core.embeds import ChannelMessage
     from backfill.core.ledger import Alive, FailedDelivery
     from backfill.core.matching import DateHint
     from backfill.core.model import DeliveryRecord, JellyfinItem, Row
@@ -139,6 +142,9 @@ class MetricsTable(Protocol):
         """The records of these envelope ids (no ids: only whether the table exists); None when the
         table does not exist."""
 
+    async def recorded_since(self, start: datetime) -> bool:
+        """Whether publisher-discord recorded anything at all (any event) from `start` on."""
+
 
 class RunMetrics(Protocol):
     """A Prometheus Pushgateway (`backfill.adapters.pushgateway.Pushgateway`): a producer run's figures
@@ -147,3 +153,15 @@ class RunMetrics(Protocol):
     async def push_counts(self, run_id: str, counts: Mapping[str, object]) -> None: ...
 
     async def push_paused(self, paused: bool) -> None: ...
+
+
+class ChannelReader(Protocol):
+    """Discord's REST API, read side (`backfill.adapters.discord.DiscordApi`): where `producer verify
+    --source discord` finds the embeds publisher-discord posted."""
+
+    async def webhook_channel(self, webhook_id: str, webhook_token: str) -> str:
+        """The id of the channel the webhook posts to. Raises `NotFound` for an unknown webhook."""
+
+    def messages_since(self, channel_id: str, after: int) -> AsyncIterator[list[ChannelMessage]]:
+        """The channel's messages with a snowflake above `after`, page by page, newest first. Raises
+        `UpstreamRejected` (401, 403: what to fix), `NotFound` (404) or `UpstreamUnavailable`."""

@@ -28,8 +28,8 @@ COMMANDS: dict[str, CommandInfo] = {  # in the order `producer --help` lists the
     "verify": CommandInfo(
         "producer.commands.verify",
         "VERIFY",
-        "per republished row, whether Discord accepted its embed (publisher-discord's metrics table) "
-        "and whether the event carried the embed's deep link, duration and thumbnail",
+        "per republished row, whether Discord got its embed (read back from the channel, or from "
+        "publisher-discord's metrics table) and which parts the embed shows",
     ),
     "dlq": CommandInfo("producer.commands.dlq", "DLQ", "inspect, replay and purge dead letters"),
     "listen": CommandInfo(

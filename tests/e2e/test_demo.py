@@ -44,6 +44,13 @@ async def test_demo_runs_and_summarises(demo_tmpdir: Path) -> None:
     assert checked["delivered"] == discord["embeds_received"]
     assert checked["failed"] == discord["dropped_after_3_retries"]
     assert checked["not_seen"] == discord["not_posted_when_the_demo_ended"]
+    # and reading the channel itself agrees with what Discord got, each embed found once
+    channel = summary["verify_channel"]
+    assert channel["rows"] == 40 and channel["duplicated"] == 0
+    assert channel["delivered"] == discord["embeds_received"]
+    assert (
+        channel["not_seen"] == discord["dropped_after_3_retries"] + discord["not_posted_when_the_demo_ended"]
+    )
     await assert_nothing_left(demo_tmpdir)
 
 
