@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml $(LOCK)
 
 venv: $(STAMP)
 
-## test: the whole suite (unit, integration against real local servers, end to end with real processes)
+## test: the whole suite (unit, integration against real local servers, end to end with real processes),
+## in TEST_JOBS parallel processes (each with its own nats-server and servers; most tests wait on I/O)
+TEST_JOBS ?= 4
 test: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 ## lint: ruff, ruff format check, mypy --strict, hadolint on the Dockerfile
 lint: $(STAMP)
