@@ -162,7 +162,7 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
         "discord": {
             "embeds_received": len(stack.discord.messages),
             "rate_limited_429": stack.discord.rate_limited,
-            "dropped_after_3_retries": discord.dropped,
+            "lost_after_3_attempts": discord.dropped,
             "not_posted_when_the_demo_ended": len(envelopes) - discord.posted - discord.dropped,
         },
         "youtube_linked_rows": after["youtube_linked"],
@@ -192,7 +192,7 @@ def table(summary: dict[str, Any]) -> str:
         ("worker exit codes", ", ".join(str(code) for code in summary["worker_exit_codes"])),
         ("Discord embeds received", str(discord["embeds_received"])),
         ("Discord rate limits (429)", str(discord["rate_limited_429"])),
-        ("Discord embeds lost after 3 retries", str(discord["dropped_after_3_retries"])),
+        ("Discord embeds lost after 3 attempts", str(discord["lost_after_3_attempts"])),
         ("Discord embeds still queued at the end", str(discord["not_posted_when_the_demo_ended"])),
     ]
     if "verify" in summary:

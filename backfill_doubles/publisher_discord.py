@@ -2,8 +2,10 @@
 per event, rendered as its `_format_event` renders a `content.published.v1` event (`build_embed`), in a
 webhook body with `username` "PMOVES".
 
-Like the real one it does not pace itself: on 429 it sleeps `retry_after`, retries 3 times, then the
-embed is lost. Two ways to run it, as PMOVES can be:
+Like the real one (`_post_discord`, PMOVES.AI 09f0ad73) it does not pace itself: three POSTs in all;
+before the next one it sleeps a 429's `Retry-After` header, or a backoff of 1 s doubling to 8 s after
+a 5xx or no answer; any other refusal is not retried; after the third the embed is lost. Only 200 and
+204 count as delivered. Two ways to run it, as PMOVES can be:
 - stock (no recorder): it records nothing, as PMOVES' image, which lacks the `supabase` package, does;
 - fixed (with a recorder): it upserts one row per handled event into the metrics table
   (`backfill_doubles.discord_metrics`), `webhook_success` true when Discord accepted the embed, false
@@ -26,7 +28,19 @@ from nats.aio.msg import Msg
 
 from backfill_doubles.discord_metrics import Recorder, metrics_record
 
-RETRIES = 3
+ATTEMPTS = 3  # `_post_discord(..., retries=3)`: three POSTs in all
+FIRST_BACKOFF, MAX_BACKOFF = 1.0, 8.0
+
+
+def wait_before_retry(response: httpx.Response | None, backoff: float) -> float:
+    """As `_post_discord` waits before its next attempt: a 429's `Retry-After` header (seconds), else
+    the backoff (no answer, a 5xx, or a 429 without a readable header)."""
+    if response is not None and response.status_code == 429:
+        try:
+            return float(response.headers.get("Retry-After", backoff))
+        except ValueError:
+            return backoff
+    return backoff
 
 
 def hms(seconds: float) -> str:
@@ -131,8 +145,10 @@ class PublisherDiscord:
         webhook_url: str,
         subjects: tuple[str, ...] = ("content.published.v1",),
         recorder: Recorder | None = None,
+        first_backoff: float = FIRST_BACKOFF,
     ) -> None:
         self._recorder = recorder
+        self._first_backoff = first_backoff
         self.record_errors: list[str] = []  # recording failures, kept for the caller to report
         self._webhook = webhook_url
         self._subjects = subjects
@@ -156,26 +172,32 @@ class PublisherDiscord:
         self.received += 1
         envelope = json.loads(msg.data)
         body = {"username": "PMOVES", "embeds": [build_embed(envelope.get("payload") or {})]}
-        for attempt in range(RETRIES + 1):
+        backoff = self._first_backoff
+        for _attempt in range(ATTEMPTS):
             if self._closing:
                 return  # not posted: the demo ended first (never handled, so not recorded)
             self._posting += 1
             self._idle.clear()
             try:  # the answer and its record are one unit: `close` waits for both
-                response = await self._http.post(self._webhook, json=body)
-                if response.status_code != 429:
-                    self.posted += int(response.is_success)
-                    await self._record(envelope, response.is_success)
+                try:
+                    response = await self._http.post(self._webhook, json=body)
+                except httpx.HTTPError:
+                    response = None  # no answer: wait the backoff and try again
+                if response is not None and response.status_code in (200, 204):
+                    self.posted += 1
+                    await self._record(envelope, True)
                     return
-                if attempt == RETRIES:
-                    self.dropped += 1
-                    await self._record(envelope, False)
+                if response is not None and response.status_code != 429 and response.status_code < 500:
+                    await self._record(envelope, False)  # refused (400, 401, 404...): never retried
                     return
             finally:
                 self._posting -= 1
                 if not self._posting:
                     self._idle.set()
-            await asyncio.sleep(float(response.json().get("retry_after", 1.0)))
+            await asyncio.sleep(wait_before_retry(response, backoff))
+            backoff = min(backoff * 2.0, MAX_BACKOFF)
+        self.dropped += 1  # every attempt rate-limited, failed or unanswered: the embed is lost
+        await self._record(envelope, False)
 
     async def _record(self, envelope: dict[str, Any], success: bool) -> None:
         if self._recorder is None:

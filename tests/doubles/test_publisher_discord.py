@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -109,3 +110,93 @@ async def test_close_lets_the_post_on_the_wire_be_answered_so_the_counts_agree(n
         answer.set()
         await asyncio.wait_for(closing, 10)
     assert (publisher.received, publisher.posted, len(received)) == (1, 1, 1)
+
+
+class Records:
+    """A recorder: what the double would upsert into the metrics table, as (event id, success)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, bool]] = []
+        self.written = asyncio.Event()
+
+    async def record(self, row: dict[str, Any]) -> None:
+        self.rows.append((row["published_event_id"], row["webhook_success"]))
+        self.written.set()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def post_one_event(
+    nats_url: str, answers: list[web.Response]
+) -> tuple[PublisherDiscord, list[float], Records]:
+    """One event through the double against a webhook giving `answers` in turn; when each POST came."""
+    arrivals: list[float] = []
+    done = asyncio.Event()
+
+    async def webhook(_request: web.Request) -> web.Response:
+        arrivals.append(asyncio.get_running_loop().time())
+        answer = answers.pop(0)
+        if not answers:
+            done.set()
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/hook", webhook)
+    records = Records()
+    async with serve(app) as url:
+        publisher = PublisherDiscord(f"{url}/hook", recorder=records, first_backoff=0.05)
+        await publisher.start(nats_url)
+        nc = await nats.connect(nats_url)
+        envelope = {"id": "e-1", "topic": "content.published.v1", "payload": {"title": "t"}}
+        await nc.publish("content.published.v1", json.dumps(envelope).encode())
+        await nc.flush()
+        await nc.close()
+        await asyncio.wait_for(done.wait(), 10)
+        await asyncio.wait_for(records.written.wait(), 10)  # handled: lost (after its last wait) or not
+        await asyncio.wait_for(publisher.close(), 10)
+    return publisher, arrivals, records
+
+
+def limited(after: str) -> web.Response:
+    return web.json_response(
+        {"message": "You are being rate limited.", "retry_after": 9, "global": False},
+        status=429,
+        headers={"Retry-After": after},
+    )
+
+
+async def test_rate_limited_three_times_the_embed_is_lost_after_waiting_each_retry_after_header(
+    nats_url: str,
+) -> None:
+    """As `_post_discord(retries=3)`: three POSTs in all, each retry after the 429's Retry-After header
+    (not the body's retry_after), then lost and recorded as a failure."""
+    publisher, arrivals, records = await post_one_event(
+        nats_url, [limited("0.3"), limited("0.3"), limited("0.3")]
+    )
+    assert len(arrivals) == 3
+    assert all(later - earlier >= 0.3 for earlier, later in itertools.pairwise(arrivals))
+    assert all(later - earlier < 5 for earlier, later in itertools.pairwise(arrivals)), (
+        "the header, not the body"
+    )
+    assert (publisher.posted, publisher.dropped) == (0, 1)
+    assert records.rows == [("e-1", False)]
+
+
+async def test_a_5xx_is_retried_after_the_backoff_and_a_later_204_delivers(nats_url: str) -> None:
+    publisher, arrivals, records = await post_one_event(
+        nats_url, [web.Response(status=502), web.Response(status=204)]
+    )
+    assert len(arrivals) == 2 and arrivals[1] - arrivals[0] >= 0.05
+    assert (publisher.posted, publisher.dropped) == (1, 0)
+    assert records.rows == [("e-1", True)]
+
+
+async def test_any_other_refusal_is_not_retried(nats_url: str) -> None:
+    """A 400 (an embed Discord will not take) is one POST and a recorded failure."""
+    publisher, arrivals, records = await post_one_event(
+        nats_url, [web.json_response({"code": 50035}, status=400)]
+    )
+    assert len(arrivals) == 1
+    assert (publisher.posted, publisher.dropped) == (0, 0)
+    assert records.rows == [("e-1", False)]
