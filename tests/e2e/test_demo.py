@@ -48,9 +48,7 @@ async def test_demo_runs_and_summarises(demo_tmpdir: Path) -> None:
     channel = summary["verify_channel"]
     assert channel["rows"] == 40 and channel["duplicated"] == 0
     assert channel["delivered"] == discord["embeds_received"]
-    assert (
-        channel["not_seen"] == discord["lost_after_3_attempts"] + discord["not_posted_when_the_demo_ended"]
-    )
+    assert channel["not_seen"] == discord["lost_after_3_attempts"] + discord["not_posted_when_the_demo_ended"]
     await assert_nothing_left(demo_tmpdir)
 
 
