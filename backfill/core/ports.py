@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from backfill.core.catalog import MergeItem, MergeResults
     from backfill.core.ledger import Alive, FailedDelivery
     from backfill.core.matching import DateHint
@@ -30,6 +32,10 @@ class MediaLibrary(Protocol):
 
     async def search(self, term: str, hint: DateHint | None, limit: int) -> list[JellyfinItem]:
         """Title search across all libraries, best first."""
+
+    async def changed_since(self, since: datetime) -> list[JellyfinItem] | None:
+        """The items added or saved at or after `since` (the library's own clock), or None when the
+        server cannot say in a bounded number of requests (then assume anything may have changed)."""
 
 
 class ThumbnailStore(Protocol):
