@@ -31,6 +31,7 @@ from packaging.version import Version
 from prometheus_client import CollectorRegistry
 from setuptools import find_namespace_packages, find_packages
 
+from backfill.health import health_app, start_health_server
 from tests.deploy.artifacts import (
     HEALTHCHECK,
     LOCK,
@@ -40,7 +41,6 @@ from tests.deploy.artifacts import (
     healthcheck_command,
     on_host,
 )
-from worker.health import health_app, start_health_server
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 RUNTIME_PACKAGES = {"backfill", "producer", "worker"}
