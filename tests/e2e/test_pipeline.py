@@ -6,33 +6,15 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-import nats
 import pytest
-from nats.js.errors import NotFoundError
 
 from backfill.core.payload import correlation_id
 from backfill_doubles.stack import ORIGINAL_SENT_AT, PUBLIC_BASE, EmbeddedStack
 from tests.e2e.conftest import Envelopes, Ran, run_cli
+from tests.e2e.processes import read_stream
 
 pytestmark = pytest.mark.slow
 VERSION = "2025-10-14"
-
-
-async def read_stream(url: str, stream: str) -> list[Any]:
-    """Every message left in `stream`, in order, skipping the gaps deletes leave."""
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    msgs: list[Any] = []
-    seq = (await js.stream_info(stream)).state.first_seq
-    while True:
-        try:
-            msg = await js.get_msg(stream, seq, subject=">", next=True)
-        except NotFoundError:
-            break
-        msgs.append(msg)
-        seq = int(msg.seq) + 1
-    await nc.drain()
-    return msgs
 
 
 async def run_backfill(
