@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 
 from backfill.core.payload import correlation_id
@@ -90,6 +91,21 @@ class Scene:
 
     async def dead_lettered(self, row_id: int) -> bool:
         return row_id in await self.dead_letters()
+
+    async def high_water(self) -> int:
+        """The watcher's high-water mark as saved in JetStream (0 before its first page)."""
+        nc = await nats.connect(self.stack.nats_url)
+        try:
+            kv = await nc.jetstream().key_value(self.layout["BACKFILL_WATCH_BUCKET"])
+            entry = await kv.get(f"cursor.{self.layout['BACKFILL_STREAM']}")
+            return int(json.loads(entry.value or b"{}").get("high_water", 0))
+        except nats.js.errors.NotFoundError:
+            return 0
+        finally:
+            await nc.drain()
+
+    async def marked_above(self, floor: int) -> bool:
+        return await self.high_water() > floor
 
 
 def passes(watcher: WatcherProcess) -> float:
@@ -166,3 +182,27 @@ def _waiting(watcher: WatcherProcess, holder: str) -> bool:
         sample(text, "backfill_watch_lease_held") == 0
         and sample(text, "backfill_watch_lease_holder", holder=holder) == 1
     )
+
+
+async def test_sigterm_stops_between_pages_and_the_next_watcher_finishes_the_pass_at_once(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """SIGTERM mid-pass: the page in flight is finished, the mark saved, exit 0, the lease given back;
+    a new watcher (lease TTL of a minute) takes over at once and enqueues the rest, none twice."""
+    scene = Scene(stack, layout_env)
+    env = {**scene.env, "BACKFILL_PAGE_SIZE": "3", "BACKFILL_WATCH_LEASE_SECONDS": "60"}
+    stack.catalog.latency = 0.3  # a slow catalog: the pass takes seconds
+    candidates = sorted(rid for rid, row in stack.rows.items() if row.expect != "untouched")
+    first = await WatcherProcess(env).start()
+    await eventually(lambda: scene.marked_above(0), 60, "a first page done")
+    first.terminate()
+    assert await first.wait(30) == 0
+    stopped_at = await scene.high_water()
+    assert 0 < stopped_at < candidates[-1], "the pass was not interrupted mid-way"
+    assert b"SIGTERM" in first.stderr
+    stack.catalog.latency = 0.0
+    second = await WatcherProcess(env).start()
+    await eventually(lambda: scene.marked_above(candidates[-1] - 1), 20, "the pass finished")
+    assert await scene.stored() == len(candidates)
+    second.terminate()
+    assert await second.wait(30) == 0
