@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from backfill.core.watch import PassRecord, Step, Trigger
+from backfill.core.outcome import DlqReason
+from backfill.core.watch import AUTO_REPLAYED, PassRecord, Step, Trigger
 
 PASS_RESULTS = ("completed", "interrupted", "failed")
 
@@ -95,8 +96,12 @@ class WatchMetrics:
         for step in Step:
             self.enqueued.labels(step.value)
             self.last_enqueued.labels(step.value)
+        _set_all(self.left_out, {})
+        _set_all(self.waiting, {})
         for trigger in Trigger:
             self.last_replayed.labels(trigger.value)
+            for reason in sorted(AUTO_REPLAYED):
+                self.replayed.labels(reason, trigger.value)
 
     def set_holder(self, holder: str | None) -> None:
         self.lease_holder.clear()
@@ -127,6 +132,8 @@ class WatchMetrics:
 
 
 def _set_all(gauge: Gauge, values: Mapping[str, int]) -> None:
-    gauge.clear()
+    """Every dead-letter reason (a bounded set, each shown even at 0), and any other named in `values`."""
+    for reason in DlqReason:
+        gauge.labels(reason.value).set(values.get(reason.value, 0))
     for label, value in values.items():
         gauge.labels(label).set(value)
