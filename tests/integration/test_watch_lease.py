@@ -17,6 +17,7 @@ from backfill.adapters.jetstream.layout import Layout, build_layout
 from backfill.adapters.jetstream.watchstate import Lease, WatchState
 from backfill.core.watch import PassRecord, WatchCursor
 from backfill.settings import NatsSettings
+from producer.watch import LeaseGuard
 
 TTL = 1.5
 
@@ -121,3 +122,27 @@ async def test_cursor_and_last_pass_read_back_as_saved(nc: NatsClient, layout: L
     assert await fresh.cursor() == cursor
     assert await fresh.last_pass() == record
     assert await WatchState.existing(nc.jetstream(), f"{bucket}_NONE", layout) is None
+
+
+class Stop:
+    requested = False
+
+    async def sleep(self, seconds: float) -> bool:
+        return self.requested
+
+
+async def test_a_pass_whose_lease_was_taken_over_stops_at_its_next_step(
+    nc: NatsClient, layout: Layout, bucket: str
+) -> None:
+    """The guard renews once a third of the TTL passed; a holder slower than its TTL finds the lease
+    taken at its next renewal, and its pass stops there."""
+    first = await Lease.open(nc.jetstream(), bucket, layout, TTL)
+    second = await Lease.open(nc.jetstream(), bucket, layout, TTL)
+    assert await first.acquire("watcher-a")
+    guard = LeaseGuard(first, "watcher-a", Stop())
+    assert await guard.proceed()
+    await taken_within(second, "watcher-b", 10 * TTL)  # watcher-a stalled past its TTL
+    assert not await guard.proceed()
+    stop = Stop()
+    stop.requested = True
+    assert not await LeaseGuard(second, "watcher-b", stop).proceed()  # SIGTERM: stop whatever the lease
