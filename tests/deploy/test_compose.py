@@ -82,7 +82,7 @@ def test_the_watcher_is_one_replica_off_by_default_restarting_and_hardened_like_
     watch, worker = services["backfill-watch"], services["backfill-worker"]
     assert watch["profiles"] == ["watch"]
     assert watch["image"] == worker["image"] and watch["build"] == worker["build"]
-    assert watch["command"] == ["producer", "watch"]
+    assert watch["command"] == ["producer", "watch", "--mode", "${BACKFILL_WATCH_MODE:-republish}"]
     assert watch["deploy"]["replicas"] == 1 and watch["restart"] == "unless-stopped"
     assert "container_name" not in watch and "ports" not in watch
     for key in ("read_only", "tmpfs", "cap_drop", "security_opt"):
@@ -284,6 +284,12 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     assert set(resolved.model["services"]) == set(OURS)
     plain = resolve(project, [project / COMPOSE.name])  # what a plain `up` starts
     assert set(plain.model["services"]) == {"backfill-worker"}
+    assert resolved.model["services"]["backfill-watch"]["command"] == [
+        "producer",
+        "watch",
+        "--mode",
+        "republish",
+    ]
     assert all(network["external"] for network in resolved.model["networks"].values())
     worker = resolved.environment("backfill-worker")
     assert worker == {
