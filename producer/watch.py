@@ -9,6 +9,7 @@ interval: a watcher outlives its upstreams' outages like a worker does. Its last
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -16,13 +17,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from backfill.adapters.jetstream.watchstate import Lease
-from backfill.core.errors import BackfillError
+from backfill.core.errors import BackfillError, BusError
 from backfill.core.watch import PassRecord
 from backfill.watch_metrics import WatchMetrics
 from producer.watch_pass import PassOptions, PassTools, Tally, WatchPass
 
 log = logging.getLogger("producer")
 MIN_RETRY = 0.5  # seconds between two attempts at the lease, at least
+NATS_RETRY = 2.0  # seconds before trying again when NATS did not answer
 
 
 class Stopping(Protocol):
@@ -94,17 +96,27 @@ class Watcher:
         self._metrics.last_pass.set(self._clock())  # until a pass (this one's or a predecessor's) says
         self._show(await self._tools.state.last_pass())
         try:
-            while await self._hold(wait_for_lease):
-                due = 0.0 if once or self._next_at is None else self._next_at - self._clock()
-                if not await self._wait_holding(due):
+            while not self._stop.requested:
+                try:
+                    if not await self._hold(wait_for_lease):
+                        break
+                    due = 0.0 if once or self._next_at is None else self._next_at - self._clock()
+                    if not await self._wait_holding(due):
+                        continue
+                    await self._pass(full, once)
+                except BusError as exc:  # NATS out of reach: the connection comes back on its own
+                    if once:
+                        raise
+                    log.warning("NATS did not answer the watcher; trying again", extra={"error": str(exc)})
+                    await self._stop.sleep(NATS_RETRY)
                     continue
-                await self._pass(full, once)
                 self._next_at = self._clock() + self._options.interval
                 full = False
                 if once:
                     break
         finally:
-            await self._lease.release()
+            with contextlib.suppress(BusError):  # unreleased, it expires after its TTL
+                await self._lease.release()
             self._metrics.lease_held.set(0)
         return self.last
 

@@ -73,10 +73,11 @@ def watch_arguments(parser: argparse.ArgumentParser) -> None:
     add_json(parser, "with --once, the pass's record")
 
 
-def media_library(settings: SettingsBundle, http: HttpClient) -> MediaLibrary | None:
-    """Jellyfin, to ask what changed; None (replays by backoff only) when it is not configured at all."""
+def jellyfin_settings() -> SettingsBundle | None:
+    """Jellyfin's settings, to ask it what changed; None (replays by backoff only) when it is not
+    configured at all. Half a configuration is a ConfigError, raised before anything connects."""
     try:
-        jellyfin = load_settings([JellyfinSettings])
+        return load_settings([JellyfinSettings])
     except ConfigError:
         if any(os.environ.get(name) for name in JELLYFIN_VARIABLES):
             raise
@@ -86,7 +87,10 @@ def media_library(settings: SettingsBundle, http: HttpClient) -> MediaLibrary | 
             "of items not found are replayed by backoff instead of when Jellyfin's library changes",
         )
         return None
-    return build_jellyfin(SettingsBundle([jellyfin.get(JellyfinSettings)]), http)
+
+
+def media_library(jellyfin: SettingsBundle | None, http: HttpClient) -> MediaLibrary | None:
+    return None if jellyfin is None else build_jellyfin(jellyfin, http)
 
 
 def holder_id(watch: WatchSettings) -> str:
@@ -95,6 +99,7 @@ def holder_id(watch: WatchSettings) -> str:
 
 async def run_watch(settings: SettingsBundle, args: argparse.Namespace) -> int:
     watch, nats_cfg = settings.get(WatchSettings), settings.get(NatsSettings)
+    jellyfin = jellyfin_settings()
     holder = holder_id(watch)
     interrupt: Interrupt = args.interrupt
     interrupt.graceful = True  # a pass stops between steps; the lease is given back
@@ -116,7 +121,7 @@ async def run_watch(settings: SettingsBundle, args: argparse.Namespace) -> int:
             layout,
             publisher,
             catalog,
-            media_library(settings, http),
+            media_library(jellyfin, http),
             await WatchState.open(bus.js, watch.bucket, layout, replicas=nats_cfg.replicas),
             DeadLetterIndex(),
             ReplayPolicy(watch.max_replays, watch.replay_backoff, watch.replay_backoff_max),

@@ -206,3 +206,30 @@ async def test_sigterm_stops_between_pages_and_the_next_watcher_finishes_the_pas
     assert await scene.stored() == len(candidates)
     second.terminate()
     assert await second.wait(30) == 0
+
+
+async def test_once_runs_one_pass_and_refuses_when_the_lease_is_held_or_jellyfin_half_configured(
+    stack: EmbeddedStack, layout_env: dict[str, str]
+) -> None:
+    """`watch --once --json`: one pass, its record; again: nothing new. Exit 1 while another watcher
+    holds the lease, exit 2 naming the variable when Jellyfin is half configured (nothing connected)."""
+    scene = Scene(stack, layout_env)
+    candidates = [rid for rid, row in stack.rows.items() if row.expect != "untouched"]
+    ran = await run_cli("producer", ["watch", "--once", "--json"], scene.env)
+    assert ran.code == 0, ran.stderr
+    record = json.loads(ran.stdout)
+    assert record["enqueued"] == {"new_row": len(candidates), "full_pass": 0}
+    assert record["high_water"] == max(candidates) and not record["interrupted"]
+    again = json.loads((await run_cli("producer", ["watch", "--once", "--json"], scene.env)).stdout)
+    assert again["enqueued"] == {"new_row": 0, "full_pass": 0}
+    assert await scene.stored() == len(candidates)
+
+    holder = await WatcherProcess({**scene.env, "BACKFILL_WATCH_ID": "watch-a"}).start()
+    await eventually(lambda: sample(holder.metrics(), "backfill_watch_lease_held") == 1, 30, "the lease held")
+    busy = await run_cli("producer", ["watch", "--once"], scene.env)
+    assert busy.code == 1 and "another watcher holds the lease" in busy.stderr
+    holder.terminate()
+    assert await holder.wait() == 0
+
+    half = await run_cli("producer", ["watch", "--once"], {**scene.env, "JELLYFIN_API_KEY": ""})
+    assert half.code == 2 and "JELLYFIN_API_KEY" in half.stderr
