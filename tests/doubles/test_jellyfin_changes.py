@@ -17,16 +17,9 @@ import pytest
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.serve import serve
 from tests.doubles.jellyfin_setup import AUTH, KEY, PROBLEM, SERVER, USER, list_items, names
+from tests.support.clock import ServerClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class ServerClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def stamp(moment: datetime) -> str:
@@ -35,7 +28,7 @@ def stamp(moment: datetime) -> str:
 
 @pytest.fixture
 def clock() -> ServerClock:
-    return ServerClock()
+    return ServerClock(T0)
 
 
 @pytest.fixture(params=["10.10.7", "10.11.6"])

@@ -13,17 +13,10 @@ from backfill.adapters.transport import HttpClient
 from backfill.core.errors import UpstreamError
 from backfill_doubles.jellyfin import JellyfinDouble
 from backfill_doubles.serve import serve
+from tests.support.clock import ServerClock
 
 KEY, USER, SERVER = "jf-key", "ab" * 16, "cd" * 16
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class ServerClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.mark.parametrize("version", ["10.10.7", "10.11.6"])
@@ -31,7 +24,7 @@ async def test_items_saved_or_added_since_are_listed_and_older_ones_not(
     http: HttpClient, version: str
 ) -> None:
     """An edit, a scanned addition and an addition not yet saved are changes; an untouched old item is not."""
-    clock = ServerClock()
+    clock = ServerClock(T0)
     double = JellyfinDouble(KEY, USER, SERVER, version=version, clock=clock)
     old = double.add_item("Old Film")
     edited = double.add_item("Edited Film")
@@ -52,7 +45,7 @@ async def test_items_saved_or_added_since_are_listed_and_older_ones_not(
 
 async def test_nothing_changed_costs_two_requests(http: HttpClient) -> None:
     """The idle answer: one saved-since listing and one newest-first listing, both empty of changes."""
-    clock = ServerClock()
+    clock = ServerClock(T0)
     double = JellyfinDouble(KEY, USER, SERVER, clock=clock)
     for n in range(50):
         double.add_item(f"Film {n}")
@@ -68,7 +61,7 @@ async def test_more_changes_than_the_pages_hold_is_cannot_say(
     """Past CHANGES_PAGES pages the adapter stops and answers None: the caller must assume anything changed."""
     monkeypatch.setattr(jellyfin, "CHANGES_PAGE", 2)
     monkeypatch.setattr(jellyfin, "CHANGES_PAGES", 3)
-    clock = ServerClock()
+    clock = ServerClock(T0)
     double = JellyfinDouble(KEY, USER, SERVER, clock=clock)
     clock.now = T0 + timedelta(hours=1)
     for n in range(7):
