@@ -174,6 +174,26 @@ class DiscordMetricsSettings(_Group):
     )
 
 
+class WatchSettings(_Group):
+    """`producer watch`: how often it looks for new candidates and late Jellyfin items, and its lease."""
+
+    interval: float = Field(300.0, validation_alias="BACKFILL_WATCH_INTERVAL", gt=0, le=86400)
+    full_every: float = Field(3600.0, validation_alias="BACKFILL_WATCH_FULL_EVERY", gt=0)
+    max_replays: int = Field(5, validation_alias="BACKFILL_WATCH_MAX_REPLAYS", ge=0)
+    replay_backoff: float = Field(3600.0, validation_alias="BACKFILL_WATCH_REPLAY_BACKOFF", gt=0)
+    replay_backoff_max: float = Field(86400.0, validation_alias="BACKFILL_WATCH_REPLAY_BACKOFF_MAX", gt=0)
+    lease_seconds: float = Field(60.0, validation_alias="BACKFILL_WATCH_LEASE_SECONDS", ge=1, le=3600)
+    bucket: str = Field(
+        "BACKFILL_WATCH", validation_alias="BACKFILL_WATCH_BUCKET", pattern=r"^[A-Za-z0-9_-]+$"
+    )
+    lease_bucket: str = Field(
+        "BACKFILL_WATCH_LEASE", validation_alias="BACKFILL_WATCH_LEASE_BUCKET", pattern=r"^[A-Za-z0-9_-]+$"
+    )
+    metrics_port: int = Field(9109, validation_alias="BACKFILL_WATCH_METRICS_PORT", ge=0, le=65535)
+    metrics_host: str = Field("0.0.0.0", validation_alias="BACKFILL_WATCH_METRICS_HOST")  # noqa: S104 - containers
+    watcher_id: str | None = Field(None, validation_alias="BACKFILL_WATCH_ID")
+
+
 class BackfillSettings(_Group):
     """What the backfill writes and how hard it drives the upstreams."""
 

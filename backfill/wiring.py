@@ -206,6 +206,22 @@ def build_youtube(
     return None if youtube is None else YoutubeSearch(http, youtube.url, observe=observe)
 
 
+def build_jellyfin(
+    settings: SettingsBundle, http: HttpClient, observe: Observer = no_observer, batch: int = 1
+) -> JellyfinClient:
+    """Jellyfin for JELLYFIN_USER_ID; `batch` > 1 shares one `ids=` lookup among the items asked for
+    at the same time."""
+    jellyfin = settings.get(JellyfinSettings)
+    return JellyfinClient(
+        http,
+        jellyfin.url,
+        jellyfin.api_key.get_secret_value(),
+        jellyfin.user_id,
+        observe=observe,
+        batch=batch,
+    )
+
+
 def build_enricher(
     settings: SettingsBundle,
     http: HttpClient,
@@ -215,16 +231,8 @@ def build_enricher(
 ) -> Enricher:
     """`batch` > 1 shares one Jellyfin `ids=` lookup among the rows being enriched at the same time."""
     jellyfin = settings.get(JellyfinSettings)
-    client = JellyfinClient(
-        http,
-        jellyfin.url,
-        jellyfin.api_key.get_secret_value(),
-        jellyfin.user_id,
-        observe=observe,
-        batch=batch,
-    )
     return Enricher(
-        client,
+        build_jellyfin(settings, http, observe, batch),
         build_storage(settings, http, observe, refused),
         links_from(jellyfin),
         settings.get(BackfillSettings).default_namespace,

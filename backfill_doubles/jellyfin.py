@@ -5,7 +5,9 @@ logs `(method, path, query)`, `calls` counts answered calls per route (plus `una
 fault knobs of `FaultInjector` (`fail_rate`, `fail_next`, `hang_rate`, `hang_seconds`, `latency`)
 apply to authenticated calls. The traps of the real server are kept on purpose: the all-zero id
 returns the root folder, `/Items` without `recursive=true` lists only the libraries, and `ids=` made
-only of invalid ids filters nothing.
+only of invalid ids filters nothing. Each item carries when it was added (`DateCreated`, in a DTO only when
+asked for) and, internally, when Jellyfin last saved it (`minDateLastSaved`); `version` decides how the
+saved-since filter behaves (up to 10.10 `minDateLastSaved` alone matches nothing: `jellyfin_items`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +26,7 @@ from aiohttp import web
 from backfill_doubles.faults import Fault, FaultInjector
 from backfill_doubles.jellyfin_auth import find_token
 from backfill_doubles.jellyfin_items import (
+    SAVED,
     ZERO_ID,
     ItemQuery,
     QueryError,
@@ -84,9 +87,19 @@ class JellyfinDouble(FaultInjector):
     """Jellyfin 10.9-12.0 as seen through an API key: `/Items`, `/Items/{id}`, images."""
 
     def __init__(
-        self, api_key: str, user_id: str, server_id: str, legacy_auth: bool = False, seed: int = 0
+        self,
+        api_key: str,
+        user_id: str,
+        server_id: str,
+        legacy_auth: bool = False,
+        seed: int = 0,
+        version: str = "10.10.7",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`clock`: the server's time, for `DateCreated` and when items are saved."""
         super().__init__(seed)
+        self.version = version
+        self.clock = clock
         self.api_key = api_key
         self.user_id = parse_guid(user_id) or user_id
         self.server_id = server_id
@@ -111,9 +124,12 @@ class JellyfinDouble(FaultInjector):
         tags: Iterable[str] = (),
         path: str | None = None,
         played: bool = False,
+        saved: bool = True,
     ) -> dict[str, Any]:
         """Add an item with a seeded id and return its stored (wire-form) record; `played`: the
-        configured user has played it (`UserData.Played`)."""
+        configured user has played it (`UserData.Played`). `saved`: as a library scan does, the item
+        is saved again by its metadata refresh right after it is created (`DateLastSaved` set); False
+        leaves it as created alone, which no saved-since filter matches."""
         item_id = self._new_id()
         premiere = format_premiere(premiere_date) if premiere_date is not None else None
         if year is None and premiere is not None:
@@ -135,9 +151,24 @@ class JellyfinDouble(FaultInjector):
             "ProviderIds": {},
             "UserData": self._user_data(item_id, played),
             "ImageTags": {"Primary": self._new_id()} if image else {},
+            "DateCreated": format_premiere(self.clock()),
+            SAVED: self.clock() if saved else None,
         }
         self.items[item_id] = item
         return item
+
+    def save_item(self, item_id: str, **changes: Any) -> dict[str, Any]:
+        """Change an item's wire fields (a metadata edit, or a refresh) and save it: `DateLastSaved` now."""
+        item = self.items[parse_guid(item_id) or item_id]
+        item.update(changes)
+        item[SAVED] = self.clock()
+        return item
+
+    @property
+    def legacy_saved_filter(self) -> bool:
+        """Up to 10.10, `minDateLastSaved` is compared with the ForUser parameter (jellyfin_items)."""
+        major, minor = (int(part) for part in self.version.split(".")[:2])
+        return (major, minor) < (10, 11)
 
     def delete_item(self, item_id: str) -> None:
         """Remove an item; later lookups answer 404."""
@@ -242,7 +273,7 @@ class JellyfinDouble(FaultInjector):
             # The real controller returns the user's root children here, ignoring every filter.
             folders = [render_item(folder, query.fields) for folder in self.libraries]
             return {"Items": folders, "TotalRecordCount": len(folders), "StartIndex": query.start_index}
-        page, total = run_query(list(self.items.values()), query)
+        page, total = run_query(list(self.items.values()), query, self.legacy_saved_filter)
         dtos = [render_item(item, query.fields) for item in page]
         if not query.enable_user_data:
             dtos = [{k: v for k, v in dto.items() if k != "UserData"} for dto in dtos]
@@ -260,7 +291,7 @@ class JellyfinDouble(FaultInjector):
         info = {
             "LocalAddress": f"{request.scheme}://{request.host}",
             "ServerName": "jellyfin-double",
-            "Version": "10.10.7",
+            "Version": self.version,
             "ProductName": "Jellyfin Server",
             "Id": self.server_id,
             "StartupWizardCompleted": True,

@@ -6,7 +6,14 @@
 - `parse_query` / `run_query` implement the `GET /Items` filters the backfill uses: `searchTerm`
   (substring, ranked exact > prefix > contains), `includeItemTypes`, `years`, `min/maxPremiereDate`
   (inclusive), `ids` (invalid ones silently dropped; order not kept), `startIndex`, `limit`,
-  `enableUserData` (the user's `UserData` is in every DTO unless it is `false`).
+  `enableUserData` (the user's `UserData` is in every DTO unless it is `false`), `sortBy` / `sortOrder`
+  (`DateCreated`, `SortName`; unknown names dropped as ASP.NET's comma-list binder drops them), and
+  `minDateLastSaved` / `minDateLastSavedForUser` (docs/upstreams.md §2).
+- "Saved since": an item's `DateLastSaved` is internal (`_DateLastSaved`, never in a DTO). Jellyfin sets
+  it whenever it saves the item after creation (a scan's metadata refresh, an edit), never on creation
+  alone, and a filter never matches an item without one. Up to 10.10 the SQL of `minDateLastSaved`
+  compares with the *ForUser* parameter, so `minDateLastSaved` alone matches nothing and both together
+  filter by `minDateLastSavedForUser` (`legacy_saved_filter`); from 10.11 each filters by its own value.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ ZERO_ID = "0" * 32
 _GUID = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$", re.I)
 # Sent only when named in `fields=` on a listing; `GET /Items/{id}` always sends everything.
 OPTIONAL_FIELDS = frozenset({"Path", "Tags", "Genres", "ProviderIds", "Overview", "DateCreated"})
+SAVED = "_DateLastSaved"  # internal, like every key starting with "_": never rendered
+# The `sortBy` names this double sorts by (DTO key); Jellyfin knows more, which the backfill never sends.
+SORT_KEYS = {"datecreated": "DateCreated", "sortname": "Name", "name": "Name"}
 
 
 class QueryError(ValueError):
@@ -62,7 +72,7 @@ def render_item(item: Mapping[str, Any], fields: frozenset[str] | None) -> dict[
     wanted = None if fields is None else {name.lower() for name in fields}
     dto: dict[str, Any] = {}
     for key, value in item.items():
-        if value is None:
+        if value is None or key.startswith("_"):
             continue
         if wanted is not None and key in OPTIONAL_FIELDS and key.lower() not in wanted:
             continue
@@ -85,6 +95,9 @@ class ItemQuery:
     start_index: int = 0
     limit: int | None = None
     enable_user_data: bool = True  # `enableUserData=false` leaves `UserData` out of a listing
+    min_saved: datetime | None = None  # `minDateLastSaved`
+    min_saved_for_user: datetime | None = None  # `minDateLastSavedForUser`
+    sort: tuple[tuple[str, bool], ...] = ()  # (DTO key, descending) from `sortBy` / `sortOrder`
 
 
 def _split(value: str | None) -> list[str]:
@@ -121,6 +134,16 @@ def _parse_date(params: Mapping[str, str], name: str) -> datetime | None:
         raise QueryError(name, raw) from None
 
 
+def _parse_sort(params: Mapping[str, str]) -> tuple[tuple[str, bool], ...]:
+    """`RequestHelpers.GetOrderBy`: each `sortBy` with the `sortOrder` at its index, else the first
+    order given, else ascending. Values the enum binders cannot read are dropped, not refused."""
+    keys = [SORT_KEYS[name.lower()] for name in _split(params.get("sortby")) if name.lower() in SORT_KEYS]
+    words = [word.lower() for word in _split(params.get("sortorder"))]
+    orders = [word == "descending" for word in words if word in {"ascending", "descending"}]
+    default = orders[0] if orders else False
+    return tuple((key, orders[i] if i < len(orders) else default) for i, key in enumerate(keys))
+
+
 def parse_query(params: Mapping[str, str]) -> ItemQuery:
     """Parse lower-cased query parameters; raises `QueryError` where ASP.NET binding fails."""
     ids = {parsed for part in _split(params.get("ids")) if (parsed := parse_guid(part))}
@@ -136,6 +159,9 @@ def parse_query(params: Mapping[str, str]) -> ItemQuery:
         start_index=_parse_int(params, "startIndex") or 0,
         limit=_parse_int(params, "limit"),
         enable_user_data=params.get("enableuserdata", "true").lower() != "false",
+        min_saved=_parse_date(params, "minDateLastSaved"),
+        min_saved_for_user=_parse_date(params, "minDateLastSavedForUser"),
+        sort=_parse_sort(params),
     )
 
 
@@ -151,8 +177,19 @@ def _premiere_in_range(item: Mapping[str, Any], query: ItemQuery) -> bool:
     return query.max_premiere is None or moment <= query.max_premiere
 
 
-def matches(item: Mapping[str, Any], query: ItemQuery) -> bool:
+def _saved_since(item: Mapping[str, Any], query: ItemQuery, legacy: bool) -> bool:
+    """`DateLastSaved not null and DateLastSaved >= bound` for each bound given. `legacy` (up to
+    10.10): both clauses are bound to `minDateLastSavedForUser`, NULL when only the other is given."""
+    given = [bound for bound in (query.min_saved, query.min_saved_for_user) if bound is not None]
+    bounds = [query.min_saved_for_user for _ in given] if legacy else given
+    saved: datetime | None = item.get(SAVED)
+    return all(bound is not None and saved is not None and saved >= bound for bound in bounds)
+
+
+def matches(item: Mapping[str, Any], query: ItemQuery, legacy_saved_filter: bool = False) -> bool:
     """Whether `item` passes every filter of `query`."""
+    if not _saved_since(item, query, legacy_saved_filter):
+        return False
     if query.ids and item.get("Id") not in query.ids:
         return False
     if query.include_types and str(item.get("Type", "")).lower() not in query.include_types:
@@ -180,9 +217,19 @@ def _sort_key(query: ItemQuery) -> Any:
     return key
 
 
-def run_query(items: Iterable[Mapping[str, Any]], query: ItemQuery) -> tuple[list[Mapping[str, Any]], int]:
+def _sorted(found: list[Mapping[str, Any]], query: ItemQuery) -> list[Mapping[str, Any]]:
+    """The default order, then each `sortBy` key from the last to the first (a stable sort)."""
+    found.sort(key=_sort_key(query))
+    for key, descending in reversed(query.sort):
+        found.sort(key=lambda item: str(item.get(key) or "").casefold(), reverse=descending)
+    return found
+
+
+def run_query(
+    items: Iterable[Mapping[str, Any]], query: ItemQuery, legacy_saved_filter: bool = False
+) -> tuple[list[Mapping[str, Any]], int]:
     """The page of matching items and the total count before paging."""
-    found = sorted((item for item in items if matches(item, query)), key=_sort_key(query))
+    found = _sorted([item for item in items if matches(item, query, legacy_saved_filter)], query)
     start = max(query.start_index, 0)
     end = None if query.limit is None else start + max(query.limit, 0)
     return found[start:end], len(found)

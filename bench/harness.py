@@ -86,6 +86,9 @@ class UpstreamsProcess:
     async def seed(self, rows: int) -> None:
         await self.call("POST", "/_bench/seed", {"rows": rows})
 
+    async def append(self, rows: int) -> None:
+        await self.call("POST", "/_bench/append", {"rows": rows})
+
     async def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = await self.call("GET", "/_bench/stats")
         return stats

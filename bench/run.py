@@ -1,4 +1,5 @@
-"""The benchmark: enqueue, worker throughput, the pace's cost, overhead latency and dead-letter replay.
+"""The benchmark: enqueue, worker throughput, the pace's cost, overhead latency, dead-letter replay, and
+the watcher's cost per pass.
 
 `make bench` (or `python -m bench`) starts its own nats-server and the light upstreams process
 (`bench.upstreams`, latency per service configurable), runs every section and prints a table; the
@@ -41,9 +42,10 @@ from bench.harness import (
     percentile,
     run_child,
 )
+from bench.watch import watch_lines, watch_section
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-SECTIONS = ["enqueue", "throughput", "pace", "latency", "replay"]
+SECTIONS = ["enqueue", "throughput", "pace", "latency", "replay", "watch"]
 DEFAULT_CONCURRENCY = int(WorkerSettings.model_fields["concurrency"].default)
 DEFAULT_FETCH_BATCH = int(WorkerSettings.model_fields["fetch_batch"].default)
 
@@ -71,6 +73,10 @@ class Sizes:
     replay: int = 10_000
     replay_runs: int = 3
     repeats: int = 3  # runs per worker and ceiling figure (median reported)
+    watch_rows: int = 100_000  # the catalog an idle watch pass is measured on
+    watch_dead_letters: int = 1_000  # jellyfin_not_found dead letters among those rows
+    watch_new_rows: int = 100
+    watch_idle_passes: int = 10
 
 
 QUICK = Sizes(
@@ -86,6 +92,10 @@ QUICK = Sizes(
     replay=500,
     replay_runs=1,
     repeats=1,
+    watch_rows=2_000,
+    watch_dead_letters=50,
+    watch_new_rows=10,
+    watch_idle_passes=3,
 )
 
 
@@ -469,6 +479,24 @@ class Bench:
             "wall_seconds_with_startup": statistics.median(walls),
         }
 
+    # 5. the watcher's cost per pass -------------------------------------------------------------
+    async def watch(self) -> None:
+        sizes = self.sizes
+        await self.up.seed(sizes.watch_rows)
+        layout = self.layout(self.env("watch"))
+        await self._fresh_layout(layout)
+        await self._seed_dead_letters(layout, sizes.watch_dead_letters)
+        self.results["watch"] = await watch_section(
+            self.up,
+            self.nats_url,
+            layout,
+            rows=sizes.watch_rows,
+            dead_letters=sizes.watch_dead_letters,
+            new_rows=sizes.watch_new_rows,
+            idle_passes=sizes.watch_idle_passes,
+        )
+        await self._delete_layout(layout)
+
     async def _seed_dead_letters(self, layout: Any, count: int) -> None:
         nc = await nats.connect(self.nats_url)
         try:
@@ -585,6 +613,8 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"dlq replay     {replay['messages_per_s']:.0f} messages/s ({replay['messages']} dead letters)",
         ]
+    if "watch" in results:
+        lines += ["", *watch_lines(results["watch"])]
     return "\n".join(lines)
 
 

@@ -13,9 +13,12 @@ Run as its own process: `python -m bench.upstreams --port 0` prints `READY <base
 - `GET  /rest/studio_board` (`id=eq.N`, `id=in.(...)`, candidate pages `id=gt.N&order=id.asc&limit=K`,
   `Prefer: count=exact`), `POST /rest/rpc/backfill_merge_meta` and `POST /rest/rpc/backfill_merge_meta_many`
   (catalog latency each);
-- `GET  /jellyfin/Items/{id}?userId=...` (Jellyfin latency);
+- `GET  /jellyfin/Items/{id}?userId=...` and `GET /jellyfin/Items?ids=...` (Jellyfin latency); the
+  listings `producer watch` asks what changed with (`minDateLastSaved`: nothing saved since; `sortBy=
+  DateCreated`: the newest item, added before any time the benchmark asks about);
 - `POST /agent/events/publish` (Agent Zero latency);
-- control: `POST /_bench/seed {"rows": N}`, `GET /_bench/stats` (counts only: it is polled during a
+- control: `POST /_bench/seed {"rows": N}`, `POST /_bench/append {"rows": N}` (N more candidates above
+  the last id), `GET /_bench/stats` (counts only: it is polled during a
   run), `GET /_bench/merges` (every merge with its time, read once at the end), `GET /_bench/publishes`
   (the time each Agent Zero post arrived), `POST /_bench/reset_stats`.
 
@@ -62,9 +65,18 @@ class State:
         self.publishes: list[float] = []
 
     def seed(self, count: int) -> None:
-        now = "2025-06-01T12:00:00+00:00"
         self.rows = [None]
-        for row_id in range(1, count + 1):
+        self.candidates = 0
+        self.append(count)
+        self.merges.clear()
+        self.publishes.clear()
+        self.requests.clear()
+
+    def append(self, count: int) -> None:
+        """`count` more candidate rows, with the next ids."""
+        now = "2025-06-01T12:00:00+00:00"
+        first = len(self.rows)
+        for row_id in range(first, first + count):
             self.rows.append(
                 {
                     "id": row_id,
@@ -76,10 +88,7 @@ class State:
                     "created_at": now,
                 }
             )
-        self.candidates = count
-        self.merges.clear()
-        self.publishes.clear()
-        self.requests.clear()
+        self.candidates += count
 
     def row(self, row_id: int) -> dict[str, Any] | None:
         return self.rows[row_id] if 0 < row_id < len(self.rows) else None
@@ -143,6 +152,7 @@ class Upstreams:
             ("POST", "/agent/events/publish"): self.publish,
             ("GET", "/jellyfin/Items"): self.items,
             ("POST", "/_bench/seed"): self.seed,
+            ("POST", "/_bench/append"): self.append,
             ("GET", "/_bench/stats"): self.stats,
             ("GET", "/_bench/merges"): self.merges,
             ("GET", "/_bench/publishes"): self.publishes,
@@ -279,13 +289,21 @@ class Upstreams:
         return Response(200, _encode(item))
 
     async def items(self, request: Request) -> Response:
-        """`GET /Items?ids=a,b`: the ids it has, in any order (only id lookups are served here)."""
+        """`GET /Items?ids=a,b`: the ids it has, in any order; the listings of what changed: nothing saved
+        since, and as the newest addition one item added long before."""
         refusal = await self._jellyfin_answer(request)
         if refusal is not None:
             return refusal
+        if "minDateLastSaved" in request.query:
+            return json_response({"Items": [], "TotalRecordCount": 0, "StartIndex": 0})
+        if request.query.get("sortBy") == "DateCreated":
+            newest = {**(self._item(item_id(1)) or {}), "DateCreated": "2025-01-01T00:00:00.0000000Z"}
+            return json_response(
+                {"Items": [newest], "TotalRecordCount": len(self.state.rows) - 1, "StartIndex": 0}
+            )
         ids = [part for part in request.query.get("ids", "").split(",") if part]
         if not ids:
-            return Response(400, b"bench upstream serves only ids= lookups", "text/plain")
+            return Response(400, b"bench upstream serves only ids= lookups and change listings", "text/plain")
         found = [item for item in (self._item(raw) for raw in ids) if item is not None]
         return json_response({"Items": found, "TotalRecordCount": len(found), "StartIndex": 0})
 
@@ -302,6 +320,10 @@ class Upstreams:
 
     async def seed(self, request: Request) -> Response:
         self.state.seed(int(_decode(request.body)["rows"]))
+        return json_response({"rows": len(self.state.rows) - 1})
+
+    async def append(self, request: Request) -> Response:
+        self.state.append(int(_decode(request.body)["rows"]))
         return json_response({"rows": len(self.state.rows) - 1})
 
     async def stats(self, _request: Request) -> Response:

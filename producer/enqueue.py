@@ -6,6 +6,7 @@ stays flat in the number of rows (pages of at most 1000; only outstanding publis
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import time
@@ -15,6 +16,7 @@ from typing import Protocol
 
 from backfill.adapters.jetstream.bus import AckPublisher, PubResult, PubStatus
 from backfill.core.catalog import is_candidate
+from backfill.core.deadletter import DeadLetterIndex
 from backfill.core.model import Row
 from backfill.core.ports import Catalog
 from backfill.core.wire import (
@@ -53,9 +55,25 @@ class EnqueueCounts:
     failed_ids: list[int] = field(default_factory=list)
     unconfirmed: int = 0  # publishes still without an answer when a stop request's grace ran out
     elapsed_seconds: float = 0.0  # reading the catalog and publishing, until the last acknowledgement
+    left_out: int = 0  # candidates not enqueued because they already have a dead letter
+    left_out_by_reason: dict[str, int] = field(default_factory=dict)  # by the dead letter's reason
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def leave_out_dead_lettered(rows: list[Row], index: DeadLetterIndex, counts: EnqueueCounts) -> list[Row]:
+    """The rows without a dead letter; the others counted by their dead letter's reason. A row already
+    dead-lettered would only fail again and add a dead letter: it waits for its replay instead."""
+    kept = []
+    for row in rows:
+        entry = index.latest(row.id)
+        if entry is None:
+            kept.append(row)
+            continue
+        counts.left_out += 1
+        counts.left_out_by_reason[entry.reason] = counts.left_out_by_reason.get(entry.reason, 0) + 1
+    return kept
 
 
 @dataclass(frozen=True)
@@ -68,9 +86,10 @@ class Selection:
 
 
 async def select_rows(
-    catalog: Catalog, selection: Selection, counts: EnqueueCounts
+    catalog: Catalog, selection: Selection, counts: EnqueueCounts, dead_letters: DeadLetterIndex | None = None
 ) -> AsyncIterator[list[Row]]:
-    """Pages of candidate rows; explicit ids that are not candidates are counted, not enqueued."""
+    """Pages of candidate rows; explicit ids that are not candidates are counted, not enqueued. With
+    `dead_letters`, every candidate (not explicit ids) that has a dead letter is left out and counted."""
     if selection.ids:
         rows = sorted(await catalog.fetch_rows(selection.ids), key=lambda r: r.id)
         wanted = [r for r in rows if is_candidate(r)][: selection.limit]
@@ -79,7 +98,17 @@ async def select_rows(
             yield wanted
         return
     async for page in catalog.stream_candidates(selection.since_id, selection.limit):
-        yield page
+        yield page if dead_letters is None else leave_out_dead_lettered(page, dead_letters, counts)
+
+
+def add_mode_option(parser: argparse.ArgumentParser) -> None:
+    """`--mode`, as `enqueue` and `watch` take it."""
+    parser.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.REPUBLISH.value,
+        help="republish (new Discord embeds) or metadata-only (update rows only); default: %(default)s",
+    )
 
 
 class Enqueuer:

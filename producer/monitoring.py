@@ -34,6 +34,7 @@ from producer.prometheus_config import (
     merge_config,
     pushgateway_job,
     scrape_job,
+    watch_job,
 )
 
 PUSHGATEWAY_SERVICE = "backfill-pushgateway"  # not `pushgateway`: PMOVES may add one of its own one day
@@ -151,13 +152,16 @@ def integrate(args: argparse.Namespace) -> dict[str, Any]:
     if out.resolve() == config_path.resolve().parent:
         raise ConfigError(f"--out {out} is the directory of PMOVES' prometheus.yml: choose another one")
     job = scrape_job(args.target_dns, args.static_target or [], args.scrape_interval)
+    watcher = watch_job(args.target_dns, args.watch_target or [], args.scrape_interval)
     add_pushgateway = not args.no_pushgateway and args.pushgateway_target is None
     gateway = (
         None
         if args.no_pushgateway
         else args.pushgateway_target or f"{PUSHGATEWAY_SERVICE}:{PUSHGATEWAY_PORT}"
     )
-    jobs = [job] if gateway is None else [job, pushgateway_job(gateway, args.scrape_interval)]
+    jobs = [job, watcher]
+    if gateway is not None:
+        jobs.append(pushgateway_job(gateway, args.scrape_interval))
     merged = merge_config(read_yaml(config_path, "PMOVES' Prometheus config"), jobs, str(config_path))
     monitoring = compose_dir / MONITORING_COMPOSE
     known = monitoring.is_file()
@@ -178,6 +182,7 @@ def integrate(args: argparse.Namespace) -> dict[str, Any]:
         "monitoring_compose_found": known,
         "network_added": add_network,
         "scrape_job": job,
+        "watch_job": watcher,
         "pushgateway": {
             "scraped": gateway,
             "added": add_pushgateway,

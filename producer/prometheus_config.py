@@ -18,6 +18,7 @@ import yaml
 from backfill.core.errors import ConfigError
 
 JOB = "backfill-worker"
+WATCH_JOB = "backfill-watch"  # `producer watch`, when it runs
 PUSHGATEWAY_JOB = "backfill-pushgateway"
 RULE_FILE = "backfill.rules.yml"
 SCRAPE_FILE = "backfill-scrape.yml"
@@ -39,9 +40,11 @@ def duration_seconds(text: str) -> float:
     return sum(int(n) * unit for n, unit in zip(match.groups(), DURATION_UNITS, strict=True) if n)
 
 
-def scrape_job(dns_name: str, static_targets: list[str], interval: str | None) -> dict[str, Any]:
-    """The shipped job, discovering `dns_name` through DNS, or scraping `static_targets` when given."""
-    (job,) = yaml.safe_load(asset(SCRAPE_FILE))["scrape_configs"]
+def scrape_job(
+    dns_name: str, static_targets: list[str], interval: str | None, name: str = JOB
+) -> dict[str, Any]:
+    """The shipped job `name`, discovering `dns_name` through DNS, or scraping `static_targets` when given."""
+    (job,) = [job for job in yaml.safe_load(asset(SCRAPE_FILE))["scrape_configs"] if job["job_name"] == name]
     if static_targets:
         del job["dns_sd_configs"]
         job["static_configs"] = [{"targets": list(static_targets)}]
@@ -53,6 +56,12 @@ def scrape_job(dns_name: str, static_targets: list[str], interval: str | None) -
         if duration_seconds(job["scrape_timeout"]) > duration_seconds(interval):
             job["scrape_timeout"] = interval
     return dict(job)
+
+
+def watch_job(worker_dns: str, static_targets: list[str], interval: str | None) -> dict[str, Any]:
+    """The watcher's job: its service name, on Swarm (`tasks.` before the workers' name) likewise."""
+    prefix = "tasks." if worker_dns.startswith("tasks.") else ""
+    return scrape_job(f"{prefix}{WATCH_JOB}", static_targets, interval, WATCH_JOB)
 
 
 def pushgateway_job(target: str, interval: str | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -75,9 +75,16 @@ class Replayer:
         layout: Layout,
         run_id: str,
         purge_filter: str | None = None,
+        *,
+        headers_for: Callable[[DeadLetterRecord], dict[str, str]] | None = None,
+        on_replayed: Callable[[DeadLetterRecord], None] | None = None,
     ) -> None:
         """`purge_filter`: the subject filter the records were read with, when every record read is
-        selected for replay; enables removing the replayed prefix with a purge."""
+        selected for replay; enables removing the replayed prefix with a purge. `headers_for`: headers
+        added to a dead letter's fresh request (`producer watch` counts its automatic replays there);
+        `on_replayed`: told of each dead letter whose request was stored (and which is then removed)."""
+        self._headers_for = headers_for
+        self._on_replayed = on_replayed
         self._js = js
         self._publisher = publisher
         self._layout = layout
@@ -122,6 +129,8 @@ class Replayer:
                 row_id, body = built
                 subject = work_subject(self._layout.prefix, row_id)
                 headers = {Header.MSG_ID: msg_id(row_id, self._run_id), Header.RUN_ID: self._run_id}
+                if self._headers_for is not None:
+                    headers |= self._headers_for(record)
                 await queue.put((record, await self._publisher.submit(subject, body, headers)))
         finally:
             await queue.put(None)
@@ -151,6 +160,8 @@ class Replayer:
         """Count one answered publish; True when its dead letter must be deleted on its own."""
         if result.status is PubStatus.STORED:
             counts.replayed += 1
+            if self._on_replayed is not None:
+                self._on_replayed(record)
             if self._prefix_unbroken:
                 self._prefix_end = record.seq  # removed by the next prefix purge
                 return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -68,6 +69,7 @@ class Interrupt:
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
         self.graceful = False  # set by a command that checks `requested` and ends with a summary
+        self._event: asyncio.Event | None = None
 
     @property
     def requested(self) -> bool:
@@ -79,6 +81,18 @@ class Interrupt:
 
     def set(self, sig: signal.Signals) -> None:
         self.signal = self.signal or sig
+        if self._event is not None:
+            self._event.set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep `seconds`, cut short by a stop request (a long-running command's wait); whether one came."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        if self.requested:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+        return self.requested
 
     @property
     def exit_code(self) -> int:

@@ -58,6 +58,26 @@ def nats_url() -> Iterator[str]:
         server.close()
 
 
+@pytest.fixture(scope="session")
+def old_nats_url() -> Iterator[str]:
+    """A nats-server 2.10, as PMOVES runs (no consumer pause)."""
+    from backfill_doubles.natsserver import NatsServerProcess
+    from tests.support.oldnats import VERSION, OldServerUnavailable, old_nats_server_binary
+
+    try:
+        binary = old_nats_server_binary()
+    except OldServerUnavailable as exc:
+        pytest.skip(
+            f"nats-server {VERSION} unavailable ({exc}); `python -m tests.support.oldnats` fetches it"
+        )
+    server = NatsServerProcess(binary=binary)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def layout_env() -> dict[str, str]:
     """Stream, consumer and subject names no other test uses, so tests never see each other's messages."""
@@ -69,6 +89,8 @@ def layout_env() -> dict[str, str]:
         "BACKFILL_SUBJECT_PREFIX": f"t{tag}.backfill",
         "BACKFILL_PACE_BUCKET": f"PACE_{tag}",
         "BACKFILL_LEDGER_BUCKET": f"LEDGER_{tag}",
+        "BACKFILL_WATCH_BUCKET": f"WATCH_{tag}",
+        "BACKFILL_WATCH_LEASE_BUCKET": f"WATCHLEASE_{tag}",
     }
 
 

@@ -2,7 +2,7 @@
 
 Start-up waits out a NATS or JetStream that is not ready yet (leader elections, a restarting server)
 and still stops at once when asked. The pieces are built by `backfill.wiring`; the pull loop is
-`worker.consumer`, settling `worker.settle`, the gauges `worker.stats`, health `worker.health`.
+`worker.consumer`, settling `worker.settle`, the gauges `worker.stats`, health `backfill.health`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from backfill.adapters.jetstream.pausing import PauseState, PauseSwitch, watch_s
 from backfill.adapters.jetstream.sweeper import Sweeper
 from backfill.adapters.jetstream.work import consumer_state
 from backfill.core.errors import BackfillError, BusError
+from backfill.health import health_app, start_health_server
 from backfill.metrics import Metrics
 from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle, WorkerSettings
 from backfill.wiring import (
@@ -38,7 +39,6 @@ from backfill.wiring import (
     retry_policy,
 )
 from worker.consumer import Consumer
-from worker.health import health_app, start_health_server
 from worker.settle import Settler
 from worker.stats import refresh_forever, refresh_once
 

@@ -6,7 +6,8 @@ played them: the live publisher's `jellyfin_played`); listings ask for it explic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -20,6 +21,9 @@ from backfill.core.model import JellyfinItem, SearchResult, normalize_item_id
 SERVICE = "jellyfin"
 MAX_IDS_PER_REQUEST = 40  # 33 bytes each in the query: well under Kestrel's 8 KB request line
 _SEARCH_FIELDS = "Path,Tags,Genres,ProviderIds,PremiereDate,ProductionYear"
+_CHANGE_FIELDS = "DateCreated,PremiereDate,ProductionYear"
+CHANGES_PAGE = 200  # items per request when asking what changed
+CHANGES_PAGES = 25  # requests per question at most: beyond 5,000 changed items the answer is "cannot say"
 _item_decoder = msgspec.json.Decoder(JellyfinItem)
 _search_decoder = msgspec.json.Decoder(SearchResult)
 
@@ -117,6 +121,54 @@ class JellyfinClient:
         self._up.check(response)
         result = self._decode(response, _search_decoder)
         return [item for item in result.items if normalize_item_id(item.id) is not None]
+
+    async def changed_since(self, since: datetime) -> list[JellyfinItem] | None:
+        """Items saved or added at or after `since`; None when more changed than CHANGES_PAGES pages
+        hold (docs/upstreams.md §2).
+
+        Saved: `minDateLastSaved` with `minDateLastSavedForUser` set to the same time, because up to
+        10.10 the first alone matches nothing (its SQL compares with the second). A scan saves each item
+        it adds once its metadata is refreshed; the items added but not saved yet are the newest by
+        `DateCreated`, listed newest first until one is older than `since`.
+        """
+        moment = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        saved = await self._listed({"minDateLastSaved": moment, "minDateLastSavedForUser": moment})
+        added = await self._listed(
+            {"sortBy": "DateCreated", "sortOrder": "Descending"},
+            older=lambda item: item.added_at is not None and item.added_at < since,
+        )
+        if saved is None or added is None:
+            return None
+        found = {item.id: item for item in [*saved, *added] if normalize_item_id(item.id) is not None}
+        return list(found.values())
+
+    async def _listed(
+        self, filters: dict[str, str], older: Callable[[JellyfinItem], bool] | None = None
+    ) -> list[JellyfinItem] | None:
+        """Every item of a listing page by page (until `older` holds for one, when given); None when
+        CHANGES_PAGES pages do not reach the end."""
+        found: list[JellyfinItem] = []
+        for page in range(CHANGES_PAGES):
+            params: dict[str, str | int] = {
+                "userId": self._user_id,
+                "recursive": "true",
+                "fields": _CHANGE_FIELDS,
+                "enableUserData": "false",
+                "enableImages": "false",
+                "startIndex": page * CHANGES_PAGE,
+                "limit": CHANGES_PAGE,
+                **filters,
+            }
+            response = await self._up.read("GET", f"{self._base}/Items", params=params, headers=self._headers)
+            self._up.check(response)
+            result: SearchResult = self._decode(response, _search_decoder)
+            for item in result.items:
+                if older is not None and older(item):
+                    return found
+                found.append(item)
+            if len(result.items) < CHANGES_PAGE or (page + 1) * CHANGES_PAGE >= result.total_record_count:
+                return found
+        return None
 
     @staticmethod
     def _decode(response: HttpResponse, decoder: msgspec.json.Decoder[Any]) -> Any:

@@ -124,3 +124,86 @@ class DeadLetterRecord:
             "headers": self.headers,
             "body": self.data.decode("utf-8", errors="replace"),
         }
+
+    @property
+    def auto_replays(self) -> int:
+        """How many times `producer watch` replayed this row on its own before it landed here again."""
+        return parse_count(self.headers.get(Header.AUTO_REPLAYS)) or 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a pass needs of one dead letter (read from its headers alone): which row, why, since when."""
+
+    seq: int
+    row_id: int | None
+    reason: str
+    stored_at: float | None  # Unix time the dead-letter stream stored it
+    auto_replays: int = 0
+
+    @classmethod
+    def of(cls, record: DeadLetterRecord) -> Entry:
+        stored = record.stored_at.timestamp() if record.stored_at is not None else None
+        return cls(record.seq, record.row_id, record.reason, stored, record.auto_replays)
+
+
+class DeadLetterIndex:
+    """The dead letters read so far, by sequence, and the rows they hold: kept up to date by reading
+    only what was added since `last_seq` (backfill.adapters.jetstream.deadletters.refresh_index).
+
+    Sequences only grow, so entries are kept in the order they were read, oldest first."""
+
+    def __init__(self) -> None:
+        self._by_seq: dict[int, Entry] = {}
+        self._rows: dict[int, list[int]] = {}  # row id -> its dead letters' sequences, ascending
+        self.last_seq = 0  # the highest sequence read (its dead letter may be gone since)
+
+    def __len__(self) -> int:
+        return len(self._by_seq)
+
+    def entries(self) -> list[Entry]:
+        return list(self._by_seq.values())
+
+    def add(self, entry: Entry) -> None:
+        self._by_seq[entry.seq] = entry
+        self.last_seq = max(self.last_seq, entry.seq)
+        if entry.row_id is not None:
+            self._rows.setdefault(entry.row_id, []).append(entry.seq)
+
+    def discard(self, seq: int) -> None:
+        entry = self._by_seq.pop(seq, None)
+        if entry is None or entry.row_id is None:
+            return
+        seqs = self._rows[entry.row_id]
+        seqs.remove(seq)
+        if not seqs:
+            del self._rows[entry.row_id]
+
+    def drop_below(self, first_seq: int) -> None:
+        """Forget what the stream no longer holds below its first sequence (aged out, purged)."""
+        while self._by_seq and (oldest := next(iter(self._by_seq))) < first_seq:
+            self.discard(oldest)
+
+    def clear(self) -> None:
+        self._by_seq.clear()
+        self._rows.clear()
+        self.last_seq = 0
+
+    def count_through(self, seq: int) -> int:
+        """How many known dead letters have a sequence at most `seq`."""
+        above = 0
+        for known in reversed(self._by_seq):
+            if known <= seq:
+                break
+            above += 1
+        return len(self._by_seq) - above
+
+    def latest(self, row_id: int) -> Entry | None:
+        """The row's most recent dead letter, or None when it has none."""
+        seqs = self._rows.get(row_id)
+        return self._by_seq[seqs[-1]] if seqs else None
+
+    def latest_per_row(self) -> list[Entry]:
+        """Each row's most recent dead letter, and every dead letter that names no row."""
+        rows = [self._by_seq[seqs[-1]] for seqs in self._rows.values()]
+        return rows + [entry for entry in self._by_seq.values() if entry.row_id is None]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from backfill.core.model import JellyfinItem, Row
+from backfill.core.model import JellyfinItem, Row, normalize_item_id
 
 _MEDIA_SUFFIX = re.compile(
     r"\.(mp4|mkv|mov|webm|avi|m4v|mp3|m4a|flac|wav|ogg|png|jpe?g|webp|gif)$", re.IGNORECASE
@@ -110,3 +110,21 @@ def choose_match(title: str, candidates: list[JellyfinItem], hint: DateHint | No
         return Unmatched("jellyfin_not_found", f"no item for {title!r} fits the row's date")
     names = ", ".join(repr(c.name) for c in pool[:5])
     return Unmatched("ambiguous_match", f"no confident match for {title!r} among {len(pool)}: {names}")
+
+
+def could_match(row: Row, item: JellyfinItem) -> bool:
+    """Whether `item` (new or changed in Jellyfin) could let `row` resolve now: it is the row's own
+    `meta.jellyfin_item_id`, or the row's title search would list it (its folded name contains the
+    folded search term, as Jellyfin's `searchTerm` matches) and it fits the row's date when the row has
+    one. A superset of what `choose_match` accepts: it decides whether a lookup is worth another try."""
+    own = normalize_item_id(row.meta_dict.get("jellyfin_item_id"))
+    if own is not None and normalize_item_id(item.id) == own:
+        return True
+    title = row.title or row.meta_dict.get("title")
+    if not isinstance(title, str) or item.name is None:
+        return False
+    term = normalize_name(search_term(title))
+    if not term or term not in normalize_name(item.name):
+        return False
+    hint = date_hint(row)
+    return hint is None or fits_date(item, hint)

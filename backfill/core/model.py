@@ -8,6 +8,7 @@ never break a worker.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -63,6 +64,7 @@ class JellyfinItem(msgspec.Struct, frozen=True, rename="pascal"):
     image_tags: dict[str, str] | None = None
     tags: list[str] | None = None
     user_data: UserData | None = None
+    date_created: str | None = None  # when the item was added (listings: only with `fields=DateCreated`)
 
     @property
     def primary_image_tag(self) -> str | None:
@@ -72,6 +74,17 @@ class JellyfinItem(msgspec.Struct, frozen=True, rename="pascal"):
     def played(self) -> bool:
         """Whether `JELLYFIN_USER_ID` has played the item (PMOVES' live publisher reports only that)."""
         return self.user_data is not None and self.user_data.played
+
+    @property
+    def added_at(self) -> datetime | None:
+        """`DateCreated` as an aware UTC time (naive read as UTC), or None when absent or unreadable."""
+        if not self.date_created:
+            return None
+        try:
+            moment = datetime.fromisoformat(self.date_created)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class SearchResult(msgspec.Struct, frozen=True, rename="pascal"):

@@ -34,6 +34,10 @@ class MediaLibrary(Protocol):
     async def search(self, term: str, hint: DateHint | None, limit: int) -> list[JellyfinItem]:
         """Title search across all libraries, best first."""
 
+    async def changed_since(self, since: datetime) -> list[JellyfinItem] | None:
+        """The items added or saved at or after `since` (the library's own clock), or None when the
+        server cannot say in a bounded number of requests (then assume anything may have changed)."""
+
 
 class ThumbnailStore(Protocol):
     """MinIO or any S3 API (`backfill.adapters.storage.ObjectStorage`): the thumbnail fallback."""

@@ -175,3 +175,6 @@ class Header:
     WORKER = "Backfill-Worker"
     VERSION = "Backfill-Version"
     ROW_ID = "Backfill-Row-Id"
+    # On a request `producer watch` replayed from the dead letters, and so on the dead letter it may
+    # become again: how many times the row was replayed automatically (the cap counts these).
+    AUTO_REPLAYS = "Backfill-Auto-Replays"

@@ -31,6 +31,11 @@ COMMANDS: dict[str, CommandInfo] = {  # in the order `producer --help` lists the
         "per republished row, whether Discord got its embed (read back from the channel, or from "
         "publisher-discord's metrics table) and which parts the embed shows",
     ),
+    "watch": CommandInfo(
+        "producer.commands.watch",
+        "WATCH",
+        "keep the backfill done: enqueue new candidates and replay late Jellyfin items every interval",
+    ),
     "dlq": CommandInfo("producer.commands.dlq", "DLQ", "inspect, replay and purge dead letters"),
     "listen": CommandInfo(
         "producer.commands.evidence",

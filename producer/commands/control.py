@@ -14,10 +14,10 @@ from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseSwitch
 from backfill.core.errors import NotFound, UpstreamError
 from backfill.core.ports import RunMetrics
-from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle
+from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle, WatchSettings
 from backfill.wiring import build_pushgateway, connect_bus, layout_from
 from producer.shell import Command, add_json, emit, needs, warn
-from producer.status import count_rows, measure, render, storage_warnings
+from producer.status import count_rows, measure, render, storage_warnings, watcher_status
 
 PUSHGATEWAY_HELP = (
     "also push backfill_paused to this Prometheus Pushgateway, so the alerts see the pause with no "
@@ -115,6 +115,7 @@ async def _status(settings: SettingsBundle, js: JetStream, layout: Layout, args:
     switch = await PauseSwitch.existing(js, settings.get(NatsSettings).control_bucket, layout)
     status.paused = status.paused or (switch is not None and await switch.state() is not None)
     status.warnings.extend(await storage_warnings(js, layout))
+    status.watcher = await watcher_status(js, layout, settings.get(WatchSettings))
     await count_rows(settings, status)
     for warning in status.warnings:
         warn("producer", warning)
@@ -134,6 +135,6 @@ RESUME = Command(pause_arguments, run_control, SETTINGS, {"resume": "producer re
 STATUS = Command(
     status_arguments,
     run_control,
-    SETTINGS,
+    needs(NatsSettings, BackfillSettings, WatchSettings),
     {"status": "producer status\nproducer status --json --sample 0 | jq .backlog"},
 )

@@ -8,9 +8,11 @@ import json
 import sys
 from typing import Any
 
-from backfill.adapters.jetstream.bus import AckPublisher
-from backfill.adapters.jetstream.layout import ensure_layout
-from backfill.core.errors import Exit, UpstreamError
+from backfill.adapters.jetstream.bus import AckPublisher, JetStream
+from backfill.adapters.jetstream.deadletters import refresh_index
+from backfill.adapters.jetstream.layout import Layout, ensure_layout
+from backfill.core.deadletter import DeadLetterIndex
+from backfill.core.errors import BusError, Exit, UpstreamError
 from backfill.core.wire import Mode
 from backfill.settings import (
     BackfillSettings,
@@ -28,7 +30,7 @@ from backfill.wiring import (
     layout_from,
     open_catalog,
 )
-from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows
+from producer.enqueue import EnqueueCounts, Enqueuer, Selection, add_mode_option, select_rows
 from producer.preview import preview
 from producer.progress import Progress
 from producer.runs import new_run_id, run_log_for
@@ -58,11 +60,12 @@ def _add_selection(parser: argparse.ArgumentParser, *, all_missing: bool) -> Non
 
 def enqueue_arguments(enqueue: argparse.ArgumentParser) -> None:
     _add_selection(enqueue, all_missing=True)
+    add_mode_option(enqueue)
     enqueue.add_argument(
-        "--mode",
-        choices=[m.value for m in Mode],
-        default=Mode.REPUBLISH.value,
-        help="republish (new Discord embeds) or metadata-only (update rows only); default: %(default)s",
+        "--include-dead-lettered",
+        action="store_true",
+        help="with --all-missing: also enqueue rows that already have a dead letter (left out by default: "
+        "they would only fail again; replay them with `producer dlq replay`)",
     )
     enqueue.add_argument("--dry-run", action="store_true", help="count and list; write nothing anywhere")
     enqueue.add_argument("--run-id", help="run id stored on each row (default: generated)")
@@ -89,15 +92,55 @@ def selection_from(args: argparse.Namespace) -> Selection:
     return Selection(ids=args.ids or (), since_id=args.since_id, limit=args.limit)
 
 
+def leaves_out_dead_letters(args: argparse.Namespace) -> bool:
+    """`--all-missing` leaves rows with a dead letter out, unless asked (explicit --ids never do)."""
+    return bool(getattr(args, "all_missing", False)) and not getattr(args, "include_dead_lettered", False)
+
+
+async def dead_letter_index(
+    js: JetStream, layout: Layout, args: argparse.Namespace
+) -> DeadLetterIndex | None:
+    """The rows with a dead letter (headers only), when this run leaves them out."""
+    if not leaves_out_dead_letters(args):
+        return None
+    index = DeadLetterIndex()
+    await refresh_index(js, layout, index)
+    return index
+
+
+async def dry_run_index(settings: SettingsBundle, args: argparse.Namespace) -> DeadLetterIndex | None:
+    """A dry run reads the dead letters when NATS answers; without it, every candidate is listed (said so)."""
+    if not leaves_out_dead_letters(args):
+        return None
+    try:
+        bus = await connect_bus(settings, "backfill-producer dry-run")
+    except BusError as exc:
+        warn("producer", f"dead letters not read, so rows that have one are listed too: {exc}")
+        return None
+    try:
+        return await dead_letter_index(bus.js, layout_from(settings), args)
+    finally:
+        await bus.drain()
+
+
+def left_out_text(counts: EnqueueCounts) -> str:
+    """`, 3 left out (dead letters: ambiguous_match=1, jellyfin_not_found=2)`, or nothing."""
+    if not counts.left_out:
+        return ""
+    reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(counts.left_out_by_reason.items()))
+    return f", {counts.left_out} left out (dead letters: {reasons}; --include-dead-lettered enqueues them)"
+
+
 async def dry_run(settings: SettingsBundle, args: argparse.Namespace) -> int:
     """Every candidate: a line of text each, JSON lines (--jsonl), or one document (--json)."""
     http = http_client(settings)
     counts = EnqueueCounts()
     rows: list[dict[str, Any]] = []
     links = dry_run_links(settings, args, http)
+    index = await dry_run_index(settings, args)
     try:
         async with open_catalog(settings, http) as catalog:
-            async for page in select_rows(catalog, selection_from(args), counts):
+            async for page in select_rows(catalog, selection_from(args), counts, index):
                 for row in page:
                     counts.candidates += 1
                     item = row.meta_dict.get("jellyfin_item_id")
@@ -111,11 +154,17 @@ async def dry_run(settings: SettingsBundle, args: argparse.Namespace) -> int:
                         print(f"{row.id}\t{item or '-'}\t{row.title or ''}{youtube_column(listed)}")
     finally:
         await http.aclose()
-    summary = {"dry_run": True, "would_enqueue": counts.candidates, "not_candidates": counts.not_candidates}
+    summary = {
+        "dry_run": True,
+        "would_enqueue": counts.candidates,
+        "not_candidates": counts.not_candidates,
+        "left_out": counts.left_out,
+        "left_out_by_reason": counts.left_out_by_reason,
+    }
     summary |= links_summary(links)
     text = (
         f"dry run: would enqueue {counts.candidates} rows "
-        f"({counts.not_candidates} given ids are not candidates); nothing was written"
+        f"({counts.not_candidates} given ids are not candidates{left_out_text(counts)}); nothing was written"
     )
     if args.jsonl:
         print(text, file=sys.stderr)
@@ -145,7 +194,8 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
             enqueuer = Enqueuer(
                 publisher, layout.prefix, backfill.version, Mode(args.mode), run_id, linking_from(args)
             )
-            pages = select_rows(catalog, selection_from(args), counts)
+            index = await dead_letter_index(bus.js, layout, args)
+            pages = select_rows(catalog, selection_from(args), counts, index)
             await enqueuer.run(pages, counts, progress, interrupt)
             progress.finish(
                 enqueued=counts.enqueued, already_pending=counts.already_pending, failed=counts.failed
@@ -181,7 +231,7 @@ def print_summary(run_id: str, args: argparse.Namespace, counts: EnqueueCounts, 
     }
     text = (
         f"run {run_id} ({args.mode}): {counts.enqueued} enqueued, {counts.already_pending} already pending, "
-        f"{counts.failed} failed, {counts.not_candidates} not candidates"
+        f"{counts.failed} failed, {counts.not_candidates} not candidates{left_out_text(counts)}"
     )
     if counts.failed_ids:
         text += f"\nfailed row ids: {','.join(map(str, counts.failed_ids[:50]))}"
@@ -219,8 +269,8 @@ async def run_enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int
 
 def enqueue_settings(args: argparse.Namespace) -> list[type[Any]]:
     """Only the settings the run needs: a dry run needs no NATS (and PMOVES.yt with --link-youtube)."""
-    if args.dry_run:
-        return [CatalogSettings, BackfillSettings, *youtube_groups(args)]
+    if args.dry_run:  # NATS only to read which rows have a dead letter, when it answers
+        return [NatsSettings, CatalogSettings, BackfillSettings, *youtube_groups(args)]
     return [NatsSettings, CatalogSettings, BackfillSettings]
 
 

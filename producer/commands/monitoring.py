@@ -14,7 +14,7 @@ from typing import Any
 
 from backfill.core.errors import ConfigError
 from producer.monitoring import MONITORING_COMPOSE, PUSHGATEWAY_SERVICE, WORKER_NETWORK, integrate
-from producer.prometheus_config import JOB, duration_seconds
+from producer.prometheus_config import JOB, WATCH_JOB, duration_seconds
 from producer.shell import LocalCommand
 
 HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
@@ -112,10 +112,17 @@ def monitoring_arguments(parser: argparse.ArgumentParser) -> None:
         help="scrape this address instead of discovering workers (repeatable; outside Docker)",
     )
     parser.add_argument(
+        "--watch-target",
+        type=static_target,
+        action="append",
+        metavar="HOST:PORT",
+        help=f"scrape the watcher (producer watch) here instead of discovering {WATCH_JOB} (repeatable)",
+    )
+    parser.add_argument(
         "--scrape-interval",
         type=scrape_interval,
         metavar="DURATION",
-        help="the jobs' scrape interval (default 15s, as PMOVES scrapes)",
+        help="every job's scrape interval (default 15s, as PMOVES scrapes)",
     )
     gateways = parser.add_mutually_exclusive_group()
     gateways.add_argument(

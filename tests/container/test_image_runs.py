@@ -15,7 +15,7 @@ import pytest
 from backfill.core.payload import correlation_id
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.stack import EmbeddedStack
-from tests.container.podman import COMPOSE_STOP_GRACE, Images, podman
+from tests.container.podman import COMPOSE_STOP_GRACE, HARDENED, Images, podman
 from tests.e2e.conftest import Envelopes
 from tests.e2e.processes import consumer_state, eventually
 from tests.e2e.test_pipeline import VERSION, assert_enriched, read_stream
@@ -224,3 +224,28 @@ async def test_a_bad_configuration_is_one_short_error_and_the_documented_exit_co
     assert "Traceback" not in ran.stderr
     assert len(ran.stderr.splitlines()) <= 4, ran.stderr
     assert ran.seconds < 15, f"{ran.seconds:.1f}s"
+
+
+async def test_the_watcher_container_enqueues_passes_its_healthcheck_on_its_port_and_stops_well(
+    stack: EmbeddedStack, images: Images, layout_env: dict[str, str]
+) -> None:
+    """`producer watch` as compose runs it: hardened, the image's healthcheck given the watcher's port.
+    It enqueues every candidate, serves /metrics and /healthz there, is healthy, and on `podman stop`
+    gives its lease back and exits 0 well within compose's grace."""
+    port = free_port()
+    env = stack.env(**layout_env, BACKFILL_WATCH_METRICS_PORT=str(port), BACKFILL_WATCH_INTERVAL="1")
+    health = ("--health-cmd", json.dumps(["/usr/local/bin/backfill-healthcheck", str(port)]))
+    watcher = await images.start(env, "producer", "watch", options=(*HARDENED, *health))
+    await eventually(lambda: serving(port), timeout=60, what=f"/healthz on {port}")
+
+    async def all_enqueued() -> bool:
+        return len(await read_stream(stack.nats_url, layout_env["BACKFILL_STREAM"])) == len(candidates(stack))
+
+    await eventually(all_enqueued, timeout=60, what="every candidate enqueued")
+    status, text = await get(port, "/metrics")
+    assert status == 200 and "backfill_watch_lease_held 1.0" in text
+    health_run = await watcher.healthcheck()
+    assert health_run.code == 0, health_run.stdout + health_run.stderr
+    stopped = await watcher.stop(COMPOSE_STOP_GRACE)
+    assert stopped.code == 0 and stopped.seconds < COMPOSE_STOP_GRACE - 5
+    assert (await watcher.inspect())["State"]["ExitCode"] == 0, await watcher.logs()

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 from backfill import settings
 from backfill.adapters.pushgateway import build_registry
 from backfill.metrics import Metrics
+from backfill.watch_metrics import WatchMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -134,10 +135,12 @@ def alert_queries() -> list[Query]:
 
 
 def exported_families() -> dict[str, str]:
-    """Metric family name -> type, for the worker's metrics and the producer's pushed gauges."""
+    """Metric family name -> type, for the worker's metrics, the producer's pushed gauges and the
+    watcher's metrics."""
     registries = [
         Metrics(CollectorRegistry(), "test").registry,
         build_registry("run", {}, 0.0),
+        WatchMetrics(CollectorRegistry()).registry,
     ]
     return {family.name: family.type for r in registries for family in r.collect()}
 

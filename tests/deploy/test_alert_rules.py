@@ -32,6 +32,7 @@ ALERTS = {
     "BackfillBacklogNotShrinking",
     "BackfillUpstreamErrorRatioHigh",
     "BackfillNoWorkerUp",
+    "BackfillWatchStalled",
 }
 UP = 'up{job="backfill-worker", instance="10.0.0.5:9108"}'
 
@@ -61,12 +62,63 @@ HEALTHY = [
 ]
 
 
+WATCHER = "10.0.0.9:9109"
+STALLED = [{"alertname": "BackfillWatchStalled", "severity": "warning"}]
+
+
+def watch_series(name: str, values: str, instance: str = WATCHER) -> dict[str, str]:
+    return series(name, values, instance=instance, job="backfill-watch")
+
+
+def passes(every_minutes: int, until: int, total: int = 60) -> str:
+    """The last pass's Unix time, minute by minute: a pass every `every_minutes` until minute `until`."""
+    last = 0
+    values = []
+    for minute in range(total + 1):
+        if minute <= until and minute % every_minutes == 0:
+            last = minute * 60
+        values.append(str(last))
+    return " ".join(values)
+
+
+def watcher(last_pass: str, up: str = "1x60", instance: str = WATCHER) -> list[dict[str, str]]:
+    """One watcher target: its last pass, its interval (5 minutes), and whether Prometheus reaches it."""
+    return [
+        watch_series("backfill_watch_last_pass_timestamp_seconds", last_pass, instance),
+        watch_series("backfill_watch_interval_seconds", "300x60", instance),
+        {"series": f'up{{job="backfill-watch", instance="{instance}"}}', "values": up},
+    ]
+
+
 @dataclass
 class Situation:
     name: str
     input_series: list[dict[str, str]]
     firing: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # eval time -> firing alerts
 
+
+WATCH_SITUATIONS = [
+    Situation("the watcher passes every 5 minutes", [*HEALTHY, *watcher(passes(5, 60))], {"60m": []}),
+    Situation(
+        "the watcher's passes stop at minute 20: three intervals later it fires",
+        [*HEALTHY, *watcher(passes(5, 20))],
+        {"34m": [], "45m": STALLED},
+    ),
+    Situation(
+        "its holder gone, the waiting watcher still reports the cluster's stale last pass",
+        [
+            *HEALTHY,
+            *watcher(passes(5, 20, total=20), up="1x20", instance="10.0.0.9:9109"),
+            *watcher(passes(5, 20), instance="10.0.0.10:9109"),
+        ],
+        {"30m": [], "45m": STALLED},
+    ),
+    Situation(
+        "every watcher target down",
+        [*HEALTHY, *watcher(passes(5, 10, total=10), up="1x10 0x50")],
+        {"8m": [], "20m": STALLED},
+    ),
+]
 
 SITUATIONS = [
     Situation("healthy run draining its backlog, with expected 404s", HEALTHY, {"60m": []}),
@@ -180,6 +232,7 @@ SITUATIONS = [
         [*HEALTHY[:3], series("backfill_dlq_messages", "0 40x59")],
         {"40m": []},
     ),
+    *WATCH_SITUATIONS,
 ]
 
 
@@ -190,8 +243,9 @@ def test_promtool_accepts_the_rule_file() -> None:
     assert f"{len(alert_rules())} rules found" in result.stdout
 
 
-def test_rules_define_the_four_alerts_each_with_for_severity_and_text() -> None:
-    """Dead letters growing, backlog not shrinking, upstream error ratio, no worker up; all fully described."""
+def test_rules_define_every_alert_each_with_for_severity_and_text() -> None:
+    """Dead letters growing, backlog not shrinking, upstream error ratio, no worker up, the watcher
+    stalled; all fully described."""
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == ALERTS
     for rule in rules:
@@ -236,16 +290,19 @@ def test_scrape_snippet_is_a_valid_prometheus_config_with_the_rules(tmp_path: Pa
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_scrape_job_finds_every_replica_through_docker_dns() -> None:
-    """Job `backfill-worker`, every 15 s, DNS service discovery of the compose service on port 9108."""
-    (job,) = load_yaml(SCRAPE)["scrape_configs"]
-    assert job["job_name"] == "backfill-worker"
-    assert job["scrape_interval"] == "15s"
-    (dns,) = job["dns_sd_configs"]
-    assert dns["type"] == "A"
-    assert dns["port"] == 9108
-    assert set(dns["names"]) <= {"backfill-worker", "tasks.backfill-worker"}
-    assert all('job="backfill-worker"' in rule["expr"] for rule in alert_rules() if "up{" in rule["expr"])
+def test_scrape_jobs_find_every_replica_and_the_watcher_through_docker_dns() -> None:
+    """Jobs `backfill-worker` (port 9108) and `backfill-watch` (9109), every 15 s, DNS service discovery of
+    the compose services; every `up{job=...}` in a rule names one of them."""
+    jobs = {job["job_name"]: job for job in load_yaml(SCRAPE)["scrape_configs"]}
+    assert set(jobs) == {"backfill-worker", "backfill-watch"}
+    for name, port in (("backfill-worker", 9108), ("backfill-watch", 9109)):
+        assert jobs[name]["scrape_interval"] == "15s"
+        (dns,) = jobs[name]["dns_sd_configs"]
+        assert dns["type"] == "A"
+        assert dns["port"] == port
+        assert set(dns["names"]) <= {name, f"tasks.{name}"}
+    selected = {job for rule in alert_rules() for job in re.findall(r'up\{job="([^"]+)"', rule["expr"])}
+    assert selected == set(jobs)
 
 
 @pytest.mark.parametrize("situation", SITUATIONS, ids=lambda s: s.name)

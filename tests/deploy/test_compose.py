@@ -26,7 +26,7 @@ from backfill.settings import (
 )
 from tests.deploy.artifacts import COMPOSE, REPO, load_yaml, settings_env_names
 
-OURS = ("backfill-worker", "backfill-producer")
+OURS = ("backfill-worker", "backfill-producer", "backfill-watch")
 PMOVES_NETWORKS = {"pmoves_bus", "pmoves_api", "pmoves_data", "pmoves_monitoring", "cataclysm-net"}
 # What compose itself decides (`environment:` beats every env file): the in-network addresses, the log
 # format and, for the worker, the port its healthcheck and Prometheus use. Everything else comes from
@@ -70,6 +70,33 @@ def test_compose_defines_the_worker_and_a_producer_under_the_backfill_profile(
         "`run --rm backfill-producer enqueue ...` must reach producer"
     )
     assert producer["restart"] == "no"
+
+
+def test_the_watcher_is_one_replica_off_by_default_restarting_and_hardened_like_the_worker(
+    compose: dict[str, Any],
+) -> None:
+    """`producer watch` in the one image under profile `watch`: one replica, restarted unless stopped, the
+    worker's hardening, a stop grace above what its SIGTERM needs, and the image's healthcheck on the
+    port it serves (the one Prometheus scrapes)."""
+    services = compose["services"]
+    watch, worker = services["backfill-watch"], services["backfill-worker"]
+    assert watch["profiles"] == ["watch"]
+    assert watch["image"] == worker["image"] and watch["build"] == worker["build"]
+    assert watch["command"] == ["producer", "watch", "--mode", "${BACKFILL_WATCH_MODE:-republish}"]
+    assert watch["deploy"]["replicas"] == 1 and watch["restart"] == "unless-stopped"
+    assert "container_name" not in watch and "ports" not in watch
+    for key in ("read_only", "tmpfs", "cap_drop", "security_opt"):
+        assert watch[key] == worker[key], key
+    assert seconds(watch["stop_grace_period"]) >= seconds(worker["stop_grace_period"])
+    port = watch["environment"]["BACKFILL_WATCH_METRICS_PORT"]
+    assert watch["expose"] == [port]
+    assert watch["healthcheck"]["test"] == ["CMD", "/usr/local/bin/backfill-healthcheck", port]
+    (job,) = [
+        j
+        for j in load_yaml(REPO / "deploy/prometheus/backfill-scrape.yml")["scrape_configs"]
+        if j["job_name"] == "backfill-watch"
+    ]
+    assert str(job["dns_sd_configs"][0]["port"]) == port
 
 
 def test_worker_can_scale_it_has_no_container_name_and_no_host_ports(compose: dict[str, Any]) -> None:
@@ -148,6 +175,9 @@ def test_environment_holds_only_what_compose_decides_and_no_secret(compose: dict
     producer = compose["services"]["backfill-producer"]["environment"]
     assert set(worker) == DECIDED | {"WORKER_METRICS_PORT"}
     assert set(producer) == DECIDED
+    assert set(compose["services"]["backfill-watch"]["environment"]) == DECIDED | {
+        "BACKFILL_WATCH_METRICS_PORT"
+    }
     assert worker["NATS_URL"] == "${NATS_URL:-nats://nats:4222}"
     assert worker["SUPA_REST_URL"] == "${SUPA_REST_URL:-${SUPA_REST_INTERNAL_URL:-http://postgrest:3000}}"
     assert worker["AGENT_ZERO_BASE_URL"] == "${AGENT_ZERO_BASE_URL:-http://agent-zero:8080}"
@@ -158,10 +188,11 @@ def test_environment_holds_only_what_compose_decides_and_no_secret(compose: dict
     assert worker["PMOVES_YT_URL"] == "${PMOVES_YT_URL:-http://pmoves-yt:8077}"
 
 
-def test_both_services_read_the_same_env_files_each_optional(compose: dict[str, Any]) -> None:
+def test_every_service_reads_the_same_env_files_each_optional(compose: dict[str, Any]) -> None:
     """Five files, none required, this directory's .env last; the PMOVES ones under PMOVES_DIR."""
     worker = compose["services"]["backfill-worker"]["env_file"]
     assert compose["services"]["backfill-producer"]["env_file"] == worker
+    assert compose["services"]["backfill-watch"]["env_file"] == worker
     assert all(entry["required"] is False for entry in worker)
     paths = [entry["path"] for entry in worker]
     assert paths[-1] == ".env"
@@ -249,8 +280,16 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     project = tmp_path / "backfill"
     project.mkdir()
     shutil.copy(COMPOSE, project / COMPOSE.name)
-    resolved = resolve(project, [project / COMPOSE.name], ["--profile", "backfill"])
+    resolved = resolve(project, [project / COMPOSE.name], ["--profile", "backfill", "--profile", "watch"])
     assert set(resolved.model["services"]) == set(OURS)
+    plain = resolve(project, [project / COMPOSE.name])  # what a plain `up` starts
+    assert set(plain.model["services"]) == {"backfill-worker"}
+    assert resolved.model["services"]["backfill-watch"]["command"] == [
+        "producer",
+        "watch",
+        "--mode",
+        "republish",
+    ]
     assert all(network["external"] for network in resolved.model["networks"].values())
     worker = resolved.environment("backfill-worker")
     assert worker == {

@@ -39,7 +39,9 @@ NATS_OVERRIDE = REPO / "deploy" / "pmoves-nats-volume.yml"
 # The env files every PMOVES service reads, in PMOVES' order, then this project's own; later wins.
 PMOVES_ENV_FILES = ("env.shared.generated", "env.shared", ".env.generated", ".env.local")
 CHAIN = (*(f"pmoves/{name}" for name in PMOVES_ENV_FILES), "backfill/.env")
-WORKER, PRODUCER = "backfill-worker", "backfill-producer"
+WORKER, PRODUCER, WATCH = "backfill-worker", "backfill-producer", "backfill-watch"
+OURS = (WORKER, PRODUCER, WATCH)
+FIXED_PORT = {WORKER: "WORKER_METRICS_PORT", WATCH: "BACKFILL_WATCH_METRICS_PORT"}  # what compose decides
 GROUPS: list[type[BaseSettings]] = list(WORKER_GROUPS)  # every setting either program reads
 
 
@@ -87,14 +89,15 @@ def pmoves_checkout(root: Path, env_files: Mapping[str, str] | None = None) -> P
 
 
 def beside_pmoves(root: Path, pmoves_env: Mapping[str, str], own_env: str | None) -> Resolved:
-    """Our project in root/backfill next to PMOVES in root/pmoves, resolved with the producer's profile."""
+    """Our project in root/backfill next to PMOVES in root/pmoves, resolved with the producer's and the
+    watcher's profiles."""
     pmoves_checkout(root, pmoves_env)
     backfill = root / "backfill"
     backfill.mkdir()
     shutil.copy(COMPOSE, backfill / COMPOSE.name)
     if own_env is not None:
         (backfill / ".env").write_text(own_env)
-    return resolve(backfill, [backfill / COMPOSE.name], ["--profile", "backfill"])
+    return resolve(backfill, [backfill / COMPOSE.name], ["--profile", "backfill", "--profile", "watch"])
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +206,16 @@ CALLS = {
         ("monitoring", "prometheus"),  # the other way round: Prometheus scrapes every replica
     ],
     PRODUCER: [("main", "nats"), ("main", "postgrest"), ("main", "minio"), ("jellyfin", "jellyfin")],
+    WATCH: [
+        ("main", "nats"),
+        ("main", "postgrest"),
+        ("jellyfin", "jellyfin"),  # asked what changed since a time
+        ("monitoring", "prometheus"),  # which scrapes it
+    ],
 }
 
 
-@pytest.mark.parametrize("ours", [WORKER, PRODUCER])
+@pytest.mark.parametrize("ours", OURS)
 def test_each_service_shares_a_docker_network_with_every_pmoves_service_it_talks_to(
     ours: str, pmoves_stack: dict[str, Resolved], shipped: Resolved
 ) -> None:
@@ -220,11 +229,11 @@ def test_each_service_shares_a_docker_network_with_every_pmoves_service_it_talks
 def test_jellyfin_is_reached_on_cataclysm_net_as_jellyfin_bridge_reaches_it(
     pmoves_stack: dict[str, Resolved], shipped: Resolved
 ) -> None:
-    """PMOVES runs Jellyfin on cataclysm-net only; both our services join it, as jellyfin-bridge does."""
+    """PMOVES runs Jellyfin on cataclysm-net only; our services join it, as jellyfin-bridge does."""
     assert pmoves_stack["jellyfin"].network_names("jellyfin") == {"cataclysm-net"}
     bridge = pmoves_stack["main"].network_names("jellyfin-bridge")
     assert "cataclysm-net" in bridge
-    for ours in (WORKER, PRODUCER):
+    for ours in OURS:
         assert "cataclysm-net" in shipped.network_names(ours)
 
 
@@ -235,7 +244,7 @@ def test_every_network_we_join_is_one_pmoves_defines(
     pmoves_names = {
         network["name"] for r in pmoves_stack.values() for network in r.model["networks"].values()
     }
-    for ours in (WORKER, PRODUCER):
+    for ours in OURS:
         assert shipped.network_names(ours) <= pmoves_names
 
 
@@ -248,12 +257,14 @@ def test_the_producer_is_on_the_network_of_pmoves_prometheus_where_a_pushgateway
 
 
 def test_every_setting_reaches_both_services_from_our_own_env_file(from_own_file: Resolved) -> None:
-    """Set in ./.env, each variable the settings read arrives; only the worker's metrics port is fixed."""
-    for ours in (WORKER, PRODUCER):
+    """Set in ./.env, each variable the settings read arrives; only the worker's and the watcher's
+    metrics ports are fixed."""
+    for ours in OURS:
         environment = from_own_file.environment(ours)
         lost = {name for name in settings_env_names() if environment.get(name) != sentinel(name)}
-        assert lost == ({"WORKER_METRICS_PORT"} if ours == WORKER else set()), ours
+        assert lost == ({FIXED_PORT[ours]} if ours in FIXED_PORT else set()), ours
     assert from_own_file.environment(WORKER)["WORKER_METRICS_PORT"] == "9108"
+    assert from_own_file.environment(WATCH)["BACKFILL_WATCH_METRICS_PORT"] == "9109"
 
 
 def test_the_replica_count_a_plain_up_converges_to_is_set_in_our_env_file(
@@ -267,11 +278,11 @@ def test_the_replica_count_a_plain_up_converges_to_is_set_in_our_env_file(
 def test_from_pmoves_env_files_everything_arrives_but_the_addresses_compose_decides(
     from_pmoves_files: Resolved,
 ) -> None:
-    """Each of PMOVES' four env files is read; only DECIDED (and the metrics port) ignore them."""
-    for ours in (WORKER, PRODUCER):
+    """Each of PMOVES' four env files is read; only DECIDED (and the metrics ports) ignore them."""
+    for ours in OURS:
         environment = from_pmoves_files.environment(ours)
         lost = {name for name in settings_env_names() if environment.get(name) != sentinel(name)}
-        assert lost == (DECIDED | {"WORKER_METRICS_PORT"} if ours == WORKER else DECIDED), ours
+        assert lost == (DECIDED | {FIXED_PORT[ours]} if ours in FIXED_PORT else DECIDED), ours
         assert environment["NATS_URL"] == "nats://nats:4222"
         assert environment["JELLYFIN_URL"] == "http://cataclysm-jellyfin:8096"
 
@@ -280,14 +291,14 @@ def test_a_secret_only_in_pmoves_env_files_is_never_blanked_by_compose(from_pmov
     """No `environment:` entry shadows a key, token or DSN that PMOVES' env files provide."""
     secrets = secret_env_names()
     assert {"SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "JELLYFIN_API_KEY", "CATALOG_DSN"} <= secrets
-    for ours in (WORKER, PRODUCER):
+    for ours in OURS:
         environment = from_pmoves_files.environment(ours)
         assert {name: environment.get(name) for name in secrets} == {name: sentinel(name) for name in secrets}
 
 
 def test_env_files_are_read_in_pmoves_order_and_ours_wins_last(layered: Resolved) -> None:
-    """env.shared.generated < env.shared < .env.generated < .env.local < our .env, for both services."""
-    for ours in (WORKER, PRODUCER):
+    """env.shared.generated < env.shared < .env.generated < .env.local < our .env, for every service."""
+    for ours in OURS:
         environment = layered.environment(ours)
         assert {name: environment[name] for name in LAYERED} == dict(zip(LAYERED, CHAIN, strict=True))
 

@@ -97,3 +97,20 @@ def test_panels_do_not_overlap_on_the_grid() -> None:
             for y in range(pos["y"], pos["y"] + pos["h"]):
                 assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
                 taken[(x, y)] = panel["title"]
+
+
+def test_the_watcher_row_shows_its_last_pass_lease_enqueues_replays_and_what_waits_for_an_operator() -> None:
+    """A row for `producer watch` after the existing ones: the last pass against its stall threshold, the
+    lease holder, rows enqueued per pass by reason, dead letters replayed by trigger, rows waiting."""
+    board = dashboard()
+    rows = [panel for panel in board["panels"] if panel["type"] == "row"]
+    assert rows[-1]["title"] == "Watcher (producer watch)"
+    exprs = {panel["title"]: [t["expr"] for t in panel["targets"]] for panel in panels(board)}
+    assert "time() - max(backfill_watch_last_pass_timestamp_seconds)" in exprs["Watcher: last pass"]
+    assert "3 * max(backfill_watch_interval_seconds)" in exprs["Watcher: last pass"]
+    assert any("backfill_watch_lease_holder" in e for e in exprs["Watcher: lease"])
+    assert any("by (reason)" in e for e in exprs["Watcher: rows enqueued by reason"])
+    assert any("by (reason, trigger)" in e for e in exprs["Watcher: dead letters replayed"])
+    assert any("backfill_watch_dead_letters_waiting" in e for e in exprs["Waiting for an operator"])
+    watch_panels = [p for p in board["panels"] if p["gridPos"]["y"] > rows[-1]["gridPos"]["y"]]
+    assert len(watch_panels) == 8 and all("watch" in str(p["targets"]) for p in watch_panels)

@@ -31,6 +31,7 @@ from packaging.version import Version
 from prometheus_client import CollectorRegistry
 from setuptools import find_namespace_packages, find_packages
 
+from backfill.health import health_app, start_health_server
 from tests.deploy.artifacts import (
     HEALTHCHECK,
     LOCK,
@@ -40,7 +41,6 @@ from tests.deploy.artifacts import (
     healthcheck_command,
     on_host,
 )
-from worker.health import health_app, start_health_server
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 RUNTIME_PACKAGES = {"backfill", "producer", "worker"}
@@ -357,7 +357,7 @@ def test_the_image_checks_health_with_the_bash_script_and_no_python() -> None:
     assert healthcheck_flags()["interval"] == "15s"
 
 
-async def run_healthcheck(port: int) -> tuple[int, float]:
+async def run_healthcheck(port: int, *args: str) -> tuple[int, float]:
     """Exit code and duration of the script under the bash its shebang names, with a PATH where nothing is,
     so it works from bash builtins alone or not at all."""
     bash = HEALTHCHECK.read_text().splitlines()[0].removeprefix("#!")
@@ -365,6 +365,7 @@ async def run_healthcheck(port: int) -> tuple[int, float]:
     process = await asyncio.create_subprocess_exec(
         bash,
         str(HEALTHCHECK),
+        *args,
         env={"WORKER_METRICS_PORT": str(port), "PATH": "/nonexistent"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -429,3 +430,15 @@ async def test_healthcheck_gives_up_on_a_silent_server_before_docker_would_kill_
         code, took = await run_healthcheck(silent.getsockname()[1])
     assert code != 0
     assert took < seconds(healthcheck_flags()["timeout"])
+
+
+async def test_healthcheck_checks_the_port_given_as_its_argument() -> None:
+    """`backfill-healthcheck 9109` (compose's backfill-watch) checks that port, not WORKER_METRICS_PORT."""
+    app = health_app(CollectorRegistry(), lambda: (True, "connected"))
+    with socket.socket() as bound_not_listening:
+        bound_not_listening.bind(("127.0.0.1", 0))
+        async with serving(app) as port:
+            code, _ = await run_healthcheck(bound_not_listening.getsockname()[1], str(port))
+            assert code == 0
+            code, _ = await run_healthcheck(port, str(bound_not_listening.getsockname()[1]))
+            assert code != 0

@@ -82,8 +82,8 @@ def integrated(monitoring: Path, *options: str) -> dict[str, Any]:
     return result
 
 
-def shipped_job() -> dict[str, Any]:
-    (job,) = load_yaml(SCRAPE)["scrape_configs"]
+def shipped_job(name: str = "backfill-worker") -> dict[str, Any]:
+    (job,) = [job for job in load_yaml(SCRAPE)["scrape_configs"] if job["job_name"] == name]
     return dict(job)
 
 
@@ -105,14 +105,15 @@ def test_writes_the_merged_config_the_rule_file_and_the_override_and_says_how_to
 
 
 def test_merged_config_is_pmoves_config_plus_the_job_and_the_rule_file(monitoring: Path) -> None:
-    """Every PMOVES key and job is kept as it was; the worker job is the shipped one, then the job scraping
-    our Pushgateway keeping the pushed job label; the rule file is ours."""
+    """Every PMOVES key and job is kept as it was; the worker and watcher jobs are the shipped ones, then
+    the job scraping our Pushgateway keeping the pushed job label; the rule file is ours."""
     original = load_yaml(monitoring / "prometheus" / "prometheus.yml")
     integrated(monitoring)
     merged = load_yaml(monitoring / "backfill" / "prometheus.yml")
     assert merged.pop("rule_files") == ["backfill.rules.yml"]
-    *pmoves_jobs, job, gateway = merged["scrape_configs"]
+    *pmoves_jobs, job, watch, gateway = merged["scrape_configs"]
     assert job == shipped_job()
+    assert watch == shipped_job("backfill-watch")
     assert gateway == OUR_GATEWAY
     assert {**merged, "scrape_configs": pmoves_jobs} == original
     assert (monitoring / "backfill" / "backfill.rules.yml").read_bytes() == RULES.read_bytes()
@@ -147,21 +148,28 @@ def test_running_on_its_own_output_or_again_changes_nothing(monitoring: Path) ->
 def test_static_targets_and_interval_replace_the_discovery_and_keep_the_timeout_below_it(
     monitoring: Path,
 ) -> None:
-    """--static-target scrapes fixed addresses instead of DNS; --scrape-interval 1s lowers the timeout to 1s."""
-    job = integrated(
+    """--static-target (--watch-target for the watcher) scrapes fixed addresses instead of DNS;
+    --scrape-interval 1s lowers the timeouts to 1s; on Swarm both jobs discover `tasks.<service>`."""
+    result = integrated(
         monitoring,
         "--static-target",
         "10.0.0.7:9108",
         "--static-target",
         "10.0.0.8:9108",
+        "--watch-target",
+        "10.0.0.9:9109",
         "--scrape-interval",
         "1s",
-    )["scrape_job"]
+    )
+    job, watch = result["scrape_job"], result["watch_job"]
     assert job["static_configs"] == [{"targets": ["10.0.0.7:9108", "10.0.0.8:9108"]}]
-    assert "dns_sd_configs" not in job
+    assert watch["static_configs"] == [{"targets": ["10.0.0.9:9109"]}]
+    assert "dns_sd_configs" not in job and "dns_sd_configs" not in watch
     assert (job["scrape_interval"], job["scrape_timeout"]) == ("1s", "1s")
-    swarm = integrated(monitoring, "--target-dns", "tasks.backfill-worker")["scrape_job"]
-    assert swarm["dns_sd_configs"][0]["names"] == ["tasks.backfill-worker"]
+    assert (watch["scrape_interval"], watch["scrape_timeout"]) == ("1s", "1s")
+    swarm = integrated(monitoring, "--target-dns", "tasks.backfill-worker")
+    assert swarm["scrape_job"]["dns_sd_configs"][0]["names"] == ["tasks.backfill-worker"]
+    assert swarm["watch_job"]["dns_sd_configs"][0]["names"] == ["tasks.backfill-watch"]
 
 
 def test_an_existing_pushgateway_is_scraped_instead_of_adding_one_or_none_at_all(monitoring: Path) -> None:
@@ -185,7 +193,10 @@ def test_an_existing_pushgateway_is_scraped_instead_of_adding_one_or_none_at_all
     assert done.returncode == 0, done.stderr
     assert "scaling the workers to zero fires BackfillNoWorkerUp, paused or not" in done.stdout
     jobs = load_yaml(monitoring / "none" / "prometheus.yml")["scrape_configs"]
-    assert [job["job_name"] for job in jobs if job["job_name"].startswith("backfill")] == ["backfill-worker"]
+    assert [job["job_name"] for job in jobs if job["job_name"].startswith("backfill")] == [
+        "backfill-worker",
+        "backfill-watch",
+    ]
     assert set(load_yaml(monitoring / "none" / "docker-compose.backfill.yml")["services"]) == {"prometheus"}
 
 
@@ -485,6 +496,7 @@ def test_prometheus_on_the_merged_config_scrapes_the_worker_and_loads_every_rule
     assert [job["job_name"] for job in loaded["scrape_configs"]] == [
         *(job["job_name"] for job in pmoves["scrape_configs"]),
         "backfill-worker",
+        "backfill-watch",
         "backfill-pushgateway",
     ]
 

@@ -1,8 +1,10 @@
-"""A real Prometheus scrapes a real worker through a backfill run; every dashboard and alert query runs on it.
+"""A real Prometheus scrapes a real worker through a backfill run, and a real watcher after it; every
+dashboard and alert query runs on it.
 
 One scenario (module fixture) records what happened; each test asserts one behaviour of it:
 the embedded stack, a `worker` serving /metrics on a free port, a `prometheus` scraping it every second
-with the project's scrape job and rule file, `producer enqueue --all-missing`, then every query.
+with the project's scrape jobs and rule file, `producer enqueue --all-missing`, then `producer watch`
+(whose first pass finds the rows the run dead-lettered), then every query.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ ALERT_HOLDS = {
     "BackfillBacklogNotShrinking": False,
     "BackfillUpstreamErrorRatioHigh": False,
     "BackfillNoWorkerUp": False,
+    "BackfillWatchStalled": False,  # the watcher passes every second
 }
 
 
@@ -97,13 +100,17 @@ class Scenario:
     healthchecks_gone: list[int] = field(default_factory=list)
     worker_exit: int | None = None
     no_worker_after_stop: list[dict[str, Any]] = field(default_factory=list)
+    watcher_metrics: str = ""
+    watcher_health_live: list[int] = field(default_factory=list)
+    watcher_health_gone: list[int] = field(default_factory=list)
+    watcher_exit: int | None = None
 
 
 class PrometheusProcess:
-    def __init__(self, workdir: Path, target: str) -> None:
+    def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
+        """`targets`: the address of each shipped job (by job name), scraped every second."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        (job,) = load_yaml(SCRAPE)["scrape_configs"]
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
@@ -113,8 +120,9 @@ class PrometheusProcess:
                     "metrics_path": job["metrics_path"],
                     "scrape_interval": "1s",
                     "scrape_timeout": "1s",
-                    "static_configs": [{"targets": [target]}],
+                    "static_configs": [{"targets": [targets[job["job_name"]]]}],
                 }
+                for job in load_yaml(SCRAPE)["scrape_configs"]
             ],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -178,11 +186,14 @@ def healthcheck_commands() -> list[list[str]]:
     return [on_host(healthcheck_command())]
 
 
-def run_healthchecks(port: int, env: dict[str, str]) -> list[int]:
-    """Exit codes of the healthchecks, each script run by bash as the image runs it, on this worker's port."""
+def run_healthchecks(port: int, env: dict[str, str], *args: str) -> list[int]:
+    """Exit codes of the healthchecks, each script run by bash as the image runs it, on this worker's port
+    (or with `args`, as compose runs it for the watcher: its port as the argument)."""
     env = {**env, "WORKER_METRICS_PORT": str(port)}
     return [
-        subprocess.run(["bash", *command], env=env, capture_output=True, timeout=10, check=False).returncode
+        subprocess.run(
+            ["bash", *command, *args], env=env, capture_output=True, timeout=10, check=False
+        ).returncode
         for command in healthcheck_commands()
     ]
 
@@ -201,6 +212,9 @@ def worker_env(stack: EmbeddedStack) -> dict[str, str]:
             BACKFILL_DLQ_STREAM=f"BFDLQ_{tag}",
             BACKFILL_CONSUMER=f"workers-{tag}",
             BACKFILL_SUBJECT_PREFIX=f"t{tag}.backfill",
+            BACKFILL_WATCH_BUCKET=f"WATCH_{tag}",
+            BACKFILL_WATCH_LEASE_BUCKET=f"WATCHLEASE_{tag}",
+            BACKFILL_WATCH_INTERVAL="1",
             WORKER_STATS_INTERVAL="1",
         ),
     }
@@ -277,13 +291,55 @@ def stop_worker(
     )
 
 
+def start_watcher(port: int, env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+    """`producer watch` after the run, serving /metrics on `port`, its first pass completed."""
+    with (workdir / "watch.log").open("wb") as log:
+        watcher = subprocess.Popen(
+            [cli("producer"), "watch", "--metrics-port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    completed = ("backfill_watch_passes_total", (("result", "completed"),))
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        wait_for(
+            lambda: metric_values(http.get("/metrics").text).get(completed, 0) >= 1, "a first watch pass"
+        )
+    return watcher
+
+
+def watch_and_observe(
+    prometheus: PrometheusProcess, port: int, env: dict[str, str], workdir: Path, scenario: Scenario
+) -> None:
+    """The watcher scraped twice at least, every query evaluated, then SIGTERM with healthchecks around it."""
+    watcher = start_watcher(port, env, workdir)
+    try:
+        wait_for(
+            lambda: prometheus.results(
+                'min(count_over_time(backfill_watch_passes_total[30s])) >= 2 and on () up{job="backfill-watch"} == 1'
+            ),
+            "two scrapes of the watcher",
+        )
+        scenario.watcher_metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        observe(prometheus, scenario)
+        scenario.watcher_health_live = run_healthchecks(0, env, str(port))
+        watcher.send_signal(signal.SIGTERM)
+        scenario.watcher_exit = watcher.wait(timeout=40)
+        scenario.watcher_health_gone = run_healthchecks(0, env, str(port))
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+
+
 def run_scenario(stack: EmbeddedStack, workdir: Path) -> Scenario:
-    scenario, env, port = Scenario(), worker_env(stack), free_port()
+    scenario, env, port, watch_port = Scenario(), worker_env(stack), free_port(), free_port()
     with (workdir / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [cli("worker"), "--metrics-port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    prometheus = PrometheusProcess(workdir, f"127.0.0.1:{port}")
+    targets = {"backfill-worker": f"127.0.0.1:{port}", "backfill-watch": f"127.0.0.1:{watch_port}"}
+    prometheus = PrometheusProcess(workdir, targets)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             wait_for(lambda: http.get("/readyz").status_code == 200, "the worker to be ready")
@@ -294,7 +350,7 @@ def run_scenario(stack: EmbeddedStack, workdir: Path) -> Scenario:
             )
             enqueue_and_settle(http, env, scenario)
         wait_until_prometheus_saw_the_run(prometheus, scenario.enqueued)
-        observe(prometheus, scenario)
+        watch_and_observe(prometheus, watch_port, env, workdir, scenario)
         stop_worker(worker, port, env, prometheus, scenario)
     finally:
         if worker.poll() is None:
@@ -389,7 +445,7 @@ def test_alert_expression_holds_only_when_it_should_after_a_run(scenario: Scenar
 
 
 def test_every_rule_evaluates_without_error(scenario: Scenario) -> None:
-    """Prometheus loaded all four rules and reports each one healthy after evaluating it."""
+    """Prometheus loaded every rule and reports each one healthy after evaluating it."""
     assert {rule["name"] for rule in scenario.rules} == set(ALERT_HOLDS)
     for rule in scenario.rules:
         assert rule["health"] == "ok", rule
@@ -414,3 +470,34 @@ def test_worker_exits_zero_on_sigterm(scenario: Scenario) -> None:
 def test_no_worker_condition_holds_once_the_worker_is_gone(scenario: Scenario) -> None:
     """After the only worker stopped, BackfillNoWorkerUp's expression returns a series."""
     assert scenario.no_worker_after_stop
+
+
+def test_the_watcher_serves_its_metrics_and_promtool_accepts_them(scenario: Scenario) -> None:
+    """/metrics of `producer watch` after a pass: the lease held, the last pass, rows left out for their
+    dead letters and waiting for an operator (the run dead-lettered some), and a clean exposition."""
+    values = metric_values(scenario.watcher_metrics)
+    assert values[("backfill_watch_lease_held", ())] == 1
+    assert values[("backfill_watch_interval_seconds", ())] == 1
+    assert values[("backfill_watch_last_pass_timestamp_seconds", ())] > 0
+    waiting = {
+        dict(labels)["reason"] for (name, labels) in values if name == "backfill_watch_dead_letters_waiting"
+    }
+    assert waiting, "the run's dead letters show as waiting"
+    checked = subprocess.run(
+        [str(PROMTOOL), "check", "metrics"],
+        input=scenario.watcher_metrics,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_watchers_healthcheck_passes_while_it_runs_and_it_exits_zero_on_sigterm(
+    scenario: Scenario,
+) -> None:
+    """The image's healthcheck with the watcher's port (as compose runs it): 0 while it runs, not after;
+    SIGTERM (what compose sends) ends it with exit code 0."""
+    assert scenario.watcher_health_live == [0]
+    assert all(code != 0 for code in scenario.watcher_health_gone)
+    assert scenario.watcher_exit == 0

@@ -104,26 +104,6 @@ def demo_tmpdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def old_nats_url() -> Iterator[str]:
-    """A nats-server 2.10, as PMOVES runs (no consumer pause)."""
-    from backfill_doubles.natsserver import NatsServerProcess
-    from tests.support.oldnats import VERSION, OldServerUnavailable, old_nats_server_binary
-
-    try:
-        binary = old_nats_server_binary()
-    except OldServerUnavailable as exc:
-        pytest.skip(
-            f"nats-server {VERSION} unavailable ({exc}); `python -m tests.support.oldnats` fetches it"
-        )
-    server = NatsServerProcess(binary=binary)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.close()
-
-
 @pytest.fixture(autouse=True)
 async def no_worker_outlives_its_test() -> AsyncIterator[None]:
     """A test that fails or times out before waiting for its workers does not leave them running."""

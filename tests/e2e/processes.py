@@ -1,4 +1,5 @@
-"""Worker processes under a test's control: start, wait, SIGTERM, SIGKILL; poll helpers with deadlines."""
+"""Worker and watcher processes under a test's control: start, wait, SIGTERM, SIGKILL; poll helpers with
+deadlines."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import httpx
 import nats
+from nats.js.errors import NotFoundError
 
 from backfill_doubles.natsserver import free_port
 from tests.e2e.conftest import cli
@@ -39,6 +43,8 @@ async def stop_leftovers() -> None:
 
 
 class WorkerProcess:
+    PROGRAM: tuple[str, ...] = ("worker",)
+
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self._env = {**os.environ, **FAST_RETRIES, **env}
         self.metrics_port = free_port()
@@ -48,7 +54,8 @@ class WorkerProcess:
 
     async def start(self) -> WorkerProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            cli("worker"),
+            cli(self.PROGRAM[0]),
+            *self.PROGRAM[1:],
             *self._args,
             env=self._env,
             stdout=asyncio.subprocess.DEVNULL,
@@ -70,6 +77,19 @@ class WorkerProcess:
     def terminate(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
+
+
+class WatcherProcess(WorkerProcess):
+    """`producer watch` with its own metrics port."""
+
+    PROGRAM = ("producer", "watch")
+
+    def metrics(self) -> str:
+        """The watcher's /metrics text; empty while it does not serve yet."""
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except httpx.TransportError:
+            return ""
 
 
 async def eventually(
@@ -95,3 +115,20 @@ async def consumer_state(url: str, stream: str, durable: str) -> tuple[int, int]
         return info.num_pending or 0, info.num_ack_pending or 0
     finally:
         await nc.drain()
+
+
+async def read_stream(url: str, stream: str) -> list[Any]:
+    """Every message left in `stream`, in order, skipping the gaps deletes leave."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    msgs: list[Any] = []
+    seq = (await js.stream_info(stream)).state.first_seq
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq, subject=">", next=True)
+        except NotFoundError:
+            break
+        msgs.append(msg)
+        seq = int(msg.seq) + 1
+    await nc.drain()
+    return msgs

@@ -62,6 +62,14 @@ def test_quick_bench_runs_every_section_and_writes_json(tmp_path: Path) -> None:
         assert pace["throughput_ratio"] == pace["paced"]["rows_per_s"] / pace["off"]["rows_per_s"]
     assert "pace vs off" in done.stdout
     assert "dlq replay" in done.stdout and "machine:" in done.stdout
+    watch = results["watch"]
+    rows, dead = watch["rows"], watch["dead_letters"]
+    assert watch["first_pass"]["enqueued"] == rows - dead and watch["first_pass"]["left_out"] == dead
+    assert watch["idle_pass"]["enqueued"] == 0 and watch["idle_pass"]["catalog_requests"] == 1
+    assert watch["new_rows_pass"]["enqueued"] == 10
+    assert watch["full_pass"]["already_pending"] == rows + 10 - dead  # the new rows are below the mark now
+    assert watch["full_pass"]["requests_total"] > watch["idle_pass"]["requests_total"] > 0
+    assert "watch pass" in done.stdout
     report = subprocess.run(
         [sys.executable, "-m", "bench.report", str(out)], cwd=ROOT, capture_output=True, text=True, check=True
     )

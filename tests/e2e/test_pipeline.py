@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
-import nats
 import pytest
-from nats.js.errors import NotFoundError
 
 from backfill.core.payload import correlation_id
 from backfill_doubles.stack import ORIGINAL_SENT_AT, PUBLIC_BASE, EmbeddedStack
 from tests.e2e.conftest import Envelopes, Ran, run_cli
+from tests.e2e.processes import read_stream
 
 pytestmark = pytest.mark.slow
 VERSION = "2025-10-14"
-
-
-async def read_stream(url: str, stream: str) -> list[Any]:
-    """Every message left in `stream`, in order, skipping the gaps deletes leave."""
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    msgs: list[Any] = []
-    seq = (await js.stream_info(stream)).state.first_seq
-    while True:
-        try:
-            msg = await js.get_msg(stream, seq, subject=">", next=True)
-        except NotFoundError:
-            break
-        msgs.append(msg)
-        seq = int(msg.seq) + 1
-    await nc.drain()
-    return msgs
 
 
 async def run_backfill(
@@ -131,16 +114,34 @@ async def test_metadata_only_updates_rows_without_events(
     assert stack.catalog.calls["rpc"] < len(enriched), "merges were not batched"
 
 
-async def test_rerun_after_completion_only_retries_unresolved_rows(
+async def test_rerun_after_completion_leaves_dead_lettered_rows_out_and_says_why(
     stack: EmbeddedStack, layout_env: dict
 ) -> None:
-    """Enriched rows are no longer candidates; a second run enqueues only the unresolved ones."""
+    """Enriched rows are no longer candidates, and the unresolved ones already have a dead letter: a
+    second run enqueues nothing and reports them left out by reason (they would only fail again and add
+    a dead letter); --include-dead-lettered enqueues them on purpose."""
     await run_backfill(stack, layout_env, "--mode", "metadata-only")
-    again = await run_cli(
-        "producer", ["enqueue", "--all-missing", "--json", "--dry-run"], stack.env(**layout_env)
+    env = stack.env(**layout_env)
+    unresolved = Counter(
+        r.expect.removeprefix("dlq:") for r in stack.rows.values() if r.expect.startswith("dlq:")
     )
-    unresolved = sum(1 for r in stack.rows.values() if r.expect.startswith("dlq:"))
-    assert again.json_lines()[-1]["would_enqueue"] == unresolved
+    dry = (await run_cli("producer", ["enqueue", "--all-missing", "--json", "--dry-run"], env)).json_lines()[
+        -1
+    ]
+    assert dry["would_enqueue"] == 0
+    assert dry["left_out"] == sum(unresolved.values()) and dry["left_out_by_reason"] == dict(unresolved)
+    again = await run_cli("producer", ["enqueue", "--all-missing"], env)
+    assert again.code == 0, again.stderr
+    assert (
+        f"0 enqueued, 0 already pending, 0 failed, 0 not candidates, {sum(unresolved.values())} left out"
+        in again.stdout
+    )
+    assert f"ambiguous_match={unresolved['ambiguous_match']}" in again.stdout
+    dlq_before = len(await read_stream(stack.nats_url, layout_env["BACKFILL_DLQ_STREAM"]))
+    forced = await run_cli("producer", ["enqueue", "--all-missing", "--include-dead-lettered", "--json"], env)
+    summary = forced.json_lines()[-1]
+    assert summary["enqueued"] == sum(unresolved.values()) and summary["left_out"] == 0
+    assert len(await read_stream(stack.nats_url, layout_env["BACKFILL_DLQ_STREAM"])) == dlq_before
 
 
 async def test_without_the_merge_function_optimistic_patches_keep_every_key(

@@ -1,8 +1,10 @@
-"""A wall clock a test moves by hand."""
+"""Wall clocks a test moves by hand: Unix seconds (`Clock`), or an aware datetime (`ServerClock`, the
+Jellyfin double's)."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -10,4 +12,12 @@ class Clock:
         self.now = time.time() if now is None else now
 
     def __call__(self) -> float:
+        return self.now
+
+
+class ServerClock:
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
         return self.now

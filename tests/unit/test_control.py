@@ -9,7 +9,7 @@ from nats.js.errors import APIError
 from backfill.adapters.jetstream.control import consumer_pause_supported, pause_refused
 from backfill.adapters.jetstream.layout import build_layout
 from backfill.settings import NatsSettings
-from producer.status import Status, render
+from producer.status import Status, WatcherStatus, render, render_watcher
 
 LAYOUT = build_layout(NatsSettings.model_validate({"BACKFILL_STREAM": "BF", "BACKFILL_CONSUMER": "workers"}))
 
@@ -74,3 +74,36 @@ def test_any_other_refusal_is_quoted_with_its_code() -> None:
     """An unexpected API error is shown as JetStream gave it."""
     message = pause_refused("resume", LAYOUT, APIError(500, "insufficient resources", 10023))
     assert message == "resume failed: JetStream error 10023: insufficient resources."
+
+
+def test_status_shows_the_watcher_its_passes_and_the_rows_waiting_for_an_operator() -> None:
+    """With a watcher: who holds the lease, the last and next pass (times and how far), rows waiting."""
+    watcher = WatcherStatus(
+        holder="watch-a",
+        holder_since=900.0,
+        last_pass_at=1000.0,
+        last_completed_at=1000.0,
+        next_pass_at=1300.0,
+        last_pass_interrupted=False,
+        high_water=42,
+        waiting_for_operator={"ambiguous_match": 2, "jellyfin_not_found": 1},
+    )
+    lines = render_watcher(watcher, now=1060.0)
+    assert lines == [
+        ("watcher (lease holder)", "watch-a"),
+        ("watcher last pass", "1970-01-01T00:16:40Z (60 s ago)"),
+        ("watcher next pass", "1970-01-01T00:21:40Z (in 240 s)"),
+        ("waiting for an operator (rows)", "ambiguous_match=2, jellyfin_not_found=1"),
+    ]
+    text = render(Status(0, 0, 0, False, watcher=watcher))
+    assert "waiting for an operator (rows) ambiguous_match=2, jellyfin_not_found=1" in text.splitlines()
+
+
+def test_status_leaves_the_watcher_out_where_none_ever_ran_and_says_when_none_runs_now() -> None:
+    assert render_watcher(None) == []
+    stopped = WatcherStatus(None, None, 1000.0, 900.0, None, True, 7, {})
+    lines = dict(render_watcher(stopped, now=1000.0))
+    assert lines["watcher (lease holder)"] == "none running"
+    assert lines["watcher last pass"].endswith("(0 s ago) interrupted")
+    assert lines["watcher next pass"] == "-"
+    assert lines["waiting for an operator (rows)"] == "0"

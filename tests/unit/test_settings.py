@@ -12,6 +12,7 @@ from backfill.settings import (
     JellyfinSettings,
     NatsSettings,
     StorageSettings,
+    WatchSettings,
     load_settings,
     variables,
 )
@@ -179,3 +180,42 @@ def test_status_counts_rows_whenever_any_catalog_variable_is_set(env: pytest.Mon
         env.setenv(name, "x")
         assert catalog_configured(), name
         env.delenv(name)
+
+
+def test_watch_settings_default_to_minutes_and_accept_seconds(env: pytest.MonkeyPatch) -> None:
+    """A pass every 5 minutes, a full pass every hour, 5 automatic replays, a one-minute lease; seconds work
+    (the end-to-end tests run passes every second)."""
+    watch = load_settings([WatchSettings]).get(WatchSettings)
+    assert (watch.interval, watch.full_every, watch.max_replays, watch.lease_seconds) == (
+        300.0,
+        3600.0,
+        5,
+        60.0,
+    )
+    assert (watch.bucket, watch.lease_bucket, watch.metrics_port) == (
+        "BACKFILL_WATCH",
+        "BACKFILL_WATCH_LEASE",
+        9109,
+    )
+    env.setenv("BACKFILL_WATCH_INTERVAL", "1")
+    env.setenv("BACKFILL_WATCH_FULL_EVERY", "3")
+    env.setenv("BACKFILL_WATCH_MAX_REPLAYS", "0")
+    watch = load_settings([WatchSettings]).get(WatchSettings)
+    assert (watch.interval, watch.full_every, watch.max_replays) == (1.0, 3.0, 0)
+
+
+def test_watch_settings_refuse_what_would_stop_it_working(env: pytest.MonkeyPatch) -> None:
+    """No interval of zero, no negative cap, no lease under a second, no bucket name JetStream refuses."""
+    env.setenv("BACKFILL_WATCH_INTERVAL", "0")
+    env.setenv("BACKFILL_WATCH_MAX_REPLAYS", "-1")
+    env.setenv("BACKFILL_WATCH_LEASE_SECONDS", "0.5")
+    env.setenv("BACKFILL_WATCH_BUCKET", "no.dots")
+    with pytest.raises(ConfigError) as caught:
+        load_settings([WatchSettings])
+    for name in (
+        "BACKFILL_WATCH_INTERVAL",
+        "BACKFILL_WATCH_MAX_REPLAYS",
+        "BACKFILL_WATCH_LEASE_SECONDS",
+        "BACKFILL_WATCH_BUCKET",
+    ):
+        assert name in str(caught.value)

@@ -123,6 +123,11 @@ class Bus:
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
 
+    @property
+    def messages_sent(self) -> int:
+        """Messages this connection has sent (publishes and JetStream API requests alike)."""
+        return int(self.nc.stats["out_msgs"])
+
     async def drain(self) -> None:
         """Finish what was sent and received, then close: the end of a program's use of NATS."""
         await self.nc.drain()

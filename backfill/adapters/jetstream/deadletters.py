@@ -1,8 +1,11 @@
-"""The dead-letter stream as `producer dlq` reads and trims it, and its counts per reason.
+"""The dead-letter stream as `producer dlq` reads and trims it, its counts per reason, and the index of
+which rows have a dead letter that `enqueue --all-missing` and `producer watch` keep out of the queue.
 
 Reading uses an ephemeral consumer that acknowledges nothing, so listing never changes the stream.
 Removing is a purge: every dead letter (of a reason), or the prefix below a sequence that a replay has
-re-enqueued. Every failure is a BusError; a dead letter that is not there is NotFound.
+re-enqueued. The index reads headers only, and after its first read only what was added since (one
+stream-info request when nothing was). Every failure is a BusError; a dead letter that is not there is
+NotFound.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from backfill.adapters.jetstream import natspy
 from backfill.adapters.jetstream.bus import api_failure, failure
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.listen import text_headers
-from backfill.core.deadletter import DeadLetterRecord
+from backfill.core.deadletter import DeadLetterIndex, DeadLetterRecord, Entry
 from backfill.core.errors import BusError, NotFound
 from backfill.core.wire import dlq_filter, dlq_reason_filter, dlq_subject
 
@@ -55,9 +58,15 @@ def _record(msg: Msg) -> DeadLetterRecord:
 
 
 async def read_dead_letters(
-    js: JetStreamContext, layout: Layout, reason: str | None = None
+    js: JetStreamContext,
+    layout: Layout,
+    reason: str | None = None,
+    *,
+    start_seq: int | None = None,
+    headers_only: bool = False,
 ) -> AsyncIterator[DeadLetterRecord]:
-    """Every dead letter (optionally of one reason), oldest first, without changing the stream.
+    """Every dead letter (optionally of one reason; from `start_seq` on when given), oldest first,
+    without changing the stream; `headers_only`: without their bodies.
 
     An ephemeral consumer that acknowledges nothing, read with `no_wait` pull requests of up to
     FETCH_BATCH on our own inbox. nats-py's `fetch` spends a task, a uuid and a timer on every message
@@ -65,9 +74,11 @@ async def read_dead_letters(
     """
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.ALL if start_seq is None else DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start_seq,
         filter_subject=dlq_reason_filter(layout.prefix, reason),
         inactive_threshold=30.0,
+        headers_only=headers_only or None,
     )
     try:
         info = await js.add_consumer(layout.dlq_stream, config)
@@ -153,3 +164,26 @@ async def purge_below(js: JetStreamContext, layout: Layout, seq: int, subject: s
         await js.purge_stream(layout.dlq_stream, seq=seq, subject=subject)
     except (NatsError, TimeoutError) as exc:
         raise BusError(str(exc) or type(exc).__name__) from exc
+
+
+async def refresh_index(js: JetStreamContext, layout: Layout, index: DeadLetterIndex) -> None:
+    """Bring `index` up to the stream: forget what aged out, read (headers only) what was added since
+    its last sequence, and read everything again only when something in the middle was removed (a
+    replay or purge by someone else: the stream then holds fewer than the index knows)."""
+    try:
+        state = (await js.stream_info(layout.dlq_stream)).state
+    except NotFoundError:
+        index.clear()
+        return
+    except (NatsError, TimeoutError) as exc:
+        raise api_failure(exc) from exc
+    index.drop_below(state.first_seq)
+    if state.last_seq > index.last_seq:
+        start = max(index.last_seq + 1, state.first_seq, 1)
+        async for record in read_dead_letters(js, layout, start_seq=start, headers_only=True):
+            index.add(Entry.of(record))
+    if index.count_through(state.last_seq) != state.messages:
+        index.clear()
+        async for record in read_dead_letters(js, layout, headers_only=True):
+            index.add(Entry.of(record))
+    index.last_seq = max(index.last_seq, state.last_seq)  # read through it, whatever is left of it

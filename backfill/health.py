@@ -1,4 +1,6 @@
-"""The worker's HTTP face: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (consuming)."""
+"""A program's HTTP face: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (ready: for the
+worker, consuming; for `producer watch`, connected). Shared by both programs, which never import each
+other."""
 
 from __future__ import annotations
 
