@@ -15,6 +15,11 @@ asyncpg's errors become `backfill.core.errors` here: connection loss, timeouts, 
 administrator shutdowns are retryable (`UpstreamUnavailable`); a missing table, a denied permission or
 any other SQL error retrying cannot fix is an `UpstreamRejected`. Every query is reported to the
 observer as `("catalog", 200 | None, seconds)`, the same shape the PostgREST adapter reports.
+
+Every statement here is safe to run again (reads, and merges that give the same row however often they
+run), so a lost connection, a serialization failure, a deadlock, too many connections or a server
+shutting down is tried again within the delivery (`RETRY_ATTEMPTS` in all, jittered backoff), on a
+fresh pooled connection; a statement timeout is not (it already took `command_timeout`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import asyncpg
 import msgspec
 
 from backfill.adapters.catalog import keyset_pages, merge_batched, merged_or_gone
-from backfill.adapters.transport import Observer, no_observer
+from backfill.adapters.transport import Observer, no_observer, retry_pause
 from backfill.core.catalog import PUBLISHED, ROW_COLUMNS, MergeItem, MergeResults
 from backfill.core.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from backfill.core.model import Row
@@ -44,6 +49,12 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # failure, deadlock), insufficient resources (too many connections), operator intervention (admin
 # shutdown, cannot connect now, statement timeout), system error (I/O).
 _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+# Of those, what another try a moment later within the delivery can outlive: the connection (08), the
+# transaction's rollback (40001 serialization failure, 40P01 deadlock), too many connections (53), a
+# server shutting down or starting (57P01-57P03). Not a statement timeout (57014): it took its time.
+_AGAIN_CLASSES = frozenset({"08", "40", "53"})
+_AGAIN_STATES = frozenset({"57P01", "57P02", "57P03"})
+RETRY_ATTEMPTS = 3
 _encoder = msgspec.json.Encoder()
 
 
@@ -84,6 +95,38 @@ def catalog_error(exc: BaseException) -> UpstreamError:
 
 # What a pool call can raise besides a PostgresError: a closed or refused connection, a timeout.
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def worth_another_try(exc: BaseException) -> bool:
+    """Whether a statement that failed with `exc` is tried again at once, within the delivery. A
+    transaction whose connection died reports that as "cannot call Transaction.__aexit__()": what it
+    was handling decides."""
+    if isinstance(exc, TimeoutError):
+        return False
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(exc.sqlstate or "")
+        return state[:2] in _AGAIN_CLASSES or state in _AGAIN_STATES
+    if isinstance(exc, OSError):  # refused, reset
+        return True
+    inner = exc.__context__
+    return isinstance(exc, asyncpg.InterfaceError) and inner is not None and worth_another_try(inner)
+
+
+async def again_on_transient(call: Callable[[], Awaitable[T]], failed: Callable[[], None]) -> T:
+    """`call()`, tried again after a transient driver error (`worth_another_try`), RETRY_ATTEMPTS in
+    all with a jittered backoff; `failed` is told of every failed try. The last error is raised mapped."""
+    attempt = 1
+    while True:
+        try:
+            return await call()
+        except DRIVER_ERRORS as exc:
+            failed()
+            if attempt == RETRY_ATTEMPTS or not worth_another_try(exc):
+                raise catalog_error(exc) from exc
+        await asyncio.sleep(retry_pause(attempt))
+        attempt += 1
+
+
 _UNDEFINED_TABLE = "42P01"
 T = TypeVar("T")
 
@@ -182,13 +225,20 @@ class PostgresCatalog:
         return cls(pool, table=table, page_size=page_size, observe=observe, close_timeout=command_timeout)
 
     async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        """Run one query on a pooled connection, observed and with its errors mapped."""
+        """Run one query on a pooled connection, observed and with its errors mapped; a transient
+        failure is tried again (`again_on_transient`)."""
+        return await self._observed(lambda: self._pool.fetch(sql, *args))
+
+    async def _observed(self, call: Callable[[], Awaitable[list[asyncpg.Record]]]) -> list[asyncpg.Record]:
+        """`call` with every try observed as one catalog request (`None` status when it failed)."""
         started = time.perf_counter()
-        try:
-            records: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
-        except DRIVER_ERRORS as exc:
+
+        def failed() -> None:
+            nonlocal started
             self._observe(SERVICE, None, time.perf_counter() - started)
-            raise catalog_error(exc) from exc
+            started = time.perf_counter()
+
+        records = await again_on_transient(call, failed)
         self._observe(SERVICE, 200, time.perf_counter() - started)
         return records
 
@@ -198,17 +248,16 @@ class PostgresCatalog:
     async def _locked_rows(
         self, lock: str, lock_args: tuple[object, ...], sql: str, *args: object
     ) -> list[Row]:
-        """`lock` then `sql` in one transaction on one pooled connection, observed as one call."""
-        started = time.perf_counter()
-        try:
+        """`lock` then `sql` in one transaction on one pooled connection, observed as one call; the
+        whole transaction is tried again after a transient failure (it rolled back)."""
+
+        async def transaction() -> list[asyncpg.Record]:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(lock, *lock_args)
                 records: list[asyncpg.Record] = await conn.fetch(sql, *args)
-        except DRIVER_ERRORS as exc:
-            self._observe(SERVICE, None, time.perf_counter() - started)
-            raise catalog_error(exc) from exc
-        self._observe(SERVICE, 200, time.perf_counter() - started)
-        return [_decode_row(record) for record in records]
+            return records
+
+        return [_decode_row(record) for record in await self._observed(transaction)]
 
     async def count_candidates(self, since_id: int = 0) -> int | None:
         records = await self._fetch(self._sql.count, since_id)
