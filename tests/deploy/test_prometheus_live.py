@@ -64,6 +64,7 @@ ALERT_HOLDS = {
     "BackfillBacklogNotShrinking": False,
     "BackfillUpstreamErrorRatioHigh": False,
     "BackfillNoWorkerUp": False,
+    "BackfillAgentZeroUnavailable": False,
 }
 
 
@@ -389,7 +390,7 @@ def test_alert_expression_holds_only_when_it_should_after_a_run(scenario: Scenar
 
 
 def test_every_rule_evaluates_without_error(scenario: Scenario) -> None:
-    """Prometheus loaded all four rules and reports each one healthy after evaluating it."""
+    """Prometheus loaded all five rules and reports each one healthy after evaluating it."""
     assert {rule["name"] for rule in scenario.rules} == set(ALERT_HOLDS)
     for rule in scenario.rules:
         assert rule["health"] == "ok", rule
