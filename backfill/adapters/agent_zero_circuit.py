@@ -62,14 +62,14 @@ class AgentZeroCircuit:
         self._waiting += 1
         try:
             while True:
-                if self._stopping:
-                    raise UpstreamNotReady(SERVICE, "stopping while Agent Zero cannot publish")
                 state, changed = self._circuit.state, self._changed
                 if state is State.CLOSED:
                     break
                 if state is State.TRIAL and not self._trial_taken:
                     self._trial_taken = True
                     break
+                if self._stopping:  # only what would wait is handed back; the rest finishes its work
+                    raise UpstreamNotReady(SERVICE, "stopping while Agent Zero cannot publish")
                 await changed.wait()
         finally:
             self._waiting -= 1

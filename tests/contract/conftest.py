@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from backfill.adapters.pgcatalog import RETRY_ATTEMPTS, PostgresCatalog
+from backfill.adapters.pgcatalog import PostgresCatalog
+from backfill.adapters.pgerrors import RETRY_ATTEMPTS
 from backfill.adapters.postgrest import PostgrestCatalog
 from backfill.adapters.transport import READ_ATTEMPTS, HttpClient, Observer, make_client, no_observer
 from backfill.core.ports import Catalog

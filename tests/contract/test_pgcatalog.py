@@ -9,12 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from backfill.adapters.pgcatalog import (
-    PostgresCatalog,
-    behind_transaction_pooler,
-    catalog_error,
-    worth_another_try,
-)
+from backfill.adapters.pgcatalog import PostgresCatalog, behind_transaction_pooler
+from backfill.adapters.pgerrors import catalog_error, worth_another_try
 from backfill.adapters.transport import make_client
 from backfill.core.errors import ConfigError, UpstreamRejected, UpstreamUnavailable
 from backfill.core.payload import MetaPatch

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backfill.core.circuit import State
-from backfill.core.outcome import Ack
+from backfill.core.outcome import Ack, Retry
 from backfill.core.wire import Mode, new_request
 from backfill_doubles.agent_zero import AgentZeroDouble
 from backfill_doubles.linkcut import LinkCut
@@ -61,3 +61,26 @@ async def test_a_republish_waits_out_agent_zero_giving_up_on_nats_and_goes_on_af
     assert outcome == Ack("done", "republished", ("jellyfin_id",))
     assert len(agent.envelopes) == 1
     assert rig.circuit.state is State.CLOSED
+
+
+async def test_a_worker_stopping_during_an_outage_hands_back_what_it_holds_at_once(
+    nats_url: str, contracts_dir: Path
+) -> None:
+    """Agent Zero unreachable: the republish waits at the open circuit; the worker stopping ends that
+    wait at once with a retry (its message goes back to JetStream), not after the shutdown grace."""
+    agent = AgentZeroDouble(None, contracts_dir)  # no NATS at all: 503 not ready, health disconnected
+    async with pipeline_rig(nats_url, contracts_dir, timeout=1.0, agent=agent) as rig:
+        item = rig.jellyfin.add_item("Night Drive", run_time_ticks=600_000_000)
+        row = rig.db.add_row(
+            title="Night Drive",
+            status="published",
+            content_url="s3://a/b.mp4",
+            meta={"jellyfin_item_id": item["Id"]},
+        )
+        request = new_request(int(row["id"]), VERSION, Mode.REPUBLISH, "run-t")
+        handling = asyncio.ensure_future(rig.processor.handle(request, attempt=1))
+        await until(lambda: rig.circuit.state is State.OPEN, "the circuit opened")
+        rig.circuit.stop()
+        outcome = await asyncio.wait_for(handling, 2)
+    assert isinstance(outcome, Retry) and "stopping while Agent Zero cannot publish" in outcome.error
+    assert outcome.paced > 0  # the time held is not counted as retrying
