@@ -120,23 +120,23 @@ class Republisher:
             turn.release()
 
     async def _ask(self, payload: dict[str, Any], correlation_id: str) -> str | None:
-        """One publish, its verdict told to the circuit."""
-        answered = False
+        """One publish, its verdict told to the circuit ("not ready" is the caller's to tell)."""
         try:
             event_id = await self._agent_zero.publish(payload, correlation_id)
-            answered = True
-            return event_id
+        except UpstreamNotReady:
+            raise
         except UpstreamRejected:
-            answered = True
+            self._gate.answered()  # it is up, and said no
             raise
         except OutcomeUnknown as exc:
+            self._gate.abandoned()
             log.info("no answer from Agent Zero; its envelope decides", extra={"error": str(exc)})
             return None
-        finally:
-            if answered:
-                self._gate.answered()
-            else:
-                self._gate.abandoned()
+        except BaseException:
+            self._gate.abandoned()
+            raise
+        self._gate.answered()
+        return event_id
 
     async def _confirm(self, expected: Expectation, correlation_id: str) -> str | None:
         """The envelope's id once seen here, or recorded by another replica; None when neither."""

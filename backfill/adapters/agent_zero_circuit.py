@@ -34,6 +34,7 @@ class AgentZeroCircuit:
         self._waiting = 0  # publishes held at the circuit
         self._stopping = False
         self._prober: asyncio.Task[None] | None = None
+        self._asking: asyncio.Future[bool | None] | None = None  # the health question in flight
 
     @property
     def open(self) -> bool:
@@ -81,7 +82,7 @@ class AgentZeroCircuit:
         yet enough to tell): retried as any failure."""
         if self._circuit.state is State.OPEN:
             return True
-        ready = None if self._circuit.state is State.TRIAL else await self._health()
+        ready = None if self._circuit.state is State.TRIAL else await self._probed()
         before = self._circuit
         after = on_not_ready(before, ready, self._clock(), self._rules)
         self._change(after)
@@ -140,9 +141,24 @@ class AgentZeroCircuit:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed(), max(circuit.probe_at - self._clock(), 0.0))
                 continue  # changed meanwhile (closed by a publish that got through): look again
-            ready = await self._health()
+            ready = await self._probed()
             self._change(on_probe(self._circuit, ready, self._clock(), self._rules))
             log.info(
                 "probed Agent Zero",
                 extra={"nats_ready": ready, "state": self._circuit.state, "next_in": self._circuit.interval},
             )
+
+    async def _probed(self) -> bool | None:
+        """Agent Zero's health, asked once for all who want it at the same moment (a hundred publishes
+        failing together ask once)."""
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self._ask_health())
+        return await asyncio.shield(self._asking)
+
+    async def _ask_health(self) -> bool | None:
+        """A probe that fails unexpectedly counts as "cannot publish" (logged): the probing goes on."""
+        try:
+            return await self._health()
+        except Exception:
+            log.exception("probing Agent Zero's health failed")
+            return False

@@ -58,9 +58,8 @@ class Expectation:
         """The envelope's id once it has been seen and recorded (or its recording failed), or None
         when none arrived within `within` seconds. One that arrived in time is waited for while its
         recording is still under way."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._recorded), within)
-        except TimeoutError:
+        if not self._recorded.done():
+            await asyncio.wait({self._recorded}, timeout=within)  # (cancels nothing on the timeout)
             if self._seen is None:
                 return None
         return await self._recorded

@@ -109,8 +109,8 @@ class Ledger:
     async def record_envelope(self, correlation_id: str, envelope_id: str) -> None:
         """Record an envelope seen on NATS; the first one recorded for a correlation id stays (every
         replica records what it sees: the others find it there)."""
-        try:
-            await self._kv.create(f"envelope.{key_token(correlation_id)}", envelope_id.encode())
+        try:  # only if the key has no value yet: one round trip (`create` makes two when it has one)
+            await self._kv.update(f"envelope.{key_token(correlation_id)}", envelope_id.encode(), last=0)
         except (KeyWrongLastSequenceError, BadRequestError):
             return  # another replica (or an earlier envelope) was first
         except (NatsError, TimeoutError) as exc:
