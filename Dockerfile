@@ -16,13 +16,14 @@ COPY pyproject.toml README.md ./
 COPY backfill ./backfill
 COPY producer ./producer
 COPY worker ./worker
-# The lock is the whole runtime closure, each pinned: nothing is resolved here (--no-deps), and
+# The lock is the whole runtime closure, each pinned with the sha256 of every wheel it may take: nothing
+# is resolved here (--no-deps), a file whose hash is not in the lock is refused (--require-hashes), and
 # `pip check` fails the build if the lock misses a requirement. Every locked distribution ships wheels
 # for this platform (--only-binary): no compiler, no apt packages, in either stage. pip compiles the
 # installed modules, so the read-only runtime never needs to write bytecode.
 RUN python -m venv --without-pip /opt/backfill \
     && python -m pip --python /opt/backfill/bin/python install --no-cache-dir --no-deps --only-binary=:all: \
-       -r requirements/runtime.lock \
+       --require-hashes -r requirements/runtime.lock \
     && python -m pip --python /opt/backfill/bin/python install --no-cache-dir --no-deps . \
     && python -m pip --python /opt/backfill/bin/python check
 

@@ -6,6 +6,7 @@ groups is reported in one `ConfigError` that names the variables and never echoe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -45,6 +46,11 @@ class NatsSettings(_Group):
     """Where JetStream is and how the backfill streams and consumer are laid out."""
 
     url: NatsUrl = Field("nats://localhost:4222", validation_alias="NATS_URL")
+    # how long a program waits for its first connection before it exits 3 (backfill/wiring.py has the
+    # defaults: 2 s for a producer command, 30 s for a worker)
+    connect_timeout: float | None = Field(
+        None, validation_alias="BACKFILL_NATS_CONNECT_TIMEOUT", gt=0, le=3600
+    )
     stream: str = Field("BACKFILL", validation_alias="BACKFILL_STREAM", pattern=r"^[A-Za-z0-9_-]+$")
     dlq_stream: str = Field(
         "BACKFILL_DLQ", validation_alias="BACKFILL_DLQ_STREAM", pattern=r"^[A-Za-z0-9_-]+$"
@@ -301,3 +307,54 @@ class WorkerSettings(_Group):
     retry_base_delay: float = Field(1.0, validation_alias="BACKFILL_RETRY_BASE_DELAY", gt=0)
     retry_max_delay: float = Field(60.0, validation_alias="BACKFILL_RETRY_MAX_DELAY", gt=0)
     retry_budget_seconds: float = Field(6 * 3600.0, validation_alias="BACKFILL_RETRY_BUDGET_SECONDS", gt=0)
+
+
+# Discord's read API, for `producer verify --source discord` (docs/upstreams.md §4).
+
+_WEBHOOK_PATH = re.compile(r"^(?P<api>.*/api)(?:/v\d+)?/webhooks/(?P<id>\d{1,20})/(?P<token>[^/?#]+)/?$")
+DISCORD_API_DEFAULT = "https://discord.com/api"
+
+
+def _webhook_url(value: SecretStr) -> SecretStr:
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme not in {"http", "https"} or not parts.netloc or not _WEBHOOK_PATH.match(parts.path):
+        raise ValueError("must be a webhook URL, https://discord.com/api/webhooks/<id>/<token>")
+    return value
+
+
+class DiscordSettings(_Group):
+    """Where publisher-discord posts (its webhook) and how to read that channel back (a bot's token)."""
+
+    webhook_url: Annotated[SecretStr, AfterValidator(_webhook_url)] | None = Field(
+        None, validation_alias="DISCORD_WEBHOOK_URL"
+    )
+    api_url: HttpUrl | None = Field(None, validation_alias="DISCORD_API_URL")
+    bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN", min_length=1)
+    channel_id: str | None = Field(None, validation_alias="DISCORD_CHANNEL_ID", pattern=r"^\d{1,20}$")
+
+    @property
+    def webhook(self) -> tuple[str, str] | None:
+        """The webhook's (id, token), from DISCORD_WEBHOOK_URL."""
+        if self.webhook_url is None:
+            return None
+        found = _WEBHOOK_PATH.match(urlsplit(self.webhook_url.get_secret_value()).path)
+        assert found is not None  # checked by _webhook_url
+        return found["id"], found["token"]
+
+    @property
+    def api(self) -> str:
+        """DISCORD_API_URL; else the webhook URL's origin and its `/api` (a proxy or a double works with
+        no other setting); else Discord's."""
+        if self.api_url is not None:
+            return self.api_url
+        if self.webhook_url is None:
+            return DISCORD_API_DEFAULT
+        parts = urlsplit(self.webhook_url.get_secret_value())
+        found = _WEBHOOK_PATH.match(parts.path)
+        assert found is not None
+        return f"{parts.scheme}://{parts.netloc}{found['api']}"
+
+    @property
+    def readable(self) -> bool:
+        """Whether the channel can be read: a bot token, and a channel (given, or the webhook's)."""
+        return self.bot_token is not None and (self.channel_id is not None or self.webhook_url is not None)

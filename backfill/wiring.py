@@ -1,19 +1,25 @@
 """Build from settings what the programs run: the adapters, the enricher, and the worker's row
-processor with its pace, ledger and retry policy. The one place where settings meet constructors."""
+processor with its pace, ledger and retry policy; the producer's run log, publisher-discord's metrics
+table, Discord's read API and the Pushgateway. The one place where settings meet constructors."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from backfill.adapters.agent_zero import AgentZeroClient
 from backfill.adapters.agent_zero_circuit import AgentZeroCircuit
 from backfill.adapters.batching import Batcher, WriteBatcher, each_on_failure
+from backfill.adapters.discord import DiscordApi, RouteLimits
 from backfill.adapters.jellyfin import JellyfinClient
-from backfill.adapters.jetstream.bus import Bus
+from backfill.adapters.jetstream.bus import FIRST_CONNECT, Bus
 from backfill.adapters.jetstream.layout import Layout, build_layout
 from backfill.adapters.jetstream.pace import GlobalPace
 from backfill.adapters.postgrest import PostgrestCatalog
+from backfill.adapters.postgrest_discord_metrics import PostgrestMetricsTable
+from backfill.adapters.postgrest_runs import PostgrestRunTable
+from backfill.adapters.pushgateway import Pushgateway
 from backfill.adapters.storage import ObjectStorage
 from backfill.adapters.transport import HttpClient, Observer, make_client, no_observer
 from backfill.adapters.youtube import YoutubeSearch
@@ -22,7 +28,16 @@ from backfill.core.model import Row
 from backfill.core.outcome import RetryPolicy
 from backfill.core.pace import NoPace, PaceConfig
 from backfill.core.payload import LinkConfig, MetaPatch
-from backfill.core.ports import Catalog, DeliveryLedger, EnvelopeWatch, Pace
+from backfill.core.ports import (
+    Catalog,
+    ChannelReader,
+    DeliveryLedger,
+    EnvelopeWatch,
+    MetricsTable,
+    Pace,
+    RunMetrics,
+    RunTable,
+)
 from backfill.core.sigv4 import Credentials
 from backfill.enrich import Enricher
 from backfill.metrics import Metrics
@@ -32,6 +47,8 @@ from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,
     CatalogSettings,
+    DiscordMetricsSettings,
+    DiscordSettings,
     JellyfinSettings,
     NatsSettings,
     SettingsBundle,
@@ -40,10 +57,27 @@ from backfill.settings import (
     YoutubeSettings,
 )
 
+log = logging.getLogger(__name__)
+WORKER_FIRST_CONNECT = 30.0  # a worker's wait for NATS at start (it may still be starting beside it)
 
-async def connect_bus(settings: SettingsBundle, name: str, *, reconnect_forever: bool = False) -> Bus:
-    """NATS at NATS_URL, named `name` on the server; a worker reconnects forever, a command gives up."""
-    return await Bus.connect(settings.get(NatsSettings).url, name, reconnect_forever=reconnect_forever)
+
+async def connect_bus(
+    settings: SettingsBundle,
+    name: str,
+    *,
+    reconnect_forever: bool = False,
+    first_connect: float = FIRST_CONNECT,
+) -> Bus:
+    """NATS at NATS_URL, named `name` on the server, reached within BACKFILL_NATS_CONNECT_TIMEOUT (else
+    `first_connect`: 2 s for a command) seconds or BusError; a worker then reconnects forever, a
+    command gives up."""
+    nats_cfg = settings.get(NatsSettings)
+    return await Bus.connect(
+        nats_cfg.url,
+        name,
+        reconnect_forever=reconnect_forever,
+        first_connect=nats_cfg.connect_timeout or first_connect,
+    )
 
 
 def http_client(settings: SettingsBundle, max_connections: int = 100) -> HttpClient:
@@ -97,6 +131,51 @@ async def open_catalog(
         yield catalog
     finally:
         await catalog.aclose()
+
+
+def build_run_table(settings: SettingsBundle, http: HttpClient) -> RunTable:
+    """The run log's table on the configured catalog: PostgreSQL directly with a DSN, else PostgREST."""
+    catalog = settings.get(CatalogSettings)
+    if catalog.dsn is not None:
+        from backfill.adapters.pgruns import PostgresRunTable  # noqa: PLC0415 - the driver loads only when used
+
+        timeout = settings.get(BackfillSettings).http_timeout
+        return PostgresRunTable(catalog.dsn.get_secret_value(), timeout=timeout)
+    assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings
+    return PostgrestRunTable(http, catalog.rest_url, catalog.service_key.get_secret_value())
+
+
+def build_metrics_table(settings: SettingsBundle, http: HttpClient) -> MetricsTable:
+    """publisher-discord's metrics table on the configured catalog: PostgreSQL directly when a DSN is
+    set, else PostgREST."""
+    catalog = settings.get(CatalogSettings)
+    table = settings.get(DiscordMetricsSettings).table
+    if catalog.dsn is not None:
+        from backfill.adapters.pgdiscord_metrics import PostgresMetricsTable  # noqa: PLC0415 - driver loads only when used
+
+        timeout = settings.get(BackfillSettings).http_timeout
+        return PostgresMetricsTable(catalog.dsn.get_secret_value(), table, timeout=timeout)
+    assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings
+    return PostgrestMetricsTable(http, catalog.rest_url, catalog.service_key.get_secret_value(), table)
+
+
+def build_channel_reader(settings: SettingsBundle, http: HttpClient) -> ChannelReader:
+    """Discord's read API as DISCORD_API_URL (or the webhook's origin) and DISCORD_BOT_TOKEN name it,
+    reporting its rate-limit waits in the log."""
+    discord = settings.get(DiscordSettings)
+
+    def waiting(seconds: float, why: str) -> None:
+        log.info("waiting %.1f s for %s", seconds, why)
+
+    token = discord.bot_token.get_secret_value() if discord.bot_token else None
+    return DiscordApi(http, discord.api, token, limits=RouteLimits(waiting=waiting))
+
+
+def build_pushgateway(settings: SettingsBundle, url: str | None) -> RunMetrics | None:
+    """The Pushgateway at `url` (a command's --pushgateway), else at BACKFILL_PUSHGATEWAY_URL; none
+    when neither is set."""
+    url = url or settings.get(BackfillSettings).pushgateway_url
+    return Pushgateway(url) if url else None
 
 
 def build_storage(

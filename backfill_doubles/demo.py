@@ -2,7 +2,8 @@
 
 Starts nats-server, an S3 API and the Jellyfin / Agent Zero / PMOVES.yt / PostgREST doubles seeded with
 a mixed catalog, runs `producer enqueue --all-missing --link-youtube` and two `worker` processes, then
-`producer verify` on what publisher-discord's double recorded, and prints a before/after summary.
+`producer verify` on what publisher-discord's double recorded and on the Discord channel itself, and prints
+a before/after summary.
 Ctrl-C (or SIGTERM) at any point, or a failed start, stops every process and removes every temporary
 directory.
 """
@@ -73,14 +74,16 @@ async def row_summary(stack: EmbeddedStack) -> dict[str, int]:
     }
 
 
-async def verify(env: dict[str, str]) -> dict[str, int]:
-    """`producer verify --run-id` on the demo's run: the totals of its report (exit 1, a failed delivery,
-    is a finding, not a failure of the demo)."""
+async def verify(env: dict[str, str], source: str) -> dict[str, int]:
+    """`producer verify --run-id` on the demo's run, from `source`: the totals of its report (exit 1, a
+    row not delivered, is a finding, not a failure of the demo)."""
     proc = await asyncio.create_subprocess_exec(
         cli("producer"),
         "verify",
         "--run-id",
         RUN_ID,
+        "--source",
+        source,
         "--json",
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
@@ -159,11 +162,12 @@ async def run(stack: EmbeddedStack, args: argparse.Namespace) -> dict[str, Any]:
         "discord": {
             "embeds_received": len(stack.discord.messages),
             "rate_limited_429": stack.discord.rate_limited,
-            "dropped_after_3_retries": discord.dropped,
+            "lost_after_3_attempts": discord.dropped,
             "not_posted_when_the_demo_ended": len(envelopes) - discord.posted - discord.dropped,
         },
         "youtube_linked_rows": after["youtube_linked"],
-        "verify": await verify(env),
+        "verify": await verify(env, "metrics"),
+        "verify_channel": await verify(env, "discord"),
     }
 
 
@@ -188,7 +192,7 @@ def table(summary: dict[str, Any]) -> str:
         ("worker exit codes", ", ".join(str(code) for code in summary["worker_exit_codes"])),
         ("Discord embeds received", str(discord["embeds_received"])),
         ("Discord rate limits (429)", str(discord["rate_limited_429"])),
-        ("Discord embeds lost after 3 retries", str(discord["dropped_after_3_retries"])),
+        ("Discord embeds lost after 3 attempts", str(discord["lost_after_3_attempts"])),
         ("Discord embeds still queued at the end", str(discord["not_posted_when_the_demo_ended"])),
     ]
     if "verify" in summary:
@@ -199,6 +203,14 @@ def table(summary: dict[str, Any]) -> str:
                 "Discord delivery (producer verify)",
                 f"{checked['delivered']} delivered, {checked['failed']} failed,"
                 f" {checked['not_seen']} not seen",
+            )
+        )
+    if "verify_channel" in summary:
+        seen = summary["verify_channel"]
+        run.append(
+            (
+                "Discord channel (verify --source discord)",
+                f"{seen['delivered']} delivered, {seen['not_seen']} not seen, {seen['duplicated']} twice",
             )
         )
     width = max(len(label) for label, _ in catalog + run)

@@ -1,19 +1,21 @@
-"""A Discord webhook sink enforcing the limits a republishing backfill must respect (docs/upstreams.md §4).
+"""The Discord double: webhooks that enforce the limits a republishing backfill must respect, and the
+channels' history a bot reads back (docs/upstreams.md §4).
 
-`POST /api/webhooks/{id}/{token}` records the JSON body in `messages` (204, or 200 with a message
-object for `?wait=true`). Limits, all sliding windows over accepted requests:
-about 5 requests per 2 s per webhook (`per_webhook_limit` / `webhook_window`) and 30 messages per
-minute per channel (`per_channel_limit` / `channel_window`; a webhook is its own channel unless
-`channels[webhook_id]` says otherwise). Over a limit: 429 `{"message", "retry_after", "global"}` with
-`Retry-After`, counted in `rate_limited`. 10,000 429s within 10 minutes (`ban_window`) get the
-client "IP banned": every later request is a Cloudflare 429 "error code: 1015" and `banned` is True.
-Embeds over Discord's size limits get 400 code 50035. The
-clock is injectable so tests move time instead of sleeping.
+`POST /api/webhooks/{id}/{token}` records the JSON body in `messages` and posts it to the webhook's
+channel in `history` (`backfill_doubles.discord_history`, which also serves the read API: the webhook
+object, a channel's messages); 204, or 200 with the message object for `?wait=true`. A webhook not
+registered with `history.add_webhook` is its own channel, and the token it first posts with is its
+token (another one is 401 code 50027). Limits, all sliding windows over accepted requests:
+about 5 requests per 2 s per webhook (`webhook_window`) and 30 messages per minute per channel
+(`channel_window`). Over a limit: 429 `{"message", "retry_after", "global"}` with `Retry-After`,
+counted in `rate_limited`. 10,000 401/403/429 answers within 10 minutes (`ban_window`, reads
+included) get the client "IP banned": every later request is a Cloudflare 429 "error code: 1015" and
+`banned` is True. Embeds over Discord's size limits get 400 code 50035. The clocks are injectable so
+tests move time instead of sleeping (`clock` for the limits, `wall_clock` for message ids and times).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from backfill_doubles.discord_history import ChannelHistory, rate_limited
 from backfill_doubles.faults import Fault, FaultInjector
 
 _EMBED_LIMITS = {"title": 256, "description": 4096}
@@ -99,24 +102,36 @@ class SlidingWindow:
 class DiscordSink(FaultInjector):
     """Discord's webhook execute endpoint, rate limits included."""
 
-    def __init__(self, seed: int = 0, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(seed)
         self.clock = clock
         self.messages: list[dict[str, Any]] = []
         self.sent: Counter[str] = Counter()
-        self.channels: dict[str, str] = {}
         self.rate_limited = 0
         self.webhook_window = SlidingWindow(5, 2.0)
         self.channel_window = SlidingWindow(30, 60.0)
         self.ban_window = SlidingWindow(10_000, 600.0)
-        self._snowflake = 1_300_000_000_000_000_000
+        self.history = ChannelHistory(
+            wall_clock=wall_clock, clock=clock, refused=self._refused, banned=lambda: self.banned
+        )
 
     def app(self) -> web.Application:
-        """A fresh aiohttp application serving this sink."""
+        """A fresh aiohttp application serving this sink and the history's read API."""
         app = web.Application()
         app.router.add_post("/api/webhooks/{webhook_id}/{token}", self._execute)
+        app.router.add_post("/api/v{version:\\d+}/webhooks/{webhook_id}/{token}", self._execute)
+        self.history.routes(app)
         app.router.add_get("/messages", self._list)
         return app
+
+    def _refused(self) -> None:
+        self.ban_window.record("client", self.clock())
 
     @property
     def banned(self) -> bool:
@@ -125,23 +140,15 @@ class DiscordSink(FaultInjector):
 
     def _limited(self, retry_after: float, scope: str) -> web.Response:
         self.rate_limited += 1
-        self.ban_window.record("client", self.clock())
-        body = {
-            "message": "You are being rate limited.",
-            "retry_after": round(retry_after, 3),
-            "global": False,
-        }
+        self._refused()
         headers = {
-            "Retry-After": str(math.ceil(retry_after)),
             "X-RateLimit-Limit": str(self.webhook_window.limit),
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset-After": f"{retry_after:.3f}",
-            "X-RateLimit-Scope": scope,
         }
-        return web.json_response(body, status=429, headers=headers)
+        return rate_limited(retry_after, scope, headers)
 
-    def _rate_check(self, webhook_id: str, now: float) -> web.Response | None:
-        channel = self.channels.get(webhook_id, webhook_id)
+    def _rate_check(self, webhook_id: str, channel: str, now: float) -> web.Response | None:
         webhook_wait = self.webhook_window.wait_time(webhook_id, now)
         if webhook_wait > 0:
             return self._limited(webhook_wait, "user")
@@ -152,11 +159,15 @@ class DiscordSink(FaultInjector):
         self.channel_window.record(channel, now)
         return None
 
-    def _refusal(self, webhook_id: str) -> web.Response | None:
-        """The ban or rate-limit answer for this request, if any."""
+    def _refusal(self, webhook_id: str, token: str) -> web.Response | None:
+        """The ban, token or rate-limit answer for this request, if any."""
         if self.banned:
             return web.Response(status=429, text="error code: 1015")
-        return self._rate_check(webhook_id, self.clock())
+        channel = self.history.channel_of(webhook_id, token)
+        if self.history.webhooks[webhook_id].token != token:
+            self._refused()
+            return web.json_response({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+        return self._rate_check(webhook_id, channel, self.clock())
 
     async def _execute(self, request: web.Request) -> web.Response:
         fault = self.draw()
@@ -164,7 +175,7 @@ class DiscordSink(FaultInjector):
         if fault in (Fault.FAIL, Fault.TIMEOUT):
             return web.json_response({"message": "500: Internal Server Error", "code": 0}, status=500)
         webhook_id = request.match_info["webhook_id"]
-        refusal = self._refusal(webhook_id)
+        refusal = self._refusal(webhook_id, request.match_info["token"])
         if refusal is not None:
             return refusal
         try:
@@ -176,10 +187,10 @@ class DiscordSink(FaultInjector):
             return invalid
         self.messages.append(body)
         self.sent[webhook_id] += 1
+        message = self.history.post(webhook_id, body)
         if request.query.get("wait", "").lower() != "true":
             return web.Response(status=204)
-        self._snowflake += 1
-        return web.json_response({"id": str(self._snowflake), "webhook_id": webhook_id, **body})
+        return web.json_response(message)
 
     async def _list(self, _request: web.Request) -> web.Response:
         return web.json_response(

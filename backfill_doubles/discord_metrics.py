@@ -3,15 +3,19 @@ doubles: its shape, and the two ways the publisher-discord double records into i
 
 PMOVES ships no DDL for the table (docs/upstreams.md §8); publisher-discord upserts one row per handled
 event with `published_event_id` (the envelope id), `event_topic`, `channel` = `discord`,
-`webhook_success`, `artifact_uri`, `namespace`, `slug` and `published_at`. `DDL` is a table of that
-shape, keyed on the envelope id; `POSTGREST_TABLE` is the same for the PostgREST double.
+`webhook_success`, `artifact_uri`, `namespace`, `slug`, `published_at` and its publish telemetry
+(`turnaround_seconds`, `approval_latency_seconds`, `engagement`, `cost`), with
+`on_conflict=published_event_id`. `DDL` is the project's own migration (`sql/003_...`), the one an
+operator installs; `POSTGREST_TABLE` is the same table for the PostgREST double.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
@@ -29,20 +33,26 @@ COLUMNS = (
     "namespace",
     "slug",
     "published_at",
+    "turnaround_seconds",
+    "approval_latency_seconds",
+    "engagement",
+    "cost",
 )
-POSTGREST_TABLE = Table(NAME, COLUMNS, {"webhook_success": "boolean", "published_at": "timestamptz"})
-DDL = f"""
-create table if not exists public.{NAME} (
-    published_event_id text primary key,
-    event_topic text,
-    channel text not null default 'discord',
-    webhook_success boolean not null,
-    artifact_uri text,
-    namespace text,
-    slug text,
-    published_at timestamptz not null default now()
+POSTGREST_TABLE = Table(
+    NAME,
+    ("id", *COLUMNS),
+    {
+        "id": "bigint",
+        "webhook_success": "boolean",
+        "published_at": "timestamptz",
+        "turnaround_seconds": "double precision",
+        "approval_latency_seconds": "double precision",
+        "engagement": "jsonb",
+        "cost": "jsonb",
+    },
 )
-"""
+DDL_FILE = Path(__file__).resolve().parents[1] / "sql" / "003_publisher_discord_metrics.sql"
+DDL = DDL_FILE.read_text(encoding="utf-8")
 
 Record = dict[str, Any]
 
@@ -53,19 +63,33 @@ class Recorder(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _slug(*values: Any) -> str:
+    for value in values:
+        slug = re.sub(r"[^a-z0-9]+", "-", str(value or "").lower()).strip("-")
+        if slug:
+            return slug
+    return "discord-event"
+
+
 def metrics_record(envelope: dict[str, Any], success: bool) -> Record:
-    """The row publisher-discord writes for one handled envelope."""
+    """The row publisher-discord writes for one handled envelope (its `_persist_discord_rollup`; the
+    telemetry is empty for events whose meta carries none, as the backfill's)."""
     payload = envelope.get("payload") or {}
-    meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+    event_id = envelope.get("id")
+    artifact = payload.get("artifact_uri") or payload.get("content_url") or f"discord::{event_id}"
     return {
-        "published_event_id": envelope.get("id"),
+        "published_event_id": event_id,
         "event_topic": envelope.get("topic"),
         "channel": "discord",
         "webhook_success": success,
-        "artifact_uri": payload.get("artifact_uri"),
-        "namespace": payload.get("namespace"),
-        "slug": payload.get("slug") or meta.get("slug"),
+        "artifact_uri": artifact,
+        "namespace": payload.get("namespace") or "pmoves",
+        "slug": _slug(payload.get("slug"), payload.get("title"), payload.get("published_path"), event_id),
         "published_at": datetime.now(UTC).isoformat(),
+        "turnaround_seconds": None,
+        "approval_latency_seconds": None,
+        "engagement": None,
+        "cost": None,
     }
 
 
@@ -113,7 +137,7 @@ class PostgresRecorder:
 
 
 async def install(dsn: str) -> None:
-    """Create the table in PostgreSQL (tests and the demo: PMOVES itself ships no DDL)."""
+    """Create the table in PostgreSQL with the shipped migration (PMOVES itself ships no DDL)."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(DDL)

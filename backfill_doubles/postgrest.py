@@ -20,8 +20,10 @@ picked; the PATCH filter is checked again afterwards, as PostgreSQL does, so a t
 
 Other tables exist only once installed (`install_table`): they answer selects with the same grammar,
 and inserts (`POST`, one object or an array) that upsert on their unique column with
-`Prefer: resolution=merge-duplicates` and answer a duplicate otherwise with 409 `23505`. A table not
-installed is 404 `PGRST205`, as in PostgREST.
+`Prefer: resolution=merge-duplicates` and answer a duplicate otherwise with 409 `23505`. An upsert
+naming `?on_conflict=` a column without a unique constraint (a table installed with `unique=None`, or
+another column) is 400 `42P10`, as PostgreSQL answers PostgREST. A table not installed is 404
+`PGRST205`, as in PostgREST.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _upsert(
-    table: Table, unique: str, rows: list[dict[str, Any]], record: Any, merge: bool
+    table: Table, unique: str | None, rows: list[dict[str, Any]], record: Any, merge: bool
 ) -> dict[str, Any]:
     """Insert `record`, or with `merge` overwrite the given columns of the row it conflicts with."""
     if not isinstance(record, dict):
@@ -129,7 +131,9 @@ def _upsert(
             raise PostgrestError(
                 400, "PGRST204", f"Could not find the '{name}' column of '{table.name}' in the schema cache"
             )
-    existing = next((row for row in rows if row.get(unique) == record.get(unique)), None)
+    existing = None
+    if unique is not None and record.get(unique) is not None:
+        existing = next((row for row in rows if row.get(unique) == record.get(unique)), None)
     if existing is None:
         row = dict.fromkeys(table.columns) | record
         rows.append(row)
@@ -172,12 +176,14 @@ class PostgrestDouble(FaultInjector):
         self.before_write: Callable[[int], None] | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.calls: Counter[str] = Counter()
-        self.tables: dict[str, tuple[Table, str, list[dict[str, Any]]]] = {}  # name -> (table, unique, rows)
+        self.tables: dict[
+            str, tuple[Table, str | None, list[dict[str, Any]]]
+        ] = {}  # name -> (table, unique, rows)
         self._next_id = 1
 
-    def install_table(self, table: Table, unique: str) -> list[dict[str, Any]]:
-        """Serve `table` too (`unique`: the column inserts conflict on); returns its rows, in insertion
-        order, for a test to seed and read."""
+    def install_table(self, table: Table, unique: str | None) -> list[dict[str, Any]]:
+        """Serve `table` too (`unique`: the column with a unique constraint inserts conflict on, None for
+        none); returns its rows, in insertion order, for a test to seed and read."""
         rows: list[dict[str, Any]] = []
         self.tables[table.name] = (table, unique, rows)
         return rows
@@ -280,6 +286,13 @@ class PostgrestDouble(FaultInjector):
         body = await _json_body(request)
         records = body if isinstance(body, list) else [body]
         merge = "resolution=merge-duplicates" in _prefer(request)
+        on_conflict = request.query.get("on_conflict")
+        if merge and on_conflict is not None and on_conflict != unique:
+            raise PostgrestError(
+                400,
+                "42P10",
+                "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+            )
         written = [_upsert(table, unique, rows, record, merge) for record in records]
         if "return=representation" in _prefer(request):
             return web.json_response([project(row, None, table) for row in written], status=201)

@@ -1,7 +1,8 @@
 """An embedded PMOVES stack on loopback: nats-server, S3 (moto), and the Jellyfin, Agent Zero, PMOVES.yt
 and PostgREST doubles, seeded with a mixed catalog (and PMOVES.yt with videos related to some of its
-rows). Used by the end-to-end tests and the demo. With `discord_metrics`, publisher-discord's metrics
-table exists in the catalog's backend.
+rows). Used by the end-to-end tests and the demo. The Discord double has publisher-discord's webhook in a
+channel a bot may read (`DISCORD_WEBHOOK_URL`, `DISCORD_BOT_TOKEN`). With `discord_metrics`,
+publisher-discord's metrics table exists in the catalog's backend.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ S3_ACCESS = "demo-access"
 S3_SECRET = "demo-secret"  # a local moto server's fake credential
 PUBLIC_BASE = "https://watch.example.org"
 ORIGINAL_SENT_AT = "2025-06-01T10:00:00Z"
+DISCORD_WEBHOOK_ID = "1300000000000000001"
+DISCORD_WEBHOOK_TOKEN = "demo-token"
+DISCORD_CHANNEL = "1300000000000000100"
+DISCORD_BOT_TOKEN = "demo-bot-token"
 
 
 @dataclass
@@ -102,6 +107,8 @@ class EmbeddedStack:
         self.agent = AgentZeroDouble(self.nats_url, self.options.contracts_dir)
         self._seed_jellyfin()
         self.discord = DiscordSink(seed=self.options.seed)
+        self.discord.history.add_webhook(DISCORD_WEBHOOK_ID, DISCORD_WEBHOOK_TOKEN, DISCORD_CHANNEL)
+        self.discord.history.add_bot(DISCORD_BOT_TOKEN, DISCORD_CHANNEL)  # View Channel, Read Message History
         self.youtube = PmovesYtDouble(seed=self.options.seed)
         for video in self.seed.videos:
             self.youtube.add_video(video.video_id, video.title, video.transcript)
@@ -214,7 +221,7 @@ class EmbeddedStack:
 
     @property
     def discord_webhook(self) -> str:
-        return f"{self.urls['discord']}/api/webhooks/1300000000000000001/demo-token"
+        return f"{self.urls['discord']}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}"
 
     @property
     def postgres_dsn(self) -> str | None:
@@ -237,6 +244,8 @@ class EmbeddedStack:
             "MINIO_ACCESS_KEY": S3_ACCESS,
             "MINIO_SECRET_KEY": S3_SECRET,
             "MINIO_PUBLIC_BASE_URL": "https://media.example.org",
+            "DISCORD_WEBHOOK_URL": self.discord_webhook,  # `producer verify` reads the channel back
+            "DISCORD_BOT_TOKEN": DISCORD_BOT_TOKEN,
             "BACKFILL_LOG_FORMAT": "json",
             "BACKFILL_PACE_PER_MINUTE": "0",  # tests and the demo run unpaced unless they ask for a pace
         }

@@ -14,40 +14,37 @@ PMOVES runs no Pushgateway, and the alerts need one: `producer pause` pushes `ba
 a deliberate pause stays visible once the last worker is scaled away (`--pushgateway-target` scrapes
 one the operator already runs instead; `--no-pushgateway` leaves it out).
 
-The merge is a pure function of PMOVES' config and the job: it keeps every other key as it is, refuses
-a config it would have to change rather than extend, and is idempotent (its own output merges to itself).
-The scrape job and rule file are package data (`producer/prometheus/`; deploy/prometheus/ links there).
+The merge into prometheus.yml is `producer.prometheus_config`'s; the compose override is built here.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import sys
-from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from backfill.core.errors import ConfigError
+from producer.prometheus_config import (
+    CONTAINER_DIR,
+    RULE_FILE,
+    asset,
+    merge_config,
+    pushgateway_job,
+    scrape_job,
+)
 
-JOB = "backfill-worker"
-PUSHGATEWAY_JOB = "backfill-pushgateway"
 PUSHGATEWAY_SERVICE = "backfill-pushgateway"  # not `pushgateway`: PMOVES may add one of its own one day
 PUSHGATEWAY_IMAGE = "prom/pushgateway:v1.10.0"
 PUSHGATEWAY_PORT = 9091
 PUSHGATEWAY_URL = f"http://{PUSHGATEWAY_SERVICE}:{PUSHGATEWAY_PORT}"
 PUSHGATEWAY_VOLUME = "backfill-pushgateway-data"
 PUSHGATEWAY_DIR = PurePosixPath("/pushgateway")  # the image's WORKDIR, owned by its user (nobody)
-RULE_FILE = "backfill.rules.yml"
-SCRAPE_FILE = "backfill-scrape.yml"
 CONFIG_FILE = "prometheus.yml"
 OVERRIDE_FILE = "docker-compose.backfill.yml"
 MONITORING_COMPOSE = "docker-compose.monitoring.yml"
-CONTAINER_DIR = PurePosixPath("/etc/prometheus")
 WORKER_NETWORK = "pmoves_monitoring"
 NETWORK_KEY = "backfill_monitoring"
 CONFIG_HEADER = (
@@ -59,93 +56,6 @@ OVERRIDE_HEADER = (
     f"# project. Use it from the directory holding {MONITORING_COMPOSE}:\n"
     f"#   docker compose -f {MONITORING_COMPOSE} -f <this file> up -d prometheus [{PUSHGATEWAY_SERVICE}]\n"
 )
-DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
-DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
-HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
-DNS_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
-
-
-def asset(name: str) -> bytes:
-    """A file shipped in the package's `prometheus/` directory."""
-    return (resources.files("producer") / "prometheus" / name).read_bytes()
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a Prometheus duration such as `15s`, `1m30s` or `500ms`; ValueError otherwise."""
-    match = DURATION.fullmatch(text)
-    if not text or match is None:
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(n) * unit for n, unit in zip(match.groups(), DURATION_UNITS, strict=True) if n)
-
-
-def scrape_job(dns_name: str, static_targets: list[str], interval: str | None) -> dict[str, Any]:
-    """The shipped job, discovering `dns_name` through DNS, or scraping `static_targets` when given."""
-    (job,) = yaml.safe_load(asset(SCRAPE_FILE))["scrape_configs"]
-    if static_targets:
-        del job["dns_sd_configs"]
-        job["static_configs"] = [{"targets": list(static_targets)}]
-    else:
-        (dns,) = job["dns_sd_configs"]
-        dns["names"] = [dns_name]
-    if interval is not None:
-        job["scrape_interval"] = interval
-        if duration_seconds(job["scrape_timeout"]) > duration_seconds(interval):
-            job["scrape_timeout"] = interval
-    return dict(job)
-
-
-def pushgateway_job(target: str, interval: str | None) -> dict[str, Any]:
-    """Scrape the Pushgateway keeping the pushed `job` label (`backfill-producer`), which the alerts and
-    the dashboard's run panels select on."""
-    job: dict[str, Any] = {"job_name": PUSHGATEWAY_JOB, "honor_labels": True}
-    if interval is not None:
-        job["scrape_interval"] = interval
-    job["static_configs"] = [{"targets": [target]}]
-    return job
-
-
-def _entries(config: dict[str, Any], key: str, source: str) -> list[Any]:
-    value = config.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"{source}: `{key}` is not a list")
-    return list(value)
-
-
-def merge_config(config: Any, jobs: list[dict[str, Any]], source: str) -> dict[str, Any]:
-    """PMOVES' config plus `jobs` under `scrape_configs` and the rule file under `rule_files`."""
-    if not isinstance(config, dict):
-        raise ConfigError(f"{source}: not a Prometheus configuration (a YAML mapping at the top)")
-    for entry in _entries(config, "scrape_config_files", source):
-        if PurePosixPath(str(entry)).name == SCRAPE_FILE:
-            raise ConfigError(
-                f"{source}: `scrape_config_files` lists {entry!r}, which Prometheus cannot see inside "
-                "PMOVES' container; remove that entry (this command puts the job in `scrape_configs`)"
-            )
-    scrape_configs = _entries(config, "scrape_configs", source)
-    for job in jobs:
-        name = job["job_name"]
-        existing = [j for j in scrape_configs if isinstance(j, dict) and j.get("job_name") == name]
-        if any(j != job for j in existing):
-            raise ConfigError(
-                f"{source}: a scrape job named {name!r} already exists with other settings than "
-                f"{json.dumps(job, sort_keys=True)}; remove it from PMOVES' prometheus.yml (or pass the "
-                "same options as the run that wrote it)"
-            )
-        if not existing:
-            scrape_configs.append(job)
-    rules = _entries(config, "rule_files", source)
-    elsewhere = [r for r in rules if r != RULE_FILE and PurePosixPath(str(r)).name == RULE_FILE]
-    if elsewhere:
-        raise ConfigError(
-            f"{source}: `rule_files` already loads {elsewhere[0]!r}; remove it (the rule file is "
-            f"mounted at {CONTAINER_DIR / RULE_FILE} and listed as {RULE_FILE!r})"
-        )
-    merged = dict(config)
-    merged["rule_files"] = rules if RULE_FILE in rules else [*rules, RULE_FILE]
-    merged["scrape_configs"] = scrape_configs
-    return merged
 
 
 def on_worker_network(compose: Any) -> bool:
@@ -275,132 +185,3 @@ def integrate(args: argparse.Namespace) -> dict[str, Any]:
         },
         "commands": commands(out, compose_dir, add_pushgateway=add_pushgateway),
     }
-
-
-def report(result: dict[str, Any]) -> str:
-    files, run = result["files"], result["commands"]
-    lines = [f"wrote {path}" for path in files.values()]
-    if result["network_added"]:
-        lines.append(f"the override also attaches prometheus to the external network {WORKER_NETWORK}")
-    lines += [
-        "",
-        f"In {result['compose_dir']} (the directory holding {MONITORING_COMPOSE}), recreate Prometheus:",
-        f"  {run['start']}",
-        "After running this command again later, reload instead (the mounts stay in place):",
-        f"  {run['reload']}",
-    ]
-    gateway = result["pushgateway"]
-    if gateway["added"]:
-        lines += [
-            "",
-            "So that a pause stays visible to the alerts with no worker up, set in the backfill's .env:",
-            f"  BACKFILL_PUSHGATEWAY_URL={gateway['url']}",
-        ]
-    elif gateway["scraped"] is not None:
-        lines += [
-            "",
-            f"Point BACKFILL_PUSHGATEWAY_URL in the backfill's .env at {gateway['scraped']} (http://...), so"
-            " that a pause stays visible to the alerts with no worker up.",
-        ]
-    else:
-        lines += [
-            "",
-            "No Pushgateway is scraped: scaling the workers to zero fires BackfillNoWorkerUp, paused or not.",
-        ]
-    return "\n".join(lines)
-
-
-def static_target(text: str) -> str:
-    match = HOST_PORT.fullmatch(text)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return text
-
-
-def dns_name(text: str) -> str:
-    if DNS_NAME.fullmatch(text) is None:
-        raise argparse.ArgumentTypeError(f"not a DNS name: {text!r}")
-    return text
-
-
-def scrape_interval(text: str) -> str:
-    try:
-        seconds = duration_seconds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("the scrape interval must be positive")
-    return text
-
-
-def add_monitoring_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "monitoring",
-        help="write a merged prometheus.yml, the rule file and a compose override for PMOVES' monitoring",
-        description="Merge the backfill's scrape job and alert rules into PMOVES' prometheus.yml and write "
-        "a compose override mounting the result into PMOVES' Prometheus (deploy/prometheus/README.md).",
-    )
-    parser.add_argument(
-        "--prometheus-config",
-        type=Path,
-        required=True,
-        metavar="PATH",
-        help="PMOVES' monitoring/prometheus/prometheus.yml (read only)",
-    )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write the files")
-    parser.add_argument(
-        "--compose-dir",
-        type=Path,
-        metavar="DIR",
-        help=f"the directory holding {MONITORING_COMPOSE} (default: the parent of the config's directory)",
-    )
-    targets = parser.add_mutually_exclusive_group()
-    targets.add_argument(
-        "--target-dns",
-        type=dns_name,
-        default=JOB,
-        metavar="NAME",
-        help=f"name whose DNS A records are the workers (default {JOB}; tasks.{JOB} on Swarm)",
-    )
-    targets.add_argument(
-        "--static-target",
-        type=static_target,
-        action="append",
-        metavar="HOST:PORT",
-        help="scrape this address instead of discovering workers (repeatable; outside Docker)",
-    )
-    parser.add_argument(
-        "--scrape-interval",
-        type=scrape_interval,
-        metavar="DURATION",
-        help="the jobs' scrape interval (default 15s, as PMOVES scrapes)",
-    )
-    gateways = parser.add_mutually_exclusive_group()
-    gateways.add_argument(
-        "--pushgateway-target",
-        type=static_target,
-        metavar="HOST:PORT",
-        help=f"scrape this Pushgateway instead of adding {PUSHGATEWAY_SERVICE} to the override",
-    )
-    gateways.add_argument(
-        "--no-pushgateway",
-        action="store_true",
-        help="neither add nor scrape a Pushgateway (a pause then only holds the alerts while workers run)",
-    )
-    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
-
-
-def run_monitoring(args: argparse.Namespace) -> int:
-    try:
-        result = integrate(args)
-    except ConfigError as exc:
-        print(f"producer monitoring: {exc}", file=sys.stderr)
-        return 2
-    if not result["monitoring_compose_found"]:
-        print(
-            f"producer monitoring: note: no {MONITORING_COMPOSE} in {result['compose_dir']}; the override's "
-            "paths are relative to that directory (pass --compose-dir)",
-            file=sys.stderr,
-        )
-    print(json.dumps(result, indent=2) if args.json else report(result))
-    return 0

@@ -1,4 +1,5 @@
-"""What every `producer` command shares with the tools operators know: exit codes, signals, output.
+"""What every `producer` command shares with the tools operators know: exit codes, signals, output;
+and what a command is (`Command`, `LocalCommand`), as `producer.commands` registers it.
 
 - One JSON document on stdout with `--json` (nothing else on stdout); text otherwise; errors, warnings
   and progress on stderr.
@@ -17,10 +18,48 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from backfill.core.errors import Exit
+
+if TYPE_CHECKING:
+    from backfill.settings import SettingsBundle
+
+
+def no_usage_error(_args: argparse.Namespace) -> str | None:
+    return None
+
+
+def needs(*groups: type[Any]) -> Callable[[argparse.Namespace], list[type[Any]]]:
+    """A command's settings groups, when they do not depend on its options."""
+    return lambda _args: list(groups)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command as its module in `producer.commands` defines it: its arguments (on the subparser the
+    CLI made, which carries the registry's summary), the settings groups it loads, its run (in the
+    event loop, with SIGINT/SIGTERM handled by `run`), and the examples under its --help, by full
+    name ("dlq list"). `check` runs after parsing: it fills what depends on other options and returns
+    the usage error argparse cannot see, if any."""
+
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[SettingsBundle, argparse.Namespace], Coroutine[Any, Any, int]]
+    settings: Callable[[argparse.Namespace], list[type[Any]]]
+    examples: Mapping[str, str]
+    check: Callable[[argparse.Namespace], str | None] = no_usage_error
+
+
+@dataclass(frozen=True)
+class LocalCommand:
+    """A command that needs no settings and no network (`monitoring` writes files, `completion` prints a
+    script): `run` gets its arguments and a way to build the program's whole parser."""
+
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Callable[[], argparse.ArgumentParser]], int]
+    examples: Mapping[str, str]
 
 
 class Interrupt:

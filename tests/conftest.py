@@ -12,6 +12,30 @@ from hypothesis import settings
 from backfill_doubles.contracts import CONTRACTS_DIR
 from tests.support.natsserver import NatsContainerServer, NatsServerProcess, docker_available, external_url
 
+# What behaves differently as root and as a normal user, which `.ci/run` runs as both (everything else
+# runs once, as root): PostgreSQL and pgbouncer, which root starts as the system user `embedded_postgres`
+# on a private copy of the server; the demo and its clean-up (temporary directories, process trees); the
+# files the programs write (`producer monitoring`, the old nats-server in the user's cache).
+IDENTITY = (
+    "tests/contract/",
+    "tests/integration/test_run_log.py",
+    "tests/e2e/test_demo.py",
+    "tests/e2e/test_demo_cleanup.py",
+    "tests/e2e/test_postgres_catalog.py",
+    "tests/e2e/test_verify_discord.py",
+    "tests/e2e/test_old_server.py",
+    "tests/deploy/test_pmoves_prometheus.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(config.rootpath)
+    for item in items:
+        where = Path(item.path).relative_to(root).as_posix()
+        if any(where.startswith(path) if path.endswith("/") else where == path for path in IDENTITY):
+            item.add_marker(pytest.mark.identity)
+
+
 # Property-based tests: the same examples on every run (a failure reproduces), no per-example deadline
 # (a loaded CI machine is not a bug).
 settings.register_profile("suite", derandomize=True, deadline=None)

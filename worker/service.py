@@ -33,6 +33,7 @@ from backfill.metrics import Metrics
 from backfill.republish import Republisher
 from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle, WorkerSettings
 from backfill.wiring import (
+    WORKER_FIRST_CONNECT,
     agent_zero_circuit,
     build_agent_zero,
     build_processor,
@@ -190,7 +191,13 @@ async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.
         http = http_client(settings, max_connections=max(options.concurrency * 2, 16))
         resources.push_async_callback(http.aclose)
         bus = await unless_stopped(
-            connect_bus(settings, f"backfill-worker {worker_id}", reconnect_forever=True), stop
+            connect_bus(
+                settings,
+                f"backfill-worker {worker_id}",
+                reconnect_forever=True,
+                first_connect=WORKER_FIRST_CONNECT,
+            ),
+            stop,
         )
         if bus is None:  # stopped while NATS was still out of reach
             log.info("stopped before NATS answered")

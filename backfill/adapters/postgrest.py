@@ -23,6 +23,7 @@ _encoder = msgspec.json.Encoder()
 _CANDIDATE_FILTER = {"status": "eq.published", "meta->>jellyfin_public_url": "is.null"}
 _ENRICHED_FILTER = {"status": "eq.published", "meta->>jellyfin_public_url": "not.is.null"}
 _GAP_FILTER = {f"meta->>{GAP_KEY}": "not.is.null"}
+_MISSING_TABLE_CODES = {"PGRST205", "42P01"}  # 42P01 from older PostgREST
 
 
 def republished_filter(run_id: str | None) -> dict[str, str]:
@@ -219,3 +220,8 @@ def _error_code(response: HttpResponse) -> str | None:
     except ValueError:
         return None
     return body.get("code") if isinstance(body, dict) else None
+
+
+def table_missing(response: HttpResponse) -> bool:
+    """True when PostgREST answers that the table does not exist (an optional table PMOVES may lack)."""
+    return response.status_code == 404 and _error_code(response) in _MISSING_TABLE_CODES

@@ -1,4 +1,5 @@
-"""Domain records read from the outside: a `studio_board` row and a Jellyfin item.
+"""Domain records read from the outside: a `studio_board` row, a Jellyfin item, and a delivery
+publisher-discord recorded.
 
 msgspec decodes them straight from response bytes; unknown fields are ignored, so upstream additions
 never break a worker.
@@ -76,6 +77,16 @@ class JellyfinItem(msgspec.Struct, frozen=True, rename="pascal"):
 class SearchResult(msgspec.Struct, frozen=True, rename="pascal"):
     items: list[JellyfinItem] = []
     total_record_count: int = 0
+
+
+class DeliveryRecord(msgspec.Struct, frozen=True):
+    """One row of publisher-discord's metrics table (`DISCORD_METRICS_TABLE`), as read (other columns
+    are not needed)."""
+
+    published_event_id: str
+    webhook_success: bool | None = None
+    channel: str | None = None
+    published_at: str | None = None
 
 
 def normalize_item_id(raw: object) -> str | None:

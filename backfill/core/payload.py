@@ -13,6 +13,9 @@ from backfill.core import related as youtube
 from backfill.core.model import JellyfinItem, Row
 
 BACKFILL_TAG = "backfill"
+# What the worker records besides the Jellyfin fields, for `producer verify` (docs/upstreams.md §1):
+ITEM_LACKS_KEY = "backfill_item_lacks"  # the embed parts the Jellyfin item itself could not give
+PUBLISHED_AT_KEY = "backfill_published_at"  # when Agent Zero accepted the row's event
 TICKS_PER_SECOND = 10_000_000
 # Fixed namespace so the correlation id of (row, version) is the same on every worker and every retry.
 _CORRELATION_NS = uuid.UUID("5b0e7f52-9c1e-4a53-8f0a-6a4f5f1e2d10")
@@ -121,6 +124,18 @@ def jellyfin_fields(enrichment: Enrichment, links: LinkConfig) -> dict[str, Any]
     return fields
 
 
+def item_lacks(enrichment: Enrichment) -> list[str]:
+    """The embed parts the item could not give: `duration` when Jellyfin has no runtime for it,
+    `thumbnail` when it has no Primary image and storage had no image beside the artifact. Recorded
+    so a missing part reads as the item's, not as a miss of the backfill."""
+    lacks = []
+    if duration_seconds(enrichment.item.run_time_ticks) is None:
+        lacks.append("duration")
+    if not enrichment.thumbnail_url:
+        lacks.append("thumbnail")
+    return lacks
+
+
 def live_meta(enrichment: Enrichment, links: LinkConfig) -> dict[str, Any]:
     """The keys PMOVES' live publisher puts into the event meta besides the four above
     (docs/upstreams.md §8): the item's type, the public base, and `jellyfin_played` only when the
@@ -187,16 +202,20 @@ def build_meta_patch(
     current_meta: Mapping[str, Any] | None = None,
 ) -> MetaPatch:
     """The Jellyfin fields, the live publisher's keys, what YouTube linking stores (`current_meta`: the
-    row's meta as read, to clear a gap an earlier run left) and the audit markers.
+    row's meta as read, to clear a gap an earlier run left) and the audit markers: what the item lacks,
+    and for a republished row its event id and when the event went out (`sent_at`).
     `publish_event_sent_at` is only ever filled in, never overwritten."""
     patch = {
         **jellyfin_fields(enrichment, links),
         **live_meta(enrichment, links),
         **youtube.meta_patch(enrichment.related, current_meta or {}),
+        ITEM_LACKS_KEY: item_lacks(enrichment),
         "backfill_version": version,
         "backfill_run_id": run_id,
     }
     if event_id is not None:
         patch["backfill_event_id"] = event_id
+        if sent_at is not None:
+            patch[PUBLISHED_AT_KEY] = sent_at
     defaults = {"publish_event_sent_at": sent_at} if sent_at is not None else {}
     return MetaPatch(patch=patch, defaults=defaults)

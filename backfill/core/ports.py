@@ -1,4 +1,5 @@
-"""The ports: what the orchestrators (`backfill.enrich`, `backfill.pipeline`) need of each collaborator.
+"""The ports: what the orchestrators (`backfill.enrich`, `backfill.pipeline`) and the producer's commands
+need of each collaborator.
 
 Each port has its adapter in `backfill.adapters` (named below) and, for the tests, a double or an
 in-process implementation. Adapters raise only `backfill.core.errors`: `UpstreamRejected` for an answer
@@ -7,17 +8,21 @@ retrying cannot change, `UpstreamUnavailable` for one it may, `BusError` for Jet
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from backfill.core.catalog import MergeItem, MergeResults
+    from backfill.core.embeds import ChannelMessage
     from backfill.core.errors import UpstreamNotReady
     from backfill.core.ledger import Alive, FailedDelivery
     from backfill.core.matching import DateHint
-    from backfill.core.model import JellyfinItem, Row
+    from backfill.core.model import DeliveryRecord, JellyfinItem, Row
     from backfill.core.pace import Turn
     from backfill.core.payload import MetaPatch
+    from backfill.core.runs import RunRecord
     from backfill.core.wire import YoutubeLinking
 
 
@@ -160,3 +165,50 @@ class DeliveryLedger(Protocol):
     async def envelope_seen(self, correlation_id: str) -> str | None: ...
     async def record_envelope(self, correlation_id: str, envelope_id: str) -> None: ...
     async def note_unconfirmed(self, correlation_id: str, envelope_id: str) -> int: ...
+
+
+class RunTable(Protocol):
+    """The optional run log's table, `backfill_runs` (`backfill.adapters.postgrest_runs.PostgrestRunTable`,
+    `backfill.adapters.pgruns.PostgresRunTable`). Each write returns False when the table does not exist
+    and raises an `UpstreamError` for any other failure."""
+
+    async def upsert(self, record: RunRecord) -> bool: ...
+
+    async def update(self, run_id: str, record: RunRecord) -> bool: ...
+
+
+class MetricsTable(Protocol):
+    """publisher-discord's metrics table, `DISCORD_METRICS_TABLE`
+    (`backfill.adapters.postgrest_discord_metrics.PostgrestMetricsTable`,
+    `backfill.adapters.pgdiscord_metrics.PostgresMetricsTable`). PMOVES ships no DDL for it: it may be
+    missing. Any failure but a missing table is an `UpstreamError`."""
+
+    name: str
+
+    async def records(self, event_ids: Sequence[str]) -> list[DeliveryRecord] | None:
+        """The records of these envelope ids (no ids: only whether the table exists); None when the
+        table does not exist."""
+
+    async def recorded_since(self, start: datetime) -> bool:
+        """Whether publisher-discord recorded anything at all (any event) from `start` on."""
+
+
+class RunMetrics(Protocol):
+    """A Prometheus Pushgateway (`backfill.adapters.pushgateway.Pushgateway`): a producer run's figures
+    and the pause, kept for the alerts while no worker runs. A failed push raises an `UpstreamError`."""
+
+    async def push_counts(self, run_id: str, counts: Mapping[str, object]) -> None: ...
+
+    async def push_paused(self, paused: bool) -> None: ...
+
+
+class ChannelReader(Protocol):
+    """Discord's REST API, read side (`backfill.adapters.discord.DiscordApi`): where `producer verify
+    --source discord` finds the embeds publisher-discord posted."""
+
+    async def webhook_channel(self, webhook_id: str, webhook_token: str) -> str:
+        """The id of the channel the webhook posts to. Raises `NotFound` for an unknown webhook."""
+
+    def messages_since(self, channel_id: str, after: int) -> AsyncIterator[list[ChannelMessage]]:
+        """The channel's messages with a snowflake above `after`, page by page, newest first. Raises
+        `UpstreamRejected` (401, 403: what to fix), `NotFound` (404) or `UpstreamUnavailable`."""

@@ -7,20 +7,24 @@ The `producer verify` runs are the installed CLI as a subprocess, against the ba
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from backfill.adapters.pgdiscord_metrics import PostgresMetricsTable
+from backfill.adapters.postgrest_discord_metrics import PostgrestMetricsTable
 from backfill.core.model import Row
+from backfill.core.ports import MetricsTable
 from backfill_doubles import discord_metrics
 from backfill_doubles.postgres import execute
-from producer.discord_metrics import MetricsTable, PostgrestMetricsTable
-from producer.pgdiscord_metrics import PostgresMetricsTable
 from tests.contract.conftest import KEY, Backend, PostgresBackend, PostgrestBackend
 from tests.e2e.conftest import run_cli
 
 RUN = "run-verify"
 FULL = {
+    "jellyfin_item_id": "a" * 32,
+    "backfill_item_lacks": [],
     "jellyfin_public_url": "https://watch.example.org/web/#/details?id=x",
     "duration": 61.0,
     "thumbnail_url": "https://watch.example.org/Items/x/Images/Primary?tag=t",
@@ -76,7 +80,17 @@ def cli_env(backend: Backend, **extra: str) -> dict[str, str]:
             "CATALOG_POOL_MODE": "transaction" if backend.pooler_dsn else "session",
             "SUPA_REST_URL": "",
         }
-    return {**env, "SUPABASE_DB_URL": "", "DISCORD_METRICS_TABLE": "", "BACKFILL_LOG_FORMAT": "json", **extra}
+    discord = dict.fromkeys(
+        ("DISCORD_WEBHOOK_URL", "DISCORD_BOT_TOKEN", "DISCORD_CHANNEL_ID", "DISCORD_API_URL"), ""
+    )
+    return {
+        **env,
+        **discord,
+        "SUPABASE_DB_URL": "",
+        "DISCORD_METRICS_TABLE": "",
+        "BACKFILL_LOG_FORMAT": "json",
+        **extra,
+    }
 
 
 async def ids_of(pages: Any) -> list[list[int]]:
@@ -118,28 +132,44 @@ async def test_metrics_records_by_event_id_and_none_for_a_missing_table(backend:
     assert await missing.records(["ev-1"]) is None
 
 
+async def test_recorded_since_tells_whether_anything_was_recorded_from_a_moment_on(backend: Backend) -> None:
+    table = await metrics_table(backend, DELIVERIES)
+    assert await table.recorded_since(datetime.now(UTC) - timedelta(minutes=5))
+    assert not await table.recorded_since(datetime.now(UTC) + timedelta(minutes=5))
+
+
 async def test_verify_reports_delivered_failed_and_not_seen_for_a_run(backend: Backend) -> None:
     """One JSON document: ev-1 delivered, ev-2 failed (and missing its thumbnail), ev-3 not seen; rows of
-    other runs and rows without an event left out; exit 1 because one delivery failed."""
+    other runs and rows without an event left out; exit 1 because rows were not delivered."""
     await backend.insert(ROWS)
     await metrics_table(backend, DELIVERIES)
     ran = await run_cli("producer", ["verify", "--run-id", RUN, "--json"], cli_env(backend))
     assert ran.code == 1, ran.stderr
     report = json.loads(ran.stdout)
-    states = {row["row_id"]: (row["event_id"], row["delivery"]) for row in report["rows"]}
-    assert states == {1: ("ev-1", "delivered"), 2: ("ev-2", "failed"), 3: ("ev-3", "not_seen")}
+    states = {row["row_id"]: (row["event_id"], row["delivery"], row["embeds_seen"]) for row in report["rows"]}
+    assert states == {
+        1: ("ev-1", "delivered", None),
+        2: ("ev-2", "failed", None),
+        3: ("ev-3", "not_seen", None),
+    }
     assert report["totals"] == {
         "rows": 3,
         "delivered": 1,
         "failed": 1,
         "not_seen": 1,
         "not_republished": 0,
+        "duplicated": 0,
+        "embed_complete": 2,
+        "embed_complete_as_item_allows": 0,
         "embed_incomplete": 1,
-        "missing_deep_link": 0,
+        "missing_link": 0,
         "missing_duration": 0,
+        "missing_jellyfin": 0,
         "missing_thumbnail": 1,
     }
-    assert (report["table"], report["run_id"]) == (discord_metrics.NAME, RUN)
+    assert (report["source"], report["origin"], report["run_id"]) == ("metrics", discord_metrics.NAME, RUN)
+    assert "reading publisher-discord's table publisher_discord_metrics" in ran.stderr
+    assert report["recording"] is None  # the run's start is unknown: nothing to compare with
 
 
 async def test_verify_by_ids_succeeds_when_nothing_failed_and_names_missing_rows(backend: Backend) -> None:
@@ -148,8 +178,34 @@ async def test_verify_by_ids_succeeds_when_nothing_failed_and_names_missing_rows
     await metrics_table(backend, DELIVERIES)
     ran = await run_cli("producer", ["verify", "--ids", "1,4,99"], cli_env(backend))
     assert ran.code == 0, ran.stderr
-    assert "2 rows: 1 delivered, 0 failed, 0 not seen yet, 1 not republished" in ran.stdout
+    assert "2 rows: 1 delivered, 0 failed, 0 not seen, 1 not republished" in ran.stdout
     assert "not in the catalog: 99" in ran.stdout
+
+
+async def test_nothing_recorded_since_the_run_began_is_told_apart_from_not_seen(backend: Backend) -> None:
+    """The stock PMOVES state: the table exists (the shipped DDL) but publisher-discord records nothing.
+    verify says so instead of a plain "not seen"; once it records (a record since the run began, even
+    another event's), the same rows read as not seen yet."""
+    run = "run-20261206T100000Z-a1b2c3"
+    rows = [
+        {
+            "id": 11,
+            "status": "published",
+            "meta": {**FULL, "backfill_run_id": run, "backfill_event_id": "ev-11"},
+        }
+    ]
+    await backend.insert(rows)
+    await metrics_table(backend, [])
+    stock = await run_cli("producer", ["verify", "--run-id", run, "--json"], cli_env(backend))
+    assert stock.code == 1, stock.stderr
+    report = json.loads(stock.stdout)
+    assert (report["recording"], report["window_start"]) == (False, "2026-12-06T09:50:00+00:00")
+    text = await run_cli("producer", ["verify", "--run-id", run], cli_env(backend))
+    assert "has recorded nothing in publisher_discord_metrics since the run began" in text.stdout
+    await metrics_table(backend, [("ev-other", True)])
+    fixed = await run_cli("producer", ["verify", "--run-id", run, "--json"], cli_env(backend))
+    assert json.loads(fixed.stdout)["recording"] is True
+    assert [r["delivery"] for r in json.loads(fixed.stdout)["rows"]] == ["not_seen"]
 
 
 async def test_verify_without_the_metrics_table_says_so_and_exits_4(backend: Backend) -> None:

@@ -14,8 +14,8 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from backfill import settings
+from backfill.adapters.pushgateway import build_registry
 from backfill.metrics import Metrics
-from producer.pushgateway import build_registry
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

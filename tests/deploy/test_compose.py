@@ -24,7 +24,7 @@ from backfill.settings import (
     StorageSettings,
     WorkerSettings,
 )
-from tests.deploy.artifacts import COMPOSE, load_yaml, settings_env_names
+from tests.deploy.artifacts import COMPOSE, REPO, load_yaml, settings_env_names
 
 OURS = ("backfill-worker", "backfill-producer")
 PMOVES_NETWORKS = {"pmoves_bus", "pmoves_api", "pmoves_data", "pmoves_monitoring", "cataclysm-net"}
@@ -78,6 +78,13 @@ def test_worker_can_scale_it_has_no_container_name_and_no_host_ports(compose: di
     assert "container_name" not in worker
     assert "ports" not in worker
     assert worker["build"]["context"] == "."
+    (default,) = [
+        line
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.startswith("ARG PYTHON_IMAGE=")
+    ]
+    base = default.removeprefix("ARG PYTHON_IMAGE=")  # the Dockerfile's default, or BACKFILL_PYTHON_IMAGE
+    assert worker["build"]["args"]["PYTHON_IMAGE"] == f"${{BACKFILL_PYTHON_IMAGE:-{base}}}"
 
 
 def test_worker_stop_grace_period_exceeds_its_own_shutdown_grace(compose: dict[str, Any]) -> None:

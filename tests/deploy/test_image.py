@@ -72,16 +72,28 @@ IMAGE_ENVIRONMENT = {
 # --- the lock ---------------------------------------------------------------------------------------------
 
 
-def locked() -> dict[NormalizedName, Version]:
-    """Each line of the lock that is not a comment: one distribution pinned `==`, nothing else allowed."""
-    pins: dict[NormalizedName, Version] = {}
+def lock_entries() -> list[tuple[Requirement, list[str]]]:
+    """Each requirement of the lock with its hashes: `name==version \\` then `--hash=sha256:...` lines."""
+    entries: list[tuple[Requirement, list[str]]] = []
     for line in LOCK.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
+        stripped = line.strip().removesuffix("\\").strip()
+        if not stripped or stripped.startswith("#"):
             continue
-        requirement = Requirement(line)
+        if stripped.startswith("--hash="):
+            assert entries, f"a hash before any requirement: {line}"
+            entries[-1][1].append(stripped.removeprefix("--hash="))
+            continue
+        entries.append((Requirement(stripped), []))
+    return entries
+
+
+def locked() -> dict[NormalizedName, Version]:
+    """Each requirement of the lock: one distribution pinned `==`, nothing else allowed."""
+    pins: dict[NormalizedName, Version] = {}
+    for requirement, _hashes in lock_entries():
         (specifier,) = requirement.specifier
-        assert specifier.operator == "==" and "*" not in specifier.version, line
-        assert not requirement.extras and requirement.marker is None and requirement.url is None, line
+        assert specifier.operator == "==" and "*" not in specifier.version, requirement
+        assert not requirement.extras and requirement.marker is None and requirement.url is None, requirement
         name = canonicalize_name(requirement.name)
         assert name not in pins, f"{name} is locked twice"
         pins[name] = Version(specifier.version)
@@ -124,10 +136,22 @@ def runtime_closure() -> dict[NormalizedName, list[Requirement]]:
 
 
 def test_the_lock_says_how_to_regenerate_it() -> None:
-    """Its header names `make lock`, the clean no-extras venv and the Python the image runs."""
+    """Its header names `make lock`, the clean no-extras venv, the Python the image runs and the hashes."""
     header = "\n".join(line for line in LOCK.read_text().splitlines() if line.startswith("#"))
     assert "make lock" in header
     assert "3.11" in header and "Linux" in header and "no extras" in header
+    assert "sha256" in header and "--require-hashes" in header
+
+
+def test_every_locked_distribution_carries_sha256_hashes() -> None:
+    """pip's --require-hashes refuses a requirement without a hash: every one has at least one, well formed."""
+    entries = lock_entries()
+    assert entries
+    for requirement, hashes in entries:
+        assert hashes, f"{requirement} has no hash: run `make lock`"
+        for digest in hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), (requirement, digest)
+        assert len(set(hashes)) == len(hashes), f"{requirement}: a hash twice"
 
 
 def test_every_runtime_dependency_is_locked_within_its_specifier() -> None:
@@ -172,18 +196,27 @@ def test_the_dev_venv_runs_the_versions_the_image_ships() -> None:
     assert not wrong, f"(locked, installed): {wrong}; run `make venv`"
 
 
-def test_make_venv_uses_the_lock_as_constraints_and_make_lock_rewrites_it() -> None:
-    """The venv stamp depends on the lock and installs with `-c` it; `make lock` freezes a no-extras install."""
+def test_make_venv_uses_the_locks_versions_as_constraints_and_make_lock_rewrites_it(tmp_path: Path) -> None:
+    """The venv stamp depends on the lock and installs with its versions, hashes stripped, as constraints;
+    `make lock` runs requirements/lock.py with the Python it is given."""
     makefile = (REPO / "Makefile").read_text()
     assert f"LOCK   := {LOCK.relative_to(REPO)}" in makefile
     stamp = re.search(r"^\$\(STAMP\): (.*)\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert stamp is not None
     assert "$(LOCK)" in stamp[1].split()
-    assert "-e '.[test,demo]' -c $(LOCK)" in stamp[2]
-    lock = re.search(r"^lock:\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    (strip,) = [line for line in stamp[2].splitlines() if line.lstrip().startswith("sed ")]
+    assert "-e '.[test,demo]' -c $(VENV)/constraints.txt" in stamp[2]
+    # the recipe's own sed, on the committed lock: exactly `name==version`, one a line, as locked
+    script = shlex.split(strip.strip().replace("$$", "$"))[1:-3]
+    constraints = subprocess.run(
+        ["sed", *script, str(LOCK)], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    assert constraints.splitlines() == [line for line in constraints.splitlines() if line.startswith("#")] + [
+        f"{requirement}" for requirement, _ in lock_entries()
+    ]
+    lock = re.search(r"^lock: .*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert lock is not None
-    assert 'pip install --quiet --disable-pip-version-check "$$tmp/project";' in lock[1], "no extras"
-    assert "pip freeze --exclude pmoves-jellyfin-backfill" in lock[1]
+    assert "requirements/lock.py --python $(PYTHON)" in lock[1]
 
 
 # --- the build --------------------------------------------------------------------------------------------
@@ -221,6 +254,7 @@ def test_the_builder_installs_the_lock_without_resolving_then_the_project_then_c
     assert len({target for target, _ in commands}) == 1, "all into the one venv the runtime stage copies"
     (install_lock, install_project, check) = [words for _, words in commands]
     assert install_lock[0] == "install" and "--no-deps" in install_lock
+    assert "--require-hashes" in install_lock and "--only-binary=:all:" in install_lock
     requirement_file = install_lock[install_lock.index("-r") + 1]
     copied = {in_stage(stage, destination): source for source, destination in copied_sources(stage)}
     assert copied[in_stage(stage, requirement_file)] == str(LOCK.relative_to(REPO))

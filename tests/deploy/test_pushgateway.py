@@ -11,9 +11,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from backfill.adapters.pushgateway import RESULTS, push_counts, push_paused
 from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
 from backfill_doubles.natsserver import free_port
-from producer.pushgateway import RESULTS, push_counts, push_paused
 
 COUNTS = {"candidates": 220, "enqueued": 200, "already_pending": 15, "failed": 5, "not_candidates": 3}
 

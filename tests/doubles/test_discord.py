@@ -107,10 +107,22 @@ async def test_empty_message_is_400(http: httpx.AsyncClient) -> None:
 
 
 async def test_wait_true_returns_the_message(http: httpx.AsyncClient) -> None:
-    """?wait=true answers 200 with the created message instead of 204."""
+    """?wait=true answers 200 with the created message instead of 204: a snowflake id, the webhook's id,
+    the embeds as Discord returns them (typed "rich")."""
     response = await http.post("/api/webhooks/111/token", params={"wait": "true"}, json=EMBED)
     assert response.status_code == 200
-    assert response.json()["embeds"] == EMBED["embeds"]
+    message = response.json()
+    assert message["embeds"] == [{"type": "rich", **EMBED["embeds"][0]}]
+    assert message["webhook_id"] == "111" and message["id"].isdigit()
+
+
+async def test_a_webhook_answers_only_its_own_token(sink: DiscordSink, http: httpx.AsyncClient) -> None:
+    """The token a webhook is registered (or first posts) with is its token: another one is 401 50027."""
+    sink.history.add_webhook("222", "right", "900")
+    wrong = await http.post("/api/webhooks/222/wrong", json=EMBED)
+    assert (wrong.status_code, wrong.json()["code"]) == (401, 50027)
+    assert (await http.post("/api/webhooks/222/right", json=EMBED)).status_code == 204
+    assert [m["channel_id"] for m in sink.history.channels["900"]] == ["900"]
 
 
 async def test_get_messages_returns_what_was_recorded(http: httpx.AsyncClient) -> None:

@@ -48,6 +48,55 @@ async def test_unreachable_nats_is_a_clear_error(stack: EmbeddedStack) -> None:
     assert "Traceback" not in ran.stderr
 
 
+async def test_a_command_gives_up_on_nats_after_its_first_two_seconds(stack: EmbeddedStack) -> None:
+    """A producer command waits 2 s for NATS, not the ~10 s its reconnect attempts would take, and names
+    the URL without its password and the last failure."""
+    env = stack.env(NATS_URL="nats://backfill:hunter2@127.0.0.1:1")
+    started = asyncio.get_running_loop().time()
+    ran = await run_cli("producer", ["status"], env)
+    took = asyncio.get_running_loop().time() - started
+    assert ran.code == 3, ran.stderr
+    assert "cannot connect to NATS at nats://***@127.0.0.1:1 within 2s:" in ran.stderr
+    assert "hunter2" not in ran.stderr + ran.stdout
+    assert took < 6, "2 s of connect attempts and the interpreter's start, far below 10 reconnects"
+
+
+async def test_a_worker_that_cannot_reach_nats_exits_3_once_its_connect_timeout_is_spent(
+    stack: EmbeddedStack,
+) -> None:
+    """BACKFILL_NATS_CONNECT_TIMEOUT bounds a worker's first connection: one warning while it waits, then
+    one error naming the URL and why, exit 3 (compose restarts it), no traceback."""
+    env = stack.env(
+        NATS_URL="nats://127.0.0.1:1", BACKFILL_NATS_CONNECT_TIMEOUT="1", BACKFILL_LOG_FORMAT="json"
+    )
+    ran = await run_cli("worker", ["--metrics-port", "0"], env, timeout=30)
+    assert ran.code == 3, ran.stderr
+    lines = [json.loads(line) for line in ran.stderr.splitlines()]
+    assert [line["level"] for line in lines] == ["warning", "error"], lines
+    assert lines[0]["msg"].startswith("nats: not reachable yet, retrying for up to 1s: ")
+    assert lines[1]["msg"].startswith(
+        "worker cannot run: cannot connect to NATS at nats://127.0.0.1:1 within 1s: "
+    )
+    assert "Traceback" not in ran.stderr
+
+
+async def test_a_worker_waiting_for_nats_stops_at_once_on_sigterm(stack: EmbeddedStack) -> None:
+    """SIGTERM during the first connection's wait ends the worker with exit 0, before its timeout."""
+    env = stack.env(
+        NATS_URL="nats://127.0.0.1:1", BACKFILL_NATS_CONNECT_TIMEOUT="60", BACKFILL_LOG_FORMAT="json"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        cli("worker"), "--metrics-port", "0", env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    first = json.loads(await asyncio.wait_for(proc.stderr.readline(), 30))  # waiting for NATS now
+    assert first["msg"].startswith("nats: not reachable yet")
+    proc.terminate()
+    _, rest = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0, rest.decode()
+    assert "stopped before NATS answered" in rest.decode()
+
+
 async def test_dry_run_lists_candidates_and_writes_nothing(stack: EmbeddedStack, layout_env: dict) -> None:
     """Dry run: the candidate count, a line per row, no stream created, no row changed."""
     before = {rid: dict(row) for rid, row in stack.catalog.rows.items()}

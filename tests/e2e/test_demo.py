@@ -32,7 +32,7 @@ async def test_demo_runs_and_summarises(demo_tmpdir: Path) -> None:
     assert 0 < discord["embeds_received"] <= 40
     assert (
         discord["embeds_received"]
-        + discord["dropped_after_3_retries"]
+        + discord["lost_after_3_attempts"]
         + discord["not_posted_when_the_demo_ended"]
         == 40
     )
@@ -42,8 +42,13 @@ async def test_demo_runs_and_summarises(demo_tmpdir: Path) -> None:
     checked = summary["verify"]
     assert checked["rows"] == 40 and checked["not_republished"] == 0
     assert checked["delivered"] == discord["embeds_received"]
-    assert checked["failed"] == discord["dropped_after_3_retries"]
+    assert checked["failed"] == discord["lost_after_3_attempts"]
     assert checked["not_seen"] == discord["not_posted_when_the_demo_ended"]
+    # and reading the channel itself agrees with what Discord got, each embed found once
+    channel = summary["verify_channel"]
+    assert channel["rows"] == 40 and channel["duplicated"] == 0
+    assert channel["delivered"] == discord["embeds_received"]
+    assert channel["not_seen"] == discord["lost_after_3_attempts"] + discord["not_posted_when_the_demo_ended"]
     await assert_nothing_left(demo_tmpdir)
 
 
@@ -75,7 +80,7 @@ def test_table_aligns_every_value_in_one_column() -> None:
         "discord": {
             "embeds_received": 1,
             "rate_limited_429": 0,
-            "dropped_after_3_retries": 0,
+            "lost_after_3_attempts": 0,
             "not_posted_when_the_demo_ended": 0,
         },
     }

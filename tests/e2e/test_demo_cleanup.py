@@ -131,7 +131,7 @@ async def test_starts_a_worker_and_fails(tmp_path):
     env = {"NATS_URL": "nats://127.0.0.1:{port}", "SUPA_REST_URL": "http://127.0.0.1:{port}",
            "SUPABASE_SERVICE_ROLE_KEY": "k", "JELLYFIN_URL": "http://127.0.0.1:{port}",
            "JELLYFIN_API_KEY": "k", "JELLYFIN_USER_ID": "0" * 31 + "1"}
-    await WorkerProcess(env, "--grace", "{marker}").start()  # reconnects to nothing, forever
+    await WorkerProcess(env, "--grace", "{marker}").start()  # waits 30 s for a NATS that is not there
     raise AssertionError("failing before waiting for the worker")
 """
 

@@ -15,7 +15,7 @@ from backfill.adapters.jetstream.layout import Layout, build_layout, ensure_layo
 from backfill.adapters.jetstream.pausing import PauseSwitch
 from backfill.core.errors import NotFound
 from backfill.settings import NatsSettings
-from producer.control import pause_or_resume
+from producer.commands.control import pause_or_resume
 
 
 @pytest.fixture

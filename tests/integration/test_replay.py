@@ -32,7 +32,7 @@ from backfill.core.wire import (
     request_subject,
 )
 from backfill.settings import NatsSettings
-from producer.dlq_commands import _replay
+from producer.commands.dlq import _replay
 
 STAMP = datetime(2026, 11, 30, tzinfo=UTC).isoformat()
 
@@ -187,10 +187,10 @@ async def test_reading_stops_at_the_last_dead_letter_present_when_it_started(
 
 def test_reason_arguments_are_checked_against_the_known_reasons(capsys: pytest.CaptureFixture[str]) -> None:
     """`--reason '>'` once purged every dead letter (a wildcard in the subject filter)."""
-    from producer.dlq_commands import add_dlq_parser
+    from producer.commands.dlq import dlq_arguments
 
     parser = argparse.ArgumentParser()
-    add_dlq_parser(parser.add_subparsers(dest="command"))
+    dlq_arguments(parser.add_subparsers(dest="command").add_parser("dlq"))
     for command in (["purge", "--yes"], ["replay"], ["list"]):
         for bad in (">", "*", "jellyfin_not_found.>", "nope"):
             with pytest.raises(SystemExit) as exited:

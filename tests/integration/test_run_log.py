@@ -15,13 +15,14 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from backfill.adapters.pgruns import PostgresRunTable
+from backfill.adapters.postgrest_runs import PostgrestRunTable
 from backfill.adapters.transport import HttpClient
 from backfill_doubles.natsserver import free_port
 from backfill_doubles.postgres import EmbeddedPostgres, execute
 from backfill_doubles.postgrest import PostgrestDouble
 from backfill_doubles.serve import serve
-from producer.pgruns import PostgresRunTable
-from producer.runs import NOT_INSTALLED, PostgrestRunTable, RunLog
+from producer.runs import NOT_INSTALLED, RunLog
 from tests.support.runs import stored_runs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -84,3 +84,4 @@ async def test_a_message_waiting_out_a_retry_delay_is_not_swept_and_is_redeliver
     (again,) = redelivered
     assert again.metadata.num_delivered == 2
     await again.ack()
+    await psub.unsubscribe()

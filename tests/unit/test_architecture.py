@@ -1,6 +1,9 @@
 """The layout's import rules, read from the source with `ast` (nothing checked here is imported):
 backfill/core is pure, enrich and pipeline see only the ports, nats-py stays in
-backfill/adapters/jetstream and its private state in the one shim, the library imports no program.
+backfill/adapters/jetstream and its private state in the one shim, the library imports no program,
+the adapters import nothing above them, the producer holds no client of an external system (its
+PostgreSQL, PostgREST and Pushgateway code lives in backfill/adapters, behind the ports), and its CLI
+reaches a command's module only through the registry, as data.
 
 Every import counts: at the top, inside a function, under `if TYPE_CHECKING:`, relative, or by
 `importlib.import_module("...")` with a literal name. A failure names each offending module and line.
@@ -32,6 +35,28 @@ CORE_FORBIDDEN = (
     "aiohttp",
     "nats",
     "asyncpg",
+    "prometheus_client",
+)
+# And the adapters' own means of reaching a system: a PostgreSQL connection, an HTTP request.
+ADAPTER_MEANS = (
+    "backfill.adapters.pgcatalog",
+    "backfill.adapters.transport.Upstream",
+    "backfill.adapters.transport.raise_for_status",
+)
+# What the adapters stand below: the programs and the layers that use them through the ports.
+ABOVE_THE_ADAPTERS = ("worker", "producer", "backfill.wiring", "backfill.enrich", "backfill.pipeline")
+# The clients of external systems (HTTP, SQL, NATS, the Pushgateway): only an adapter imports them.
+CLIENT_LIBRARIES = (
+    "aiohttp",
+    "httpx",
+    "requests",
+    "urllib.request",
+    "urllib.error",
+    "http.client",
+    "asyncpg",
+    "psycopg",
+    "psycopg2",
+    "nats",
     "prometheus_client",
 )
 # nats-py's private state: a context's connection (`_nc`) and API prefix (`_prefix`), a pull
@@ -190,6 +215,34 @@ def test_natspy_private_state_is_read_only_in_the_shim(area: str) -> None:
 
 def test_the_library_imports_no_program() -> None:
     violations = check_imports(sources("backfill"), ["worker", "producer"])
+    assert not violations, report(violations)
+
+
+def test_the_adapters_import_nothing_above_them() -> None:
+    """No program, no wiring, and not the orchestrators that use the adapters through the ports."""
+    violations = check_imports(sources("backfill/adapters"), ABOVE_THE_ADAPTERS)
+    assert not violations, report(violations)
+
+
+def test_the_producer_holds_no_client_of_an_external_system() -> None:
+    """The run log, publisher-discord's metrics table and the Pushgateway are adapters: the producer
+    reaches them through the ports and `backfill.wiring`, never through an HTTP, SQL or NATS library."""
+    violations = check_imports(sources("producer"), CLIENT_LIBRARIES + ADAPTER_MEANS)
+    assert not violations, report(violations)
+
+
+def command_modules() -> list[str]:
+    return [module_name(path) for path in sources("producer/commands") if not path.endswith("__init__.py")]
+
+
+def test_the_producer_imports_a_command_module_only_through_the_registry() -> None:
+    """The CLI and the registry (`producer.commands`) name command modules only as data, imported when
+    the command runs; and each command module stands alone, importing no other."""
+    modules = command_modules()
+    violations = check_imports(["producer/cli.py", "producer/commands/__init__.py"], modules)
+    for path in sources("producer/commands"):
+        others = [module for module in modules if module != module_name(path)]
+        violations += check_imports([path], others)
     assert not violations, report(violations)
 
 

@@ -9,7 +9,7 @@ from nats.js.errors import APIError
 from backfill.adapters.jetstream.control import consumer_pause_supported, pause_refused
 from backfill.adapters.jetstream.layout import build_layout
 from backfill.settings import NatsSettings
-from producer.control import Status, render
+from producer.status import Status, render
 
 LAYOUT = build_layout(NatsSettings.model_validate({"BACKFILL_STREAM": "BF", "BACKFILL_CONSUMER": "workers"}))
 

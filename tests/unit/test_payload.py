@@ -166,10 +166,33 @@ def test_meta_patch_sets_markers_and_only_defaults_publish_event_sent_at() -> No
     assert patch.patch["jellyfin_item_id"] == "a" * 32
     assert "publish_event_sent_at" not in patch.patch
     assert patch.defaults == {"publish_event_sent_at": "2026-01-01T00:00:00Z"}
+    assert patch.patch["backfill_published_at"] == "2026-01-01T00:00:00Z"  # always: the event's own time
+
+
+@pytest.mark.parametrize(
+    ("item", "thumb", "lacks"),
+    [
+        (ITEM, "https://t/x.png", []),
+        (JellyfinItem(id="b" * 32, image_tags={"Primary": "t"}), "https://t/x.png", ["duration"]),
+        (JellyfinItem(id="b" * 32, run_time_ticks=10), None, ["thumbnail"]),
+        (JellyfinItem(id="b" * 32), None, ["duration", "thumbnail"]),
+        (JellyfinItem(id="b" * 32, run_time_ticks=10), "https://media/outputs/x.jpg", []),  # storage's
+    ],
+)
+def test_meta_patch_records_what_the_item_itself_lacks(
+    item: JellyfinItem, thumb: str | None, lacks: list[str]
+) -> None:
+    """No runtime: no duration; no Primary image and nothing in storage: no thumbnail. Written on every
+    backfilled row (an empty list says the item lacked nothing), so verify tells the item from a miss."""
+    patch = build_meta_patch(
+        enrichment(item, thumb), LINKS, version="v", run_id="r", event_id=None, sent_at=None
+    )
+    assert patch.patch["backfill_item_lacks"] == lacks
 
 
 def test_metadata_only_patch_has_no_event_markers() -> None:
     """metadata-only sends no event, so neither an event id nor a send time is recorded."""
     patch = build_meta_patch(enrichment(), LINKS, version="v1", run_id="r1", event_id=None, sent_at=None)
     assert "backfill_event_id" not in patch.patch
+    assert "backfill_published_at" not in patch.patch
     assert patch.defaults == {}

@@ -15,7 +15,7 @@ from backfill.settings import (
     load_settings,
     variables,
 )
-from producer.control import catalog_configured
+from producer.status import catalog_configured
 
 ENV = {
     "SUPA_REST_URL": "http://postgrest:3000/",

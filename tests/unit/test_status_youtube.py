@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from producer.control import Status, render
+from producer.status import Status, render
 
 
 def test_the_gap_line_appears_aligned_when_rows_have_a_gap() -> None:

@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 
 import msgspec
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -30,6 +29,7 @@ from backfill.core.errors import BusError
 log = logging.getLogger(__name__)
 PER_SUBJECT_LIMIT = 10077  # "maximum messages per subject exceeded": the row already has a pending message
 API_TIMEOUT = 10.0
+FIRST_CONNECT = 2.0  # seconds a program waits for its first connection to NATS, unless it says otherwise
 DELETE_FAILED = 10057  # "no message found" / "stream store EOF": the sequence is not (any longer) there
 
 
@@ -47,40 +47,59 @@ def mask_credentials(text: str) -> str:
     return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
-async def connect(url: str, name: str, *, reconnect_forever: bool) -> NatsClient:
-    """Connect; a worker reconnects forever (nats-py gives up after ~2 minutes by default). NATS_URL may
-    carry credentials: nothing printed here shows them."""
+async def connect(
+    url: str, name: str, *, reconnect_forever: bool, first_connect: float = FIRST_CONNECT
+) -> NatsClient:
+    """Connect within `first_connect` seconds, else BusError naming the URL and the last failure (a
+    program that cannot reach NATS at start says so and exits, instead of retrying unseen). Once
+    connected, a worker reconnects forever (nats-py gives up after ~2 minutes by default), a command
+    gives up after 10 attempts. NATS_URL may carry credentials: nothing printed here shows them."""
+    nc = NatsClient()
+    connected = asyncio.Event()
+    first_failure: list[Exception] = []  # the failures before the first connection, newest last
 
     async def on_error(exc: Exception) -> None:
+        if not connected.is_set():
+            if not first_failure and reconnect_forever:
+                log.warning(
+                    "nats: not reachable yet, retrying for up to %gs: %s",
+                    first_connect,
+                    mask_credentials(str(exc)),
+                )
+            first_failure.append(exc)
+            return
         log.warning("nats: %s", mask_credentials(str(exc)))
 
-    client: list[NatsClient] = []
-
     async def on_disconnect() -> None:
-        if client and (client[0].is_draining or client[0].is_closed):
+        if nc.is_draining or nc.is_closed:
             return  # our own shutdown, not an outage
         log.warning("nats: disconnected, reconnecting")
 
     async def on_reconnect() -> None:
         log.info("nats: reconnected")
 
+    attempt = nc.connect(
+        servers=[s.strip() for s in url.split(",")],
+        name=name,
+        max_reconnect_attempts=-1 if reconnect_forever else 10,
+        reconnect_time_wait=1,
+        connect_timeout=max(1, min(5, round(first_connect))),
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        allow_reconnect=True,
+    )
     try:
-        nc = await nats.connect(
-            servers=[s.strip() for s in url.split(",")],
-            name=name,
-            max_reconnect_attempts=-1 if reconnect_forever else 10,
-            reconnect_time_wait=1,
-            connect_timeout=5,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            allow_reconnect=True,
-        )
+        await asyncio.wait_for(attempt, first_connect)
     except (NatsError, OSError, TimeoutError) as exc:
+        await nc.close()
+        cause = first_failure[-1] if first_failure else exc
+        reason = str(cause) or type(cause).__name__
         raise BusError(
-            f"cannot connect to NATS at {mask_credentials(url)}: {mask_credentials(str(exc))}"
+            f"cannot connect to NATS at {mask_credentials(url)} within {first_connect:g}s: "
+            f"{mask_credentials(reason)}"
         ) from exc
-    client.append(nc)
+    connected.set()
     return nc
 
 
@@ -94,9 +113,11 @@ class Bus:
         self.js = nc.jetstream(timeout=api_timeout)
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, reconnect_forever: bool) -> Bus:
+    async def connect(
+        cls, url: str, name: str, *, reconnect_forever: bool, first_connect: float = FIRST_CONNECT
+    ) -> Bus:
         """`connect`, then the JetStream context (API requests time out after 10 s)."""
-        return cls(await connect(url, name, reconnect_forever=reconnect_forever))
+        return cls(await connect(url, name, reconnect_forever=reconnect_forever, first_connect=first_connect))
 
     @property
     def connected(self) -> bool:

@@ -11,19 +11,16 @@ from pathlib import Path
 from backfill.core.errors import ConfigError, NotFound
 from backfill.core.model import Row
 from backfill.core.ports import Catalog
-from backfill.settings import SettingsBundle
+from backfill.settings import BackfillSettings, CatalogSettings, NatsSettings, SettingsBundle
 from backfill.wiring import connect_bus, http_client, open_catalog
 from producer.evidence import diff, format_diff, listen, snapshot
 from producer.progress import Progress
-from producer.shell import add_json, emit
+from producer.shell import Command, add_json, emit, needs
 
 ID_CHUNK = 1000
 
 
-def add_evidence_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    hear = commands.add_parser(
-        "listen", help="print envelopes as they pass on core NATS (start before publishing)"
-    )
+def listen_arguments(hear: argparse.ArgumentParser) -> None:
     hear.add_argument(
         "--topics",
         nargs="+",
@@ -33,16 +30,20 @@ def add_evidence_parsers(commands: argparse._SubParsersAction[argparse.ArgumentP
     hear.add_argument("--max", type=int, dest="max_messages", help="stop after this many")
     hear.add_argument("--timeout", type=float, help="stop after this many seconds")
     hear.add_argument("--compact", action="store_true", help="one line per envelope")
-    snap = commands.add_parser("snapshot", help="id and meta of the candidate rows, as JSON lines")
+
+
+def snapshot_arguments(snap: argparse.ArgumentParser) -> None:
     snap.add_argument("--out", type=Path, required=True, help="the JSON-lines file to write")
     snap.add_argument(
         "--ids-from", type=Path, help="snapshot the rows of an earlier snapshot instead (the 'after')"
     )
-    compare = commands.add_parser("diff", help="per row, meta keys added and changed between two snapshots")
+    add_json(snap, "what was written")
+
+
+def diff_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("before", type=Path, help="the snapshot taken before the run")
     compare.add_argument("after", type=Path, help="the snapshot taken after it (--ids-from the first)")
     add_json(compare, "the differences")
-    add_json(snap, "what was written")
 
 
 def ids_in(path: Path) -> list[int]:
@@ -89,3 +90,26 @@ async def run_diff(_settings: SettingsBundle, args: argparse.Namespace) -> int:
         raise ConfigError(f"not a snapshot written by `producer snapshot`: {exc}") from exc
     print(format_diff(report, args.json))
     return 0
+
+
+LISTEN = Command(
+    listen_arguments,
+    run_listen,
+    needs(NatsSettings, BackfillSettings),
+    {"listen": "producer listen --topics content.published.v1 --max 5 --compact"},
+)
+SNAPSHOT = Command(
+    snapshot_arguments,
+    run_snapshot,
+    needs(CatalogSettings, BackfillSettings),
+    {
+        "snapshot": "producer snapshot --out before.jsonl\n"
+        "producer snapshot --out after.jsonl --ids-from before.jsonl"
+    },
+)
+DIFF = Command(
+    diff_arguments,
+    run_diff,
+    needs(BackfillSettings),
+    {"diff": "producer diff before.jsonl after.jsonl\nproducer diff before.jsonl after.jsonl --json"},
+)

@@ -1,4 +1,5 @@
-"""Push an enqueue run's counts to a Prometheus Pushgateway, so runs show on the backfill dashboard.
+"""A Prometheus Pushgateway: an enqueue run's counts, so runs show on the backfill dashboard, and the
+pause, so the alerts see it with no worker up (the `RunMetrics` port, `backfill.core.ports`).
 
 Grouping: the job alone (`/metrics/job/<job>`), never the run id. A Pushgateway keeps every group
 until someone deletes it, so one group per run would pile up stale runs forever and every dashboard
@@ -78,6 +79,21 @@ async def push_counts(
     cannot be sent to), both UpstreamErrors with service "pushgateway".
     """
     await _push(url, job, build_registry(run_id, counts, clock(), registry_factory), http_timeout)
+
+
+class Pushgateway:
+    """The `RunMetrics` port on the Pushgateway at `url`, in the group of `job`."""
+
+    def __init__(self, url: str, job: str = DEFAULT_JOB, *, http_timeout: float = 10.0) -> None:
+        self.url = url
+        self._job = job
+        self._http_timeout = http_timeout
+
+    async def push_counts(self, run_id: str, counts: Mapping[str, object]) -> None:
+        await push_counts(self.url, self._job, run_id, counts, http_timeout=self._http_timeout)
+
+    async def push_paused(self, paused: bool) -> None:
+        await push_paused(self.url, self._job, paused, http_timeout=self._http_timeout)
 
 
 async def _push(url: str, job: str, registry: CollectorRegistry, http_timeout: float) -> None:

@@ -20,18 +20,18 @@ from backfill.core.deadletter import DeadLetterRecord
 from backfill.core.errors import ConfigError
 from backfill.core.outcome import DLQ_REASONS
 from backfill.core.wire import dlq_reason_filter
-from backfill.settings import SettingsBundle
+from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle
 from backfill.wiring import connect_bus, layout_from
-from producer.dlq import ReplayCounts, Replayer, ReplaySelection, now_utc
 from producer.enqueue import StopRequest
 from producer.progress import Progress
-from producer.shell import add_json, emit, id_list
+from producer.replay import ReplayCounts, Replayer, ReplaySelection, now_utc
+from producer.runs import new_run_id
+from producer.shell import Command, add_json, emit, id_list, needs
 
 TABLE = "{seq:>8}  {row_id:>8}  {reason:<20} {attempts:>8}  {age:>8}  {error}"
 
 
-def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dlq = commands.add_parser("dlq", help="inspect, replay and purge dead letters")
+def dlq_arguments(dlq: argparse.ArgumentParser) -> None:
     sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="sequence, row id, reason, attempts, age, error (read-only)")
     listing.add_argument("--reason", choices=DLQ_REASONS, help="only dead letters with this reason")
@@ -205,3 +205,23 @@ async def run_dlq(settings: SettingsBundle, args: argparse.Namespace, run_id: st
         return await _purge(bus.js, layout, args)
     finally:
         await bus.drain()
+
+
+async def run_dlq_command(settings: SettingsBundle, args: argparse.Namespace) -> int:
+    return await run_dlq(settings, args, f"replay-{new_run_id().removeprefix('run-')}")
+
+
+DLQ = Command(
+    dlq_arguments,
+    run_dlq_command,
+    needs(NatsSettings, BackfillSettings),
+    {
+        "dlq": "producer dlq list\nproducer dlq replay --reason jellyfin_not_found --dry-run",
+        "dlq list": "producer dlq list --reason ambiguous_match\n"
+        "producer dlq list --json | jq '.dead_letters[].row_id'",
+        "dlq show": "producer dlq show 42",
+        "dlq replay": "producer dlq replay --reason jellyfin_not_found\n"
+        "producer dlq replay --ids 12,15 --json",
+        "dlq purge": "producer dlq purge --reason invalid_message --yes",
+    },
+)

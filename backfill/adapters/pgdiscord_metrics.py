@@ -5,9 +5,10 @@ read as text, so a `uuid` or `text` id column and any timestamp type work alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from backfill.adapters.pgcatalog import on_optional_table, quote_identifier
-from producer.deliveries import DeliveryRecord
+from backfill.core.model import DeliveryRecord
 
 
 def records_sql(table: str) -> str:
@@ -19,12 +20,15 @@ def records_sql(table: str) -> str:
 
 
 class PostgresMetricsTable:
-    """The `MetricsTable` port on a PostgreSQL DSN: one short connection per read."""
+    """The `MetricsTable` port (`backfill.core.ports`) on a PostgreSQL DSN: one short connection per read."""
 
     def __init__(self, dsn: str, table: str, *, timeout: float = 10.0) -> None:
         self.name = table
         self._dsn = dsn
         self._sql = records_sql(quote_identifier(table))
+        self._since_sql = (
+            f"select exists (select 1 from {quote_identifier(table)} where published_at::timestamptz >= $1)"  # noqa: S608 - quoted identifier
+        )
         self._timeout = timeout
 
     async def records(self, event_ids: Sequence[str]) -> list[DeliveryRecord] | None:
@@ -32,3 +36,9 @@ class PostgresMetricsTable:
             self._dsn, self._timeout, lambda conn: conn.fetch(self._sql, list(event_ids))
         )
         return None if found is None else [DeliveryRecord(**dict(record.items())) for record in found]
+
+    async def recorded_since(self, start: datetime) -> bool:
+        found = await on_optional_table(
+            self._dsn, self._timeout, lambda conn: conn.fetchval(self._since_sql, start)
+        )
+        return bool(found)

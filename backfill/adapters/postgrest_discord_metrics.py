@@ -1,38 +1,27 @@
-"""Reading PMOVES' publisher-discord metrics table (`DISCORD_METRICS_TABLE`, default
-`publisher_discord_metrics`) for `producer verify`, through the catalog's backend.
+"""PMOVES' publisher-discord metrics table (`DISCORD_METRICS_TABLE`, default `publisher_discord_metrics`)
+through PostgREST (Supabase REST): the `MetricsTable` port (`backfill.core.ports`) `producer verify`
+reads; on a catalog configured with a DSN, `backfill.adapters.pgdiscord_metrics` reads it directly.
 
 PMOVES ships no DDL for the table (docs/upstreams.md §8): it may be missing, which `records` reports as
-None (PostgREST 404 `PGRST205` / `42P01`, PostgreSQL SQLSTATE `42P01`); any other failure is an
-`UpstreamError`. `PostgrestMetricsTable` is here; on a catalog configured with a DSN,
-`producer.pgdiscord_metrics.PostgresMetricsTable` reads it directly.
+None (PostgREST 404 `PGRST205` / `42P01`); any other failure is an `UpstreamError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from datetime import datetime
 
 import msgspec
 
-from backfill.adapters.postgrest import auth_headers
+from backfill.adapters.postgrest import auth_headers, table_missing
 from backfill.adapters.transport import HttpClient, Upstream
 from backfill.core.errors import UpstreamUnavailable
-from backfill.settings import BackfillSettings, CatalogSettings, DiscordMetricsSettings, SettingsBundle
-from producer.deliveries import DeliveryRecord
-from producer.runs import table_missing
+from backfill.core.model import DeliveryRecord
 
 SERVICE = "catalog"
 COLUMNS = ("published_event_id", "webhook_success", "channel", "published_at")
 IDS_PER_REQUEST = 100  # 36-character ids, quoted: about 4 KB of query string
 _records_decoder = msgspec.json.Decoder(list[DeliveryRecord])
-
-
-class MetricsTable(Protocol):
-    name: str
-
-    async def records(self, event_ids: Sequence[str]) -> list[DeliveryRecord] | None:
-        """The records of these envelope ids (no ids: only whether the table exists); None when the
-        table does not exist."""
 
 
 class PostgrestMetricsTable:
@@ -57,6 +46,10 @@ class PostgrestMetricsTable:
             found.extend(page)
         return found
 
+    async def recorded_since(self, start: datetime) -> bool:
+        found = await self._read({"published_at": f"gte.{start.isoformat()}", "limit": "1"})
+        return bool(found)
+
     async def _read(self, filters: dict[str, str]) -> list[DeliveryRecord] | None:
         params = {"select": ",".join(COLUMNS), **filters}
         response = await self._up.read("GET", self._url, params=params, headers=self._headers)
@@ -67,16 +60,3 @@ class PostgrestMetricsTable:
             return _records_decoder.decode(response.content)
         except msgspec.DecodeError as exc:
             raise UpstreamUnavailable(SERVICE, f"unreadable {self.name} records: {exc}") from exc
-
-
-def metrics_table_for(settings: SettingsBundle, http: HttpClient) -> MetricsTable:
-    """The metrics table on the configured catalog: PostgreSQL directly when a DSN is set, else PostgREST."""
-    catalog = settings.get(CatalogSettings)
-    table = settings.get(DiscordMetricsSettings).table
-    if catalog.dsn is not None:
-        from producer.pgdiscord_metrics import PostgresMetricsTable  # noqa: PLC0415 - driver loads only when used
-
-        timeout = settings.get(BackfillSettings).http_timeout
-        return PostgresMetricsTable(catalog.dsn.get_secret_value(), table, timeout=timeout)
-    assert catalog.rest_url is not None and catalog.service_key is not None  # checked by load_settings
-    return PostgrestMetricsTable(http, catalog.rest_url, catalog.service_key.get_secret_value(), table)

@@ -7,15 +7,12 @@ import argparse
 
 from backfill.adapters.jetstream.layout import apply_changes, plan_layout
 from backfill.core.errors import Exit, StreamConfigConflict
-from backfill.settings import SettingsBundle
+from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle
 from backfill.wiring import connect_bus, layout_from
-from producer.shell import add_json, emit
+from producer.shell import Command, add_json, emit, needs
 
 
-def add_layout_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    apply = commands.add_parser(
-        "layout", help="compare the streams and consumer with this environment; --apply changes them"
-    )
+def layout_arguments(apply: argparse.ArgumentParser) -> None:
     apply.add_argument("--apply", action="store_true", help="after showing the differences, make them")
     add_json(apply, "the differences")
 
@@ -41,3 +38,14 @@ async def run_layout(settings: SettingsBundle, args: argparse.Namespace) -> int:
     data = {"applied": bool(args.apply and plan.changes), "changes": [c.as_dict() for c in plan.changes]}
     emit(args, data, "\n".join(lines))
     return int(Exit.FAILED if plan.changes and not args.apply else Exit.OK)
+
+
+LAYOUT = Command(
+    layout_arguments,
+    run_layout,
+    needs(NatsSettings, BackfillSettings),
+    {
+        "layout": "producer layout            # what differs from this environment (exit 1 when anything "
+        "does)\nproducer layout --apply    # show the differences, then make them"
+    },
+)

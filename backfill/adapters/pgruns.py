@@ -1,6 +1,6 @@
 """`backfill_runs` on PostgreSQL directly (asyncpg), for catalogs configured with a DSN.
 
-The records `producer.runs.RunLog` builds are written as given: their keys name the columns, and
+The run log's records (`backfill.core.runs`) are written as given: their keys name the columns, and
 `jsonb_populate_record` turns the JSON values into the table's types (text, timestamptz, jsonb), the
 same conversion PostgREST applies to a request body. The run log writes twice per run, so each write
 opens its own short connection instead of holding a pool (`pgcatalog.on_optional_table`: a missing
@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from backfill.adapters.pgcatalog import on_optional_table, quote_identifier
-from producer.runs import TABLE, Record
+from backfill.core.runs import TABLE, RunRecord
 
 _encoder = msgspec.json.Encoder()
 
@@ -39,17 +39,17 @@ def update_sql(table: str, columns: list[str]) -> str:
 
 
 class PostgresRunTable:
-    """The `RunTable` port on a PostgreSQL DSN."""
+    """The `RunTable` port (`backfill.core.ports`) on a PostgreSQL DSN."""
 
     def __init__(self, dsn: str, *, table: str = TABLE, timeout: float = 10.0) -> None:
         self._dsn = dsn
         self._table = quote_identifier(table)
         self._timeout = timeout
 
-    async def upsert(self, record: Record) -> bool:
+    async def upsert(self, record: RunRecord) -> bool:
         return await self._execute(upsert_sql(self._table, list(record)), _json(record))
 
-    async def update(self, run_id: str, record: Record) -> bool:
+    async def update(self, run_id: str, record: RunRecord) -> bool:
         return await self._execute(update_sql(self._table, list(record)), run_id, _json(record))
 
     async def _execute(self, sql: str, *args: object) -> bool:
@@ -60,5 +60,5 @@ class PostgresRunTable:
         )
 
 
-def _json(record: Record) -> str:
+def _json(record: RunRecord) -> str:
     return _encoder.encode(record).decode()

@@ -5,23 +5,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from backfill.adapters.jetstream.bus import AckPublisher
 from backfill.adapters.jetstream.layout import ensure_layout
 from backfill.core.errors import Exit, UpstreamError
 from backfill.core.wire import Mode
-from backfill.settings import BackfillSettings, SettingsBundle
-from backfill.wiring import build_enricher, connect_bus, http_client, layout_from, open_catalog
+from backfill.settings import (
+    BackfillSettings,
+    CatalogSettings,
+    JellyfinSettings,
+    NatsSettings,
+    SettingsBundle,
+    StorageSettings,
+)
+from backfill.wiring import (
+    build_enricher,
+    build_pushgateway,
+    connect_bus,
+    http_client,
+    layout_from,
+    open_catalog,
+)
 from producer.enqueue import EnqueueCounts, Enqueuer, Selection, select_rows
 from producer.preview import preview
 from producer.progress import Progress
-from producer.pushgateway import DEFAULT_JOB, push_counts
-from producer.runs import run_log_for
-from producer.shell import Interrupt, add_json, emit, id_list, positive_int, warn
+from producer.runs import new_run_id, run_log_for
+from producer.shell import Command, Interrupt, add_json, emit, id_list, positive_int, warn
 from producer.youtube_linking import (
     add_youtube_options,
     dry_run_links,
@@ -30,11 +41,8 @@ from producer.youtube_linking import (
     links_of,
     links_summary,
     youtube_column,
+    youtube_groups,
 )
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    return f"run-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 def _add_selection(parser: argparse.ArgumentParser, *, all_missing: bool) -> None:
@@ -48,8 +56,7 @@ def _add_selection(parser: argparse.ArgumentParser, *, all_missing: bool) -> Non
     parser.add_argument("--since-id", type=int, default=0, help="only rows with id above this")
 
 
-def add_enqueue_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    enqueue = commands.add_parser("enqueue", help="enqueue one backfill request per candidate row")
+def enqueue_arguments(enqueue: argparse.ArgumentParser) -> None:
     _add_selection(enqueue, all_missing=True)
     enqueue.add_argument(
         "--mode",
@@ -71,8 +78,7 @@ def add_enqueue_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     add_youtube_options(enqueue)
 
 
-def add_preview_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    view = commands.add_parser("preview", help="print the payloads workers would republish (read-only)")
+def preview_arguments(view: argparse.ArgumentParser) -> None:
     _add_selection(view, all_missing=False)
     add_json(view, "every row's payload")
     add_youtube_options(view)
@@ -150,10 +156,10 @@ async def enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
         await bus.drain()
         await http.aclose()
     print_summary(run_id, args, counts, interrupt)
-    pushgateway = args.pushgateway or backfill.pushgateway_url
-    if pushgateway:
+    pushgateway = build_pushgateway(settings, args.pushgateway)
+    if pushgateway is not None:
         try:
-            await push_counts(pushgateway, DEFAULT_JOB, run_id, counts.as_dict())
+            await pushgateway.push_counts(run_id, counts.as_dict())
         except UpstreamError as exc:  # the rows are enqueued either way: a warning, not a failed run
             warn("producer", f"the run's counts were not pushed to the Pushgateway: {exc}")
     if interrupt.requested:
@@ -205,3 +211,52 @@ async def run_preview(settings: SettingsBundle, args: argparse.Namespace) -> int
     if args.json:
         emit(args, {"rows": records}, "")
     return 0
+
+
+async def run_enqueue(settings: SettingsBundle, args: argparse.Namespace) -> int:
+    return await (dry_run if args.dry_run else enqueue)(settings, args)
+
+
+def enqueue_settings(args: argparse.Namespace) -> list[type[Any]]:
+    """Only the settings the run needs: a dry run needs no NATS (and PMOVES.yt with --link-youtube)."""
+    if args.dry_run:
+        return [CatalogSettings, BackfillSettings, *youtube_groups(args)]
+    return [NatsSettings, CatalogSettings, BackfillSettings]
+
+
+def enqueue_usage_error(args: argparse.Namespace) -> str | None:
+    return "--jsonl lists the rows of a --dry-run" if args.jsonl and not args.dry_run else None
+
+
+def preview_settings(args: argparse.Namespace) -> list[type[Any]]:
+    return [CatalogSettings, JellyfinSettings, StorageSettings, BackfillSettings, *youtube_groups(args)]
+
+
+def preview_limit(args: argparse.Namespace) -> str | None:
+    """A preview without --ids or --limit shows the first 5 candidates."""
+    if args.limit is None and not args.ids:
+        args.limit = 5
+    return None
+
+
+ENQUEUE = Command(
+    enqueue_arguments,
+    run_enqueue,
+    enqueue_settings,
+    {
+        "enqueue": """
+producer enqueue --all-missing --dry-run --json | jq .would_enqueue
+producer enqueue --all-missing --dry-run --jsonl > candidates.jsonl
+producer enqueue --all-missing --mode metadata-only
+producer enqueue --ids 12,15 --run-id fix-2026-12-06
+"""
+    },
+    enqueue_usage_error,
+)
+PREVIEW = Command(
+    preview_arguments,
+    run_preview,
+    preview_settings,
+    {"preview": "producer preview --limit 3\nproducer preview --ids 12 --json | jq '.rows[0].payload'"},
+    preview_limit,
+)
