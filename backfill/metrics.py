@@ -104,6 +104,19 @@ class Metrics:
             "1 while the backfill is paused (`producer pause`: the switch, or the consumer on 2.11+).",
             registry=registry,
         )
+        self.agent_zero_unavailable = Gauge(
+            "backfill_agent_zero_unavailable",
+            "1 while this worker holds Agent Zero unable to publish (its circuit is open: 503 'NATS"
+            " controller not ready' and its health says NATS is disconnected, or it does not answer):"
+            " republishes are held, nothing new is fetched.",
+            registry=registry,
+        )
+        self.unconfirmed_publishes = Counter(
+            "backfill_unconfirmed_publishes",
+            "Publishes Agent Zero answered whose envelope was not seen on NATS within"
+            " BACKFILL_ENVELOPE_WAIT_SECONDS (published again; the answered id is kept in the ledger).",
+            registry=registry,
+        )
         self.build = Info("backfill_build", "Build of the running worker.", registry=registry)
         self.build.info({"version": package_version(), "backfill_version": backfill_version})
         self._upstream_counters: dict[tuple[str, str], Counter] = {}

@@ -115,10 +115,16 @@ class JellyfinSettings(_Group):
 
 
 class AgentZeroSettings(_Group):
-    """Agent Zero's event gateway, which publishes envelopes on core NATS."""
+    """Agent Zero's event gateway, which publishes envelopes on core NATS, and how a republish through
+    it is confirmed (its envelope seen on NATS) and its outages waited out (the circuit)."""
 
     base_url: HttpUrl = Field("http://localhost:8080", validation_alias="AGENT_ZERO_BASE_URL")
+    # Sent as x-agent-token when set; Agent Zero (PMOVES.AI 09f0ad73) checks no token at all.
     events_token: SecretStr | None = Field(None, validation_alias="AGENT_ZERO_EVENTS_TOKEN")
+    envelope_wait: float = Field(5.0, validation_alias="BACKFILL_ENVELOPE_WAIT_SECONDS", gt=0, le=60)
+    unconfirmed_limit: int = Field(3, validation_alias="BACKFILL_UNCONFIRMED_LIMIT", ge=1)
+    probe_seconds: float = Field(2.0, validation_alias="BACKFILL_AGENT_ZERO_PROBE_SECONDS", gt=0)
+    probe_max_seconds: float = Field(30.0, validation_alias="BACKFILL_AGENT_ZERO_PROBE_MAX_SECONDS", gt=0)
 
 
 class StorageSettings(_Group):

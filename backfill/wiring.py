@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from backfill.adapters.agent_zero import AgentZeroClient
+from backfill.adapters.agent_zero_circuit import AgentZeroCircuit
 from backfill.adapters.batching import Batcher, WriteBatcher, each_on_failure
 from backfill.adapters.discord import DiscordApi, RouteLimits
 from backfill.adapters.jellyfin import JellyfinClient
@@ -22,6 +23,7 @@ from backfill.adapters.pushgateway import Pushgateway
 from backfill.adapters.storage import ObjectStorage
 from backfill.adapters.transport import HttpClient, Observer, make_client, no_observer
 from backfill.adapters.youtube import YoutubeSearch
+from backfill.core.circuit import CircuitRules
 from backfill.core.model import Row
 from backfill.core.outcome import RetryPolicy
 from backfill.core.pace import NoPace, PaceConfig
@@ -30,6 +32,7 @@ from backfill.core.ports import (
     Catalog,
     ChannelReader,
     DeliveryLedger,
+    EnvelopeWatch,
     MetricsTable,
     Pace,
     RunMetrics,
@@ -39,6 +42,7 @@ from backfill.core.sigv4 import Credentials
 from backfill.enrich import Enricher
 from backfill.metrics import Metrics
 from backfill.pipeline import RowProcessor
+from backfill.republish import ConfirmRules, Republisher
 from backfill.settings import (
     AgentZeroSettings,
     BackfillSettings,
@@ -295,6 +299,30 @@ def row_merger(catalog: Catalog, batch: int) -> Callable[[int, MetaPatch], Await
     return WriteBatcher(catalog.merge_many, batch).submit
 
 
+def agent_zero_circuit(settings: SettingsBundle, agent: AgentZeroClient) -> AgentZeroCircuit:
+    """The circuit in front of Agent Zero, probing its health with BACKFILL_AGENT_ZERO_PROBE_*."""
+    config = settings.get(AgentZeroSettings)
+    rules = CircuitRules(
+        probe_first=config.probe_seconds, probe_max=max(config.probe_max_seconds, config.probe_seconds)
+    )
+    return AgentZeroCircuit(agent.nats_ready, rules)
+
+
+def build_republisher(
+    settings: SettingsBundle,
+    agent: AgentZeroClient,
+    gate: AgentZeroCircuit,
+    watch: EnvelopeWatch,
+    ledger: DeliveryLedger,
+    pace: Pace,
+    metrics: Metrics,
+) -> Republisher:
+    """Republishes through Agent Zero, confirmed by their envelopes (BACKFILL_ENVELOPE_WAIT_SECONDS)."""
+    config = settings.get(AgentZeroSettings)
+    rules = ConfirmRules(envelope_wait=config.envelope_wait, unconfirmed_limit=config.unconfirmed_limit)
+    return Republisher(agent, watch, ledger, gate, pace, rules, metrics.unconfirmed_publishes.inc)
+
+
 def build_processor(
     settings: SettingsBundle,
     catalog: Catalog,
@@ -302,18 +330,17 @@ def build_processor(
     metrics: Metrics,
     policy: RetryPolicy,
     pace: Pace,
-    ledger: DeliveryLedger,
+    republisher: Republisher,
 ) -> RowProcessor:
     """The worker's row processor: lookups, reads and merges batched by WORKER_LOOKUP_BATCH."""
     observe, batch = metrics.observe_upstream, settings.get(WorkerSettings).lookup_batch
     return RowProcessor(
         catalog,
         build_enricher(settings, http, observe, batch=batch, refused=metrics.thumbnail_bucket_refused.inc),
-        build_agent_zero(settings, http, observe),
+        republisher,
         links_from(settings.get(JellyfinSettings)),
         policy,
         pace=pace,
         read_row=row_reader(catalog, batch),
         merge=row_merger(catalog, batch),
-        ledger=ledger,
     )

@@ -1,20 +1,40 @@
-"""A faithful local double of Agent Zero's event endpoints (docs/upstreams.md §1).
+"""A faithful local double of Agent Zero's event endpoints, as its code behaves (docs/upstreams.md §1).
 
-`POST /events/publish` wraps the payload in a PMOVES envelope and publishes it with **core NATS**
-on subject = topic (nothing is stored: subscribe first). The order of checks follows the real
-service: token (when a deployment sets one), body validation (FastAPI 422), NATS readiness (503),
-then the envelope and payload schemas (an invalid payload is an unhandled 500 there). Accepted
-envelopes are kept in `envelopes`, refusals in `rejected`; fault knobs come from `FaultInjector`
-(`fail_next` and `fail_rate` answer 503 "NATS controller not ready").
+PMOVES' `services/agent-zero/main.py` and `services/agent_zero/controller.py` (PMOVES.AI 09f0ad73):
+
+- `POST /events/publish` checks **no token** (`x-agent-token` is ignored, whatever
+  `AGENT_ZERO_EVENTS_TOKEN` says); a body that is not `{"topic": str, "payload": object, ...}` is
+  FastAPI's 422; while its NATS link is down it answers 503 `{"detail": "NATS controller not ready"}`;
+  then it builds the envelope (its own uuid4 id; the body's `correlation_id` and `parent_id` copied,
+  `source` defaulting to `agent-zero`) and validates envelope and payload against the PMOVES schemas: a
+  failure is an unhandled exception, 500 `Internal Server Error` text/plain, after which uvicorn closes
+  the connection; it publishes with core NATS `nc.publish` and **no flush**, and answers 200 at once.
+- Its NATS client keeps nats-py's defaults: 60 reconnects 2 s apart, after which the client is closed
+  for good and every publish is 503 until the process restarts (`reconnect_attempts` / `reconnect_wait`
+  shorten that for tests). Until its first connect succeeds it retries with a backoff of 1 s doubling to
+  30 s, answering 503 meanwhile.
+- `GET /healthz` reports `nats.connected` and `nats.controller_started`.
+
+Accepted envelopes are kept in `envelopes`, refusals in `rejected`. Fault knobs come from
+`FaultInjector` (`fail_next` and `fail_rate` answer 503 "NATS controller not ready"), plus the two crash
+windows: `drop_after_publish` (publish, flush, then drop the connection without answering: a crash
+after publishing) and `skip_publish_after_answer` (answer 200, never publish: a crash between the
+answer and its unflushed envelope). Run as a process (`python -m backfill_doubles.agent_zero`), the
+same two windows end in a real SIGKILL of the process (`--die-after-publish N`, `--die-after-answer N`),
+and SIGTERM is ignored, as the real service's startup hook makes it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,12 +44,14 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from nats.aio.client import Client as NatsClient
 
+from backfill_doubles.contracts import CONTRACTS_DIR
 from backfill_doubles.faults import Fault, FaultInjector
+from backfill_doubles.serve import serve
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLISHED_TOPIC = "content.published.v1"
 _NOT_READY = {"detail": "NATS controller not ready"}
 _OPTIONAL_STRINGS = ("source", "correlation_id", "parent_id")
+CONNECT_BACKOFF_MAX = 30.0  # the real connect loop's cap, seconds
 
 
 def _load_validators(contracts_dir: Path | None) -> dict[str, Draft202012Validator]:
@@ -94,63 +116,98 @@ class AgentZeroDouble(FaultInjector):
         self,
         nats_url: str | None,
         contracts_dir: Path | None,
-        token: str | None = None,
         seed: int = 0,
+        *,
+        reconnect_attempts: int = 60,
+        reconnect_wait: float = 2.0,
+        connect_backoff: float = 1.0,
     ) -> None:
         super().__init__(seed)
         self.nats_url = nats_url
-        self.token = token
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_wait = reconnect_wait
+        self.connect_backoff = connect_backoff
         self.envelopes: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
+        self.answered: list[str] = []  # every envelope id answered with a 200, published or not
+        self.drop_after_publish = 0  # the next N accepted publishes: published, never answered
+        self.skip_publish_after_answer = 0  # the next N: answered 200, never published
+        # Process mode: called with "publish" or "answer" at those two moments (it kills the process), on
+        # the accepted publish whose number `crash_at` gives (1 = the first this process accepts).
+        self.crash: Callable[[str], None] | None = None
+        self.crash_at: dict[str, int] = {}
+        self.accepted = 0  # publishes that passed every check (answered or not)
+        self.health_checks = 0  # GET /healthz answered
         self._validators = _load_validators(contracts_dir)
         self._nc: NatsClient | None = None
+        self._ready = False  # the real `_controller_ready`: the first connect went through
         self._connecting: asyncio.Task[None] | None = None
         self._first_attempt: asyncio.Event | None = None
 
     @property
     def nats_connected(self) -> bool:
-        """Whether the NATS link is up right now (False while reconnecting)."""
+        """Whether the NATS link is up right now (False while reconnecting, and after giving up)."""
         return self._nc is not None and self._nc.is_connected
 
     @property
     def controller_started(self) -> bool:
         """Whether the first NATS connect has completed (the real controller's `is_started`)."""
-        task = self._connecting
-        return task is not None and task.done() and not task.cancelled() and task.exception() is None
+        return self._ready
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether the NATS client spent its reconnects and closed: 503 until the process restarts."""
+        return self._ready and self._nc is not None and self._nc.is_closed
 
     def app(self) -> web.Application:
         """A fresh aiohttp application; it connects to NATS on startup and closes on cleanup."""
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application()
         app.router.add_post("/events/publish", self._publish, name="publish")
         app.router.add_get("/healthz", self._healthz, name="healthz")
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
 
-    async def start(self, connect_timeout: float = 2.0) -> None:
-        """Connect to NATS, retrying forever in the background if the server is not up yet.
+    async def start(self, first_attempt_within: float = 2.0) -> None:
+        """Start the controller's connect loop in the background (the app serves meanwhile).
 
-        Returns once connected, or after the first failed attempt, or after `connect_timeout`.
+        Returns once connected, or after the first failed attempt, or after `first_attempt_within`.
         """
         if self.nats_url is None:
             return
         self._first_attempt = first_attempt = asyncio.Event()
-        self._nc = NatsClient()
-        options: dict[str, Any] = {
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": 0.2,
-            "connect_timeout": 1,
-        }
-        self._connecting = asyncio.create_task(
-            self._nc.connect(servers=[self.nats_url], error_cb=self._on_nats_error, **options)
-        )
+        self._connecting = asyncio.create_task(self._connect_loop(self.nats_url))
         attempted = asyncio.create_task(first_attempt.wait())
         await asyncio.wait(
-            {self._connecting, attempted}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            {self._connecting, attempted}, timeout=first_attempt_within, return_when=asyncio.FIRST_COMPLETED
         )
         attempted.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await attempted
+
+    async def _connect_loop(self, url: str) -> None:
+        """The real `_controller_connect_loop`: connect with nats-py's reconnect budget; on failure wait
+        1 s, doubling to 30 s, and try again. Once connected it never connects again."""
+        backoff = self.connect_backoff
+        while True:
+            nc = NatsClient()
+            options: dict[str, Any] = {  # nats-py's defaults, as Agent Zero leaves them (unless shortened)
+                "max_reconnect_attempts": self.reconnect_attempts,
+                "reconnect_time_wait": self.reconnect_wait,
+                "connect_timeout": 2,
+            }
+            try:
+                await nc.connect(servers=[url], error_cb=self._on_nats_error, **options)
+            except (nats.errors.Error, OSError, TimeoutError):
+                if self._first_attempt is not None:
+                    self._first_attempt.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, CONNECT_BACKOFF_MAX)
+                continue
+            self._nc, self._ready = nc, True
+            if self._first_attempt is not None:
+                self._first_attempt.set()
+            return
 
     async def close(self) -> None:
         """Stop connecting and close the NATS link."""
@@ -161,7 +218,7 @@ class AgentZeroDouble(FaultInjector):
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await self._nc.close()
-        self._nc, self._connecting = None, None
+        self._nc, self._connecting, self._ready = None, None, False
 
     async def _on_startup(self, _app: web.Application) -> None:
         await self.start()
@@ -170,21 +227,10 @@ class AgentZeroDouble(FaultInjector):
         await self.close()
 
     async def _on_nats_error(self, exc: Exception) -> None:
-        """nats-py reports every failed (re)connect here; the double only tracks `nats_connected`."""
+        """nats-py reports every failed (re)connect here (its first connect, too, goes on trying for the
+        whole reconnect budget before it raises): the first one ends `start`'s wait."""
         if self._first_attempt is not None:
             self._first_attempt.set()
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.match_info.route.name != "publish":
-            return await handler(request)
-        if self.token is not None and request.headers.get("x-agent-token") != self.token:
-            return self._reject(401, {"detail": "unauthorized"}, "unauthorized")
-        fault = self.draw()
-        await self.delay(fault)
-        if fault in (Fault.FAIL, Fault.TIMEOUT):
-            return self._reject(503, _NOT_READY, "injected fault")
-        return await handler(request)
 
     def _reject(self, status: int, detail: dict[str, Any], reason: str, body: Any = None) -> web.Response:
         self.rejected.append({"status": status, "reason": reason, "body": body})
@@ -209,29 +255,134 @@ class AgentZeroDouble(FaultInjector):
                 problems += [error.message for error in validator.iter_errors(document)]
         return problems
 
-    async def _publish(self, request: web.Request) -> web.Response:
+    async def _publish(self, request: web.Request) -> web.StreamResponse:
         body, errors = await self._read_body(request)
         if errors:
             return self._reject(422, {"detail": errors}, "invalid body", body)
-        if not self.nats_connected or self._nc is None:
+        fault = self.draw()
+        await self.delay(fault)
+        if fault in (Fault.FAIL, Fault.TIMEOUT):
+            return self._reject(503, _NOT_READY, "injected fault", body)
+        if not (self._ready and self.nats_connected):
             return self._reject(503, _NOT_READY, "nats not connected", body)
         envelope = build_envelope(body)
         problems = self._schema_problems(envelope)
         if problems:
-            self.rejected.append({"status": 500, "reason": "; ".join(problems), "body": body})
-            return web.Response(status=500, text="Internal Server Error")
+            return await self._unhandled(request, "; ".join(problems), body)
+        return await self._send(request, envelope, body)
+
+    async def _send(self, request: web.Request, envelope: dict[str, Any], body: Any) -> web.StreamResponse:
+        """Publish (core NATS, no flush) and answer at once; or one of the two crash windows."""
+        assert self._nc is not None
+        self.accepted += 1
+        self._arm_crash()
+        if self.skip_publish_after_answer > 0:
+            self.skip_publish_after_answer -= 1
+            return await self._answer_then_lose(request, envelope)
         try:
             await self._nc.publish(envelope["topic"], json.dumps(envelope).encode())
-            await self._nc.flush(timeout=2)
-        except (TimeoutError, nats.errors.Error, OSError):
-            return self._reject(503, _NOT_READY, "publish failed", body)
+        except nats.errors.Error:
+            return await self._unhandled(request, "publish failed", body)
         self.envelopes.append(envelope)
+        if self.drop_after_publish > 0:
+            self.drop_after_publish -= 1
+            return await self._publish_then_drop(request)
+        self.answered.append(envelope["id"])
         return web.json_response({"published": envelope["topic"], "id": envelope["id"]})
 
+    async def _unhandled(self, request: web.Request, reason: str, body: Any) -> web.StreamResponse:
+        """An exception FastAPI does not handle: Starlette's 500 text/plain, then uvicorn closes the
+        connection (no `Connection: close` header is sent: the client learns it from the close)."""
+        self.rejected.append({"status": 500, "reason": reason, "body": body})
+        response = web.Response(status=500, text="Internal Server Error", charset="utf-8")
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    def _arm_crash(self) -> None:
+        if self.crash_at.get("publish") == self.accepted:
+            self.drop_after_publish = 1
+        if self.crash_at.get("answer") == self.accepted:
+            self.skip_publish_after_answer = 1
+
+    async def _publish_then_drop(self, request: web.Request) -> web.StreamResponse:
+        """The envelope is out (flushed); the client gets no answer: the process dies, or the
+        connection is dropped."""
+        assert self._nc is not None
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self._nc.flush(timeout=2)
+        if self.crash is not None:
+            self.crash("publish")
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise asyncio.CancelledError  # aiohttp drops a handler whose connection is gone
+
+    async def _answer_then_lose(self, request: web.Request, envelope: dict[str, Any]) -> web.StreamResponse:
+        """The 200 goes out; the envelope never does (it was still in the unflushed buffer when the
+        process died)."""
+        self.answered.append(envelope["id"])
+        response = web.json_response({"published": envelope["topic"], "id": envelope["id"]})
+        if self.crash is None:
+            return response
+        await response.prepare(request)
+        await response.write_eof()
+        self.crash("answer")
+        return response
+
     async def _healthz(self, _request: web.Request) -> web.Response:
+        self.health_checks += 1
         nats_state = {
             "url": self.nats_url,
             "connected": self.nats_connected,
             "controller_started": self.controller_started,
         }
         return web.json_response({"status": "ok", "nats": nats_state})
+
+
+def _sigkill(moment: str) -> None:
+    """The process's crash: nothing runs after it, the kernel closes every connection."""
+    print(f"agent-zero double: SIGKILL after {moment}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def serve_process(args: argparse.Namespace) -> None:
+    """Serve the double until killed; print `READY <url>` once the port is bound."""
+    double = AgentZeroDouble(
+        args.nats_url,
+        None if args.no_contracts else Path(args.contracts),
+        seed=args.seed,
+        reconnect_attempts=args.reconnect_attempts,
+        reconnect_wait=args.reconnect_wait,
+        connect_backoff=args.connect_backoff,
+    )
+    double.fail_rate = args.fail_rate
+    double.crash = _sigkill
+    double.crash_at = {"publish": args.die_after_publish, "answer": args.die_after_answer}
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: print("agent-zero double: SIGTERM ignored", flush=True))
+    async with serve(double.app(), port=args.port) as url:
+        print(f"READY {url}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m backfill_doubles.agent_zero", description=__doc__)
+    parser.add_argument("--nats-url", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--contracts", default=str(CONTRACTS_DIR))
+    parser.add_argument("--no-contracts", action="store_true", help="validate nothing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="503 not ready to this share")
+    parser.add_argument("--reconnect-attempts", type=int, default=60)
+    parser.add_argument("--reconnect-wait", type=float, default=2.0)
+    parser.add_argument("--connect-backoff", type=float, default=1.0)
+    parser.add_argument("--die-after-publish", type=int, default=0, help="SIGKILL after publishing request N")
+    parser.add_argument("--die-after-answer", type=int, default=0, help="SIGKILL after answering request N")
+    asyncio.run(serve_process(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -65,7 +65,6 @@ class StackOptions:
     rpc_installed: bool = True
     nats_url: str | None = None  # an existing server; else one is started
     contracts_dir: Path | None = CONTRACTS_DIR  # None: the Agent Zero double validates nothing
-    agent_token: str | None = None
     catalog: str = "postgrest"  # or "postgres": a real embedded PostgreSQL read through CATALOG_DSN
     discord_metrics: bool = False  # create publisher-discord's metrics table (PMOVES ships no DDL)
 
@@ -105,9 +104,7 @@ class EmbeddedStack:
         self._start_s3()
         self.jellyfin = JellyfinDouble(JELLYFIN_KEY, JELLYFIN_USER, JELLYFIN_SERVER, seed=self.options.seed)
         self.catalog = PostgrestDouble(SERVICE_KEY, rpc_installed=self.options.rpc_installed)
-        self.agent = AgentZeroDouble(
-            self.nats_url, self.options.contracts_dir, token=self.options.agent_token
-        )
+        self.agent = AgentZeroDouble(self.nats_url, self.options.contracts_dir)
         self._seed_jellyfin()
         self.discord = DiscordSink(seed=self.options.seed)
         self.discord.history.add_webhook(DISCORD_WEBHOOK_ID, DISCORD_WEBHOOK_TOKEN, DISCORD_CHANNEL)
@@ -252,8 +249,6 @@ class EmbeddedStack:
             "BACKFILL_LOG_FORMAT": "json",
             "BACKFILL_PACE_PER_MINUTE": "0",  # tests and the demo run unpaced unless they ask for a pace
         }
-        if self.options.agent_token:
-            values["AGENT_ZERO_EVENTS_TOKEN"] = self.options.agent_token
         return {**values, **overrides}
 
     def stop(self) -> None:

@@ -29,8 +29,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class UpstreamsProcess:
     """`bench.upstreams` in its own process, so its CPU never shares a GIL with what is measured."""
 
-    def __init__(self, catalog_ms: float, jellyfin_ms: float, agent_ms: float) -> None:
+    def __init__(self, catalog_ms: float, jellyfin_ms: float, agent_ms: float, nats_url: str) -> None:
         self.latency_ms = {"catalog": catalog_ms, "jellyfin": jellyfin_ms, "agent_zero": agent_ms}
+        self.nats_url = nats_url  # where its Agent Zero publishes the envelopes
         self._proc: subprocess.Popen[str] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -46,6 +47,8 @@ class UpstreamsProcess:
             str(self.latency_ms["jellyfin"]),
             "--agent-ms",
             str(self.latency_ms["agent_zero"]),
+            "--nats-url",
+            self.nats_url,
         ]
         self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None

@@ -620,9 +620,13 @@ def render(results: dict[str, Any]) -> str:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes = QUICK if args.quick else Sizes()
-    upstreams = UpstreamsProcess(args.catalog_ms, args.jellyfin_ms, args.agent_ms).start()
     server = NatsServerProcess()
     server.start()
+    try:
+        upstreams = UpstreamsProcess(args.catalog_ms, args.jellyfin_ms, args.agent_ms, server.url).start()
+    except BaseException:
+        server.close()
+        raise
     sections = args.only or SECTIONS
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
@@ -640,8 +644,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             return bench.results
     finally:
         await upstreams.close_session()
+        upstreams.stop()  # before the server: its Agent Zero holds a NATS connection
         server.close()
-        upstreams.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,9 @@ Run as its own process: `python -m bench.upstreams --port 0` prints `READY <base
 - `GET  /jellyfin/Items/{id}?userId=...` and `GET /jellyfin/Items?ids=...` (Jellyfin latency); the
   listings `producer watch` asks what changed with (`minDateLastSaved`: nothing saved since; `sortBy=
   DateCreated`: the newest item, added before any time the benchmark asks about);
-- `POST /agent/events/publish` (Agent Zero latency);
+- `POST /agent/events/publish` (Agent Zero latency): with `--nats-url`, the envelope goes out on core NATS
+  as Agent Zero sends it (its own uuid4 id, the body's correlation id and source; `publish` without a
+  flush), so workers that confirm a republish by its envelope see it;
 - control: `POST /_bench/seed {"rows": N}`, `POST /_bench/append {"rows": N}` (N more candidates above
   the last id), `GET /_bench/stats` (counts only: it is polled during a
   run), `GET /_bench/merges` (every merge with its time, read once at the end), `GET /_bench/publishes`
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,6 +42,8 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, unquote
 
 import msgspec
+import nats
+from nats.aio.client import Client as NatsClient
 
 from backfill.eventloop import event_loop_runner
 
@@ -56,8 +61,9 @@ def item_id(row_id: int) -> str:
 
 
 class State:
-    def __init__(self, latency: dict[str, float]) -> None:
+    def __init__(self, latency: dict[str, float], nats: NatsClient | None = None) -> None:
         self.latency = latency
+        self.nats = nats  # where Agent Zero's envelopes go; None: answered, never sent
         self.rows: list[dict[str, Any] | None] = [None]  # index = row id
         self.candidates = 0
         self.requests: Counter[str] = Counter()
@@ -315,7 +321,18 @@ class Upstreams:
         body = _decode(request.body)
         if not isinstance(body, dict) or "topic" not in body or "payload" not in body:
             return json_response({"detail": "topic and payload are required"}, status=422)
-        envelope_id = f"{state.requests['agent_zero']:08x}-0000-4000-8000-000000000000"
+        envelope_id = str(uuid.uuid4())
+        if state.nats is not None:
+            envelope = {
+                "id": envelope_id,
+                "topic": body["topic"],
+                "ts": "2025-06-01T12:00:00Z",
+                "version": "v1",
+                "source": body.get("source") or "agent-zero",
+                "payload": body["payload"],
+                **{k: body[k] for k in ("correlation_id", "parent_id") if body.get(k)},
+            }
+            await state.nats.publish(body["topic"], _encode(envelope))
         return json_response({"published": body["topic"], "id": envelope_id})
 
     async def seed(self, request: Request) -> Response:
@@ -414,7 +431,8 @@ async def _main(args: argparse.Namespace) -> None:
         "jellyfin": args.jellyfin_ms / 1000,
         "agent_zero": args.agent_ms / 1000,
     }
-    upstreams = Upstreams(State(latency))
+    nc = await nats.connect(args.nats_url) if args.nats_url else None
+    upstreams = Upstreams(State(latency, nc))
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpProtocol(upstreams), "127.0.0.1", args.port, backlog=1024)
     port = server.sockets[0].getsockname()[1]
@@ -429,6 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalog-ms", type=float, default=5.0)
     parser.add_argument("--jellyfin-ms", type=float, default=20.0)
     parser.add_argument("--agent-ms", type=float, default=10.0)
+    parser.add_argument("--nats-url", help="publish Agent Zero's envelopes here, as it does")
     # the worker's own choice of loop: on a shared 2-core machine, the upstreams' CPU is taken from the
     # workers being measured (uvloop: about a third less per request here)
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 
+from backfill.adapters.agent_zero_circuit import AgentZeroCircuit
 from backfill.adapters.jetstream.bus import Bus
 from backfill.adapters.jetstream.layout import Layout
 from backfill.adapters.jetstream.pausing import PauseState
@@ -61,8 +62,10 @@ class Consumer:
         pace: Pace | None = None,
         ledger: DeliveryLedger | None = None,
         pause: PauseState | None = None,
+        circuit: AgentZeroCircuit | None = None,
     ) -> None:
         self._pace: Pace = pace or NoPace()
+        self._circuit = circuit
         self._pause = pause or PauseState()
         self._stop = asyncio.Event()
         self._ledger: DeliveryLedger = ledger or LocalLedger()
@@ -100,6 +103,9 @@ class Consumer:
                 if self._pause.by_switch:  # `producer pause`: fetch nothing until resumed
                     await self._pause.wait_running(stop)
                     continue
+                if self._circuit is not None and self._circuit.holds_fetch():  # Agent Zero is out
+                    await self._wait_for_circuit(stop)
+                    continue
                 slots = self._concurrency - len(self._tasks)
                 free = min(slots, self._pace.headroom())
                 if free <= 0 or (self._tasks and slots < self._refill_at):
@@ -113,6 +119,8 @@ class Consumer:
         finally:
             self.bound = False
             self._pace.close()  # what waits for a pace token is handed back now, not after the grace
+            if self._circuit is not None:
+                self._circuit.stop()  # so is what waits for Agent Zero to come back
             await self._finish(grace)
             heartbeats.cancel()
             await queue.close()
@@ -130,6 +138,14 @@ class Consumer:
         self._slot_freed.clear()
         waiters = [asyncio.ensure_future(self._slot_freed.wait()), asyncio.ensure_future(stop.wait())]
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+
+    async def _wait_for_circuit(self, stop: asyncio.Event) -> None:
+        """Until Agent Zero's circuit changes (or a second passes: what it holds may have moved on)."""
+        assert self._circuit is not None
+        waiters = [asyncio.ensure_future(self._circuit.changed()), asyncio.ensure_future(stop.wait())]
+        _, pending = await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         for waiter in pending:
             waiter.cancel()
 

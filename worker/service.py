@@ -18,19 +18,27 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from backfill.adapters.agent_zero_circuit import AgentZeroCircuit
 from backfill.adapters.jetstream.bus import AckPublisher, Bus
+from backfill.adapters.jetstream.envelopes import EnvelopeWatch
 from backfill.adapters.jetstream.layout import Layout, ensure_layout
 from backfill.adapters.jetstream.ledger import Ledger
 from backfill.adapters.jetstream.pausing import PauseState, PauseSwitch, watch_switch
 from backfill.adapters.jetstream.sweeper import Sweeper
 from backfill.adapters.jetstream.work import consumer_state
+from backfill.adapters.transport import HttpClient
 from backfill.core.errors import BackfillError, BusError
+from backfill.core.ports import Pace
 from backfill.health import health_app, start_health_server
 from backfill.metrics import Metrics
+from backfill.republish import Republisher
 from backfill.settings import BackfillSettings, NatsSettings, SettingsBundle, WorkerSettings
 from backfill.wiring import (
     WORKER_FIRST_CONNECT,
+    agent_zero_circuit,
+    build_agent_zero,
     build_processor,
+    build_republisher,
     connect_bus,
     http_client,
     layout_from,
@@ -144,6 +152,34 @@ async def pause_state_patiently(
     return await patiently(read, stop)
 
 
+async def start_republishing(
+    settings: SettingsBundle,
+    bus: Bus,
+    http: HttpClient,
+    metrics: Metrics,
+    ledger: Ledger,
+    pace: Pace,
+    resources: contextlib.AsyncExitStack,
+    stop: asyncio.Event,
+) -> tuple[Republisher, AgentZeroCircuit] | None:
+    """Watch `content.published.v1` (republishes are confirmed by their envelopes) and put the circuit
+    in front of Agent Zero; both end with `resources`. None: stopped first."""
+    watch = EnvelopeWatch(ledger)
+
+    async def watching() -> EnvelopeWatch:
+        await watch.start(bus.nc)
+        return watch
+
+    if await patiently(watching, stop) is None:
+        return None
+    resources.push_async_callback(watch.stop)
+    agent = build_agent_zero(settings, http, metrics.observe_upstream)
+    circuit = agent_zero_circuit(settings, agent)
+    resources.callback(circuit.stop)
+    metrics.agent_zero_unavailable.set_function(lambda: int(circuit.open))
+    return build_republisher(settings, agent, circuit, watch, ledger, pace, metrics), circuit
+
+
 async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.Event) -> None:
     """Run one replica until `stop` is set; in-flight work then gets `options.grace` seconds."""
     nats_cfg, worker_cfg = settings.get(NatsSettings), settings.get(WorkerSettings)
@@ -193,10 +229,14 @@ async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.
         pace = await patiently(lambda: open_pace(settings, bus), stop)
         if pace is None:
             return
+        republishing = await start_republishing(settings, bus, http, metrics, ledger, pace, resources, stop)
+        if republishing is None:
+            return
+        republisher, circuit = republishing
         consumer = Consumer(
             bus,
             layout,
-            build_processor(settings, catalog, http, metrics, policy, pace, ledger),
+            build_processor(settings, catalog, http, metrics, policy, pace, republisher),
             Settler(publisher, layout.prefix, layout.stream, worker_id, version, metrics),
             metrics,
             policy,
@@ -207,6 +247,7 @@ async def serve(settings: SettingsBundle, options: WorkerOptions, stop: asyncio.
             pace=pace,
             ledger=ledger,
             pause=pause,
+            circuit=circuit,
         )
 
         def ready() -> tuple[bool, str]:

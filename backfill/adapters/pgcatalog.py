@@ -15,6 +15,11 @@ asyncpg's errors become `backfill.core.errors` here: connection loss, timeouts, 
 administrator shutdowns are retryable (`UpstreamUnavailable`); a missing table, a denied permission or
 any other SQL error retrying cannot fix is an `UpstreamRejected`. Every query is reported to the
 observer as `("catalog", 200 | None, seconds)`, the same shape the PostgREST adapter reports.
+
+Every statement here is safe to run again (reads, and merges that give the same row however often they
+run), so a lost connection, a serialization failure, a deadlock, too many connections or a server
+shutting down is tried again within the delivery (`RETRY_ATTEMPTS` in all, jittered backoff), on a
+fresh pooled connection; a statement timeout is not (it already took `command_timeout`).
 """
 
 from __future__ import annotations
@@ -31,22 +36,17 @@ import asyncpg
 import msgspec
 
 from backfill.adapters.catalog import keyset_pages, merge_batched, merged_or_gone
+from backfill.adapters.pgerrors import DRIVER_ERRORS, again_on_transient, catalog_error
 from backfill.adapters.transport import Observer, no_observer
 from backfill.core.catalog import PUBLISHED, ROW_COLUMNS, MergeItem, MergeResults
-from backfill.core.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from backfill.core.errors import ConfigError, UpstreamUnavailable
 from backfill.core.model import Row
 from backfill.core.payload import MetaPatch
 from backfill.core.related import GAP_KEY
 
 SERVICE = "catalog"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# SQLSTATE classes a retry can outlive: connection exception, transaction rollback (serialization
-# failure, deadlock), insufficient resources (too many connections), operator intervention (admin
-# shutdown, cannot connect now, statement timeout), system error (I/O).
-_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 _encoder = msgspec.json.Encoder()
-
-
 TRANSACTION_POOLER_PORT = 6543  # Supabase's pooler (Supavisor) in transaction mode; 5432 is session mode
 
 
@@ -68,22 +68,6 @@ def quote_identifier(name: str) -> str:
     return f'"{name}"'
 
 
-def catalog_error(exc: BaseException) -> UpstreamError:
-    """Classify a driver error: retryable when the server or the link may recover, else a rejection."""
-    if isinstance(exc, asyncpg.PostgresError):
-        state = str(exc.sqlstate or "")
-        detail = f"{state} {type(exc).__name__}: {exc}"
-        if state[:2] in _TRANSIENT_CLASSES:
-            return UpstreamUnavailable(SERVICE, detail)
-        return UpstreamRejected(SERVICE, detail)
-    detail = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
-        return UpstreamRejected(SERVICE, detail)
-    return UpstreamUnavailable(SERVICE, detail)
-
-
-# What a pool call can raise besides a PostgresError: a closed or refused connection, a timeout.
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _UNDEFINED_TABLE = "42P01"
 T = TypeVar("T")
 
@@ -182,13 +166,20 @@ class PostgresCatalog:
         return cls(pool, table=table, page_size=page_size, observe=observe, close_timeout=command_timeout)
 
     async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        """Run one query on a pooled connection, observed and with its errors mapped."""
+        """Run one query on a pooled connection, observed and with its errors mapped; a transient
+        failure is tried again (`again_on_transient`)."""
+        return await self._observed(lambda: self._pool.fetch(sql, *args))
+
+    async def _observed(self, call: Callable[[], Awaitable[list[asyncpg.Record]]]) -> list[asyncpg.Record]:
+        """`call` with every try observed as one catalog request (`None` status when it failed)."""
         started = time.perf_counter()
-        try:
-            records: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
-        except DRIVER_ERRORS as exc:
+
+        def failed() -> None:
+            nonlocal started
             self._observe(SERVICE, None, time.perf_counter() - started)
-            raise catalog_error(exc) from exc
+            started = time.perf_counter()
+
+        records = await again_on_transient(call, failed)
         self._observe(SERVICE, 200, time.perf_counter() - started)
         return records
 
@@ -198,17 +189,16 @@ class PostgresCatalog:
     async def _locked_rows(
         self, lock: str, lock_args: tuple[object, ...], sql: str, *args: object
     ) -> list[Row]:
-        """`lock` then `sql` in one transaction on one pooled connection, observed as one call."""
-        started = time.perf_counter()
-        try:
+        """`lock` then `sql` in one transaction on one pooled connection, observed as one call; the
+        whole transaction is tried again after a transient failure (it rolled back)."""
+
+        async def transaction() -> list[asyncpg.Record]:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(lock, *lock_args)
                 records: list[asyncpg.Record] = await conn.fetch(sql, *args)
-        except DRIVER_ERRORS as exc:
-            self._observe(SERVICE, None, time.perf_counter() - started)
-            raise catalog_error(exc) from exc
-        self._observe(SERVICE, 200, time.perf_counter() - started)
-        return [_decode_row(record) for record in records]
+            return records
+
+        return [_decode_row(record) for record in await self._observed(transaction)]
 
     async def count_candidates(self, since_id: int = 0) -> int | None:
         records = await self._fetch(self._sql.count, since_id)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
 
 from backfill.adapters.catalog import keyset_pages, merge_batched, merged_or_gone
-from backfill.adapters.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer
+from backfill.adapters.transport import HttpClient, HttpResponse, Observer, Upstream, no_observer, retry_pause
 from backfill.core.catalog import ROW_COLUMNS, MergeItem, MergeResults, merged_meta
 from backfill.core.errors import CatalogConflict, UpstreamUnavailable
 from backfill.core.model import Row
@@ -153,8 +154,11 @@ class PostgrestCatalog:
         return True, (rows[0] if rows else None)
 
     async def _call_rpc(self, url: str, body: dict[str, Any]) -> list[Row] | None:
-        """The rows a merge function returned; None when it is not installed (404 PGRST202)."""
-        response = await self._up.request(
+        """The rows a merge function returned; None when it is not installed (404 PGRST202). The merge
+        functions give the same row however often they run, so a call that got no answer, or a 502,
+        503 (PGRST002: the schema cache is being loaded, the call was not run) or 504, is made again
+        within the delivery (`Upstream.write`)."""
+        response = await self._up.write(
             "POST",
             url,
             content=_encoder.encode(body),
@@ -169,28 +173,42 @@ class PostgrestCatalog:
             raise UpstreamUnavailable(SERVICE, f"unreadable rows: {exc}") from exc
 
     async def _merge_optimistic(self, row_id: int, patch: MetaPatch) -> Row | None:
-        """PATCH replaces jsonb whole, so pin the old value in the filter and retry when we lose a race."""
-        for _ in range(OPTIMISTIC_ATTEMPTS):
+        """PATCH replaces jsonb whole, so pin the old value in the filter and retry when we lose a race.
+
+        A PATCH that failed (or whose outcome is unknown) is never repeated as it was: the row is read
+        again first. If the write landed, the pin no longer matches what was sent, and merging the patch
+        into the value read gives the same meta again."""
+        for attempt in range(1, OPTIMISTIC_ATTEMPTS + 1):
             current = await self.get_row(row_id)
             if current is None:
                 return None
-            pin = "is.null" if current.meta is None else f"eq.{_encoder.encode(current.meta).decode()}"
-            response = await self._up.request(
-                "PATCH",
-                self._table_url,
-                params={"id": f"eq.{row_id}", "meta": pin, "select": ",".join(ROW_COLUMNS)},
-                content=_encoder.encode({"meta": merged_meta(current.meta, patch)}),
-                headers={
-                    **self._headers,
-                    "Content-Type": "application/json",
-                    "Prefer": "return=representation",
-                },
-            )
-            self._up.check(response)
-            rows = _rows_decoder.decode(response.content)
+            try:
+                rows = await self._patch_pinned(current, patch)
+            except UpstreamUnavailable:
+                if attempt == OPTIMISTIC_ATTEMPTS:
+                    raise
+                await asyncio.sleep(retry_pause(attempt))
+                continue
             if rows:
                 return rows[0]
         raise CatalogConflict(f"row {row_id} changed under {OPTIMISTIC_ATTEMPTS} optimistic writes in a row")
+
+    async def _patch_pinned(self, current: Row, patch: MetaPatch) -> list[Row]:
+        """The merged meta written only where the row's meta is still `current.meta`: the row as
+        written, or nothing when another writer got there first."""
+        pin = "is.null" if current.meta is None else f"eq.{_encoder.encode(current.meta).decode()}"
+        response = await self._up.request(
+            "PATCH",
+            self._table_url,
+            params={"id": f"eq.{current.id}", "meta": pin, "select": ",".join(ROW_COLUMNS)},
+            content=_encoder.encode({"meta": merged_meta(current.meta, patch)}),
+            headers={**self._headers, "Content-Type": "application/json", "Prefer": "return=representation"},
+        )
+        self._up.check(response)
+        try:
+            return _rows_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise UpstreamUnavailable(SERVICE, f"unreadable rows: {exc}") from exc
 
     async def aclose(self) -> None:
         """The HTTP client is shared and owned by the caller."""

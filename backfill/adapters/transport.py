@@ -23,9 +23,10 @@ import msgspec
 import yarl
 from multidict import CIMultiDictProxy
 
-from backfill.core.errors import UpstreamRejected, UpstreamUnavailable
+from backfill.core.errors import OutcomeUnknown, UpstreamNotReady, UpstreamRejected, UpstreamUnavailable
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+NOT_EXECUTED_STATUSES = frozenset({502, 503, 504})  # a gateway or the server said it did not get to it
 
 
 def is_transient(status: int) -> bool:
@@ -34,7 +35,7 @@ def is_transient(status: int) -> bool:
 
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # no answer the backfill asks for comes near this
-READ_ATTEMPTS = 3  # an idempotent read: the first try and two more within one delivery
+READ_ATTEMPTS = 3  # an idempotent request: the first try and two more within one delivery
 READ_BACKOFF = 0.2  # seconds before the second try (doubled for the third, jittered)
 
 # Called after every request with (service, HTTP status or None when no answer came, seconds).
@@ -106,6 +107,7 @@ class HttpClient:
             timeout=self._timeout,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
+            response_class=_Response,
         )
         return self._session
 
@@ -154,6 +156,25 @@ class HttpClient:
             self._session = None
 
 
+class _Response(aiohttp.ClientResponse):
+    """A server answering a 5xx may close the connection right after without saying so (uvicorn does
+    after an unhandled exception: every 500 of Agent Zero). aiohttp hands the connection back to its pool
+    as soon as the body is in, before the close arrives; the next request on it then fails before it is
+    even sent ("Can not write request body"), and a POST is not tried again. So a connection that
+    answered a 5xx goes back closed, never to the pool (tests/integration/test_transport.py guards this
+    hook into aiohttp's release of the connection)."""
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        response = await super().start(connection)
+        if self.status >= 500 and protocol is not None:
+            if self.connection is None:  # the whole body came with the head: already back in the pool
+                protocol.close()  # closed there, the pool drops it instead of handing it out
+            else:
+                protocol.force_close()  # closed when released
+        return response
+
+
 def make_client(timeout: float, max_connections: int = 100) -> HttpClient:
     """The one client of a process; `max_connections` bounds its pool across all upstreams."""
     return HttpClient(timeout, max_connections)
@@ -188,14 +209,21 @@ async def send(
         response = await client.request(method, url, **kwargs)
     except (aiohttp.ClientError, TimeoutError) as exc:
         observe(service, None, time.perf_counter() - started)
-        raise UpstreamUnavailable(
-            service, f"{method} {_path(url)} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise no_answer(service, f"{method} {_path(url)} failed: {type(exc).__name__}: {exc}", exc) from exc
     except BodyTooLarge as exc:
         observe(service, None, time.perf_counter() - started)
         raise UpstreamRejected(service, f"{method} {_path(url)}: {exc}; refused") from exc
     observe(service, response.status_code, time.perf_counter() - started)
     return response
+
+
+def no_answer(service: str, detail: str, exc: BaseException) -> UpstreamUnavailable:
+    """A request that got no answer: `UpstreamNotReady` when it never reached the upstream (no
+    connection could be made: refused, unresolvable, timed out connecting), else `OutcomeUnknown` (it
+    may have been received and acted on: a timeout, the connection lost before the answer)."""
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return UpstreamNotReady(service, detail)
+    return OutcomeUnknown(service, detail)
 
 
 def _path(url: str) -> str:
@@ -230,9 +258,15 @@ def raise_for_status(service: str, response: HttpResponse) -> None:
     raise UpstreamRejected(service, detail, status=response.status_code)
 
 
+def retry_pause(attempt: int) -> float:
+    """Seconds to wait before try `attempt + 1` within one delivery: READ_BACKOFF doubled per try,
+    jittered to 50-100 % so that the workers a fault hit together do not come back together."""
+    return float(READ_BACKOFF * 2 ** (attempt - 1) * (0.5 + 0.5 * random.random()))  # noqa: S311 - jitter
+
+
 async def _pause(attempt: int, retry_after: float | None, deadline: float) -> bool:
     """Sleep before the next try; False (no sleep) when the wait would not fit before `deadline`."""
-    delay = READ_BACKOFF * 2 ** (attempt - 1) * (0.5 + 0.5 * random.random())  # noqa: S311 - jitter
+    delay = retry_pause(attempt)
     if retry_after is not None:
         delay = max(delay, retry_after)
     if time.monotonic() + delay >= deadline:
@@ -257,16 +291,37 @@ class Upstream:
         up to READ_ATTEMPTS times, with a short jittered backoff or the upstream's Retry-After, while
         that fits in one request timeout; a transient fault then costs a request, not a delivery. What
         still fails is returned (a status) or raised, as by `request`."""
+        return await self.retrying(method, url, is_transient, UpstreamUnavailable, **kwargs)
+
+    async def write(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
+        """An idempotent write (a merge that gives the same row however often it runs): tried again,
+        as a read is, when no answer came or when the answer says it was not executed (502, 503 such
+        as PostgREST's PGRST002 "could not query the database for the schema cache", 504)."""
+        return await self.retrying(
+            method, url, NOT_EXECUTED_STATUSES.__contains__, UpstreamUnavailable, **kwargs
+        )
+
+    async def retrying(
+        self,
+        method: str,
+        url: str,
+        again: Callable[[int], bool],
+        unanswered: type[UpstreamUnavailable] | tuple[type[UpstreamUnavailable], ...],
+        **kwargs: Any,
+    ) -> HttpResponse:
+        """`request`, tried again (READ_ATTEMPTS in all, jittered backoff or Retry-After, within one
+        request timeout) after an answer whose status `again` accepts or a failure of the `unanswered`
+        kinds. What still fails is returned (a status) or raised."""
         deadline, attempt = time.monotonic() + self.http.timeout, 1
         while True:
             try:
                 response = await self.request(method, url, **kwargs)
-            except UpstreamUnavailable:
+            except unanswered:
                 if attempt == READ_ATTEMPTS or not await _pause(attempt, None, deadline):
                     raise
             else:
                 if (
-                    not is_transient(response.status_code)
+                    not again(response.status_code)
                     or attempt == READ_ATTEMPTS
                     or not await _pause(attempt, retry_after_seconds(response), deadline)
                 ):

@@ -9,7 +9,12 @@ above an adapter catches a third-party exception. Each class says whether retryi
     ├── NotFound                       what a command reads does not exist (exit 4)
     ├── UpstreamError                  an HTTP upstream failed          (has .service, .status)
     │   ├── UpstreamUnavailable        timeout, connection error, 5xx, 429/503: retryable
-    │   └── UpstreamRejected           a 4xx retrying cannot fix: not retryable
+    │   │   ├── UpstreamNotReady       it did nothing: connection refused, or "not ready" (Agent
+    │   │   │                          Zero's 503): repeating is safe; persistent, it is an outage
+    │   │   └── OutcomeUnknown         the request may have taken effect (timeout, connection lost
+    │   │                              before the answer, a gateway's 502/504): confirm or re-read
+    │   │                              before repeating anything that is not idempotent
+    │   └── UpstreamRejected           a 4xx (or an answer) retrying cannot fix: not retryable
     ├── CatalogConflict                optimistic write lost its race too often: retryable
     ├── BusError                       JetStream publish/ack failed: retryable
     └── InvalidMessage                 (core.wire; also a ValueError) a request's bytes are not a
@@ -60,6 +65,16 @@ class UpstreamUnavailable(UpstreamError):
     """Transient: timeout, connection refused, 5xx, 429 or 503. Retry later."""
 
     retryable = True
+
+
+class UpstreamNotReady(UpstreamUnavailable):
+    """The upstream did nothing: the connection was refused, or it answered that it cannot serve yet
+    (Agent Zero's 503 "NATS controller not ready", checked before it publishes). Safe to repeat."""
+
+
+class OutcomeUnknown(UpstreamUnavailable):
+    """No usable answer to a request that may have taken effect: a timeout, the connection lost before
+    the answer, a gateway's 502/504. Repeat only what is idempotent; confirm or re-read the rest."""
 
 
 class UpstreamRejected(UpstreamError):

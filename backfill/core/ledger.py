@@ -15,11 +15,11 @@ import msgspec
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,64}")
 
 
-def version_token(version: str) -> str:
-    """A backfill version as one key token: itself when key-safe, else a digest of it."""
-    if _KEY_SAFE.fullmatch(version):
-        return version
-    return "h" + hashlib.sha256(version.encode()).hexdigest()[:32]
+def key_token(text: str) -> str:
+    """Any text (a correlation id from the wire) as one key token: itself when key-safe, else a digest."""
+    if _KEY_SAFE.fullmatch(text):
+        return text
+    return "h" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class Alive(msgspec.Struct, frozen=True):
@@ -59,7 +59,8 @@ class LocalLedger:
         self._clock = clock
         self.failures: dict[tuple[str, int], Failing] = {}
         self.alive_until: dict[tuple[str, int], Alive] = {}
-        self.events: dict[tuple[int, str], str] = {}
+        self.envelopes: dict[str, str] = {}  # correlation id -> the first envelope seen on NATS
+        self.unconfirmed: dict[str, list[str]] = {}  # correlation id -> ids answered, never seen
 
     async def retrying_for(self, stream: str, seq: int, delivery: FailedDelivery) -> float:
         now = self._clock()
@@ -78,8 +79,14 @@ class LocalLedger:
     async def alive(self, stream: str, seq: int) -> Alive | None:
         return self.alive_until.get((stream, seq))
 
-    async def event_for(self, row_id: int, version: str) -> str | None:
-        return self.events.get((row_id, version))
+    async def envelope_seen(self, correlation_id: str) -> str | None:
+        return self.envelopes.get(correlation_id)
 
-    async def record_event(self, row_id: int, version: str, event_id: str) -> None:
-        self.events[(row_id, version)] = event_id
+    async def record_envelope(self, correlation_id: str, envelope_id: str) -> None:
+        self.envelopes.setdefault(correlation_id, envelope_id)
+
+    async def note_unconfirmed(self, correlation_id: str, envelope_id: str) -> int:
+        answered = self.unconfirmed.setdefault(correlation_id, [])
+        if envelope_id not in answered:
+            answered.append(envelope_id)
+        return len(answered)

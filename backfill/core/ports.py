@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from backfill.core.catalog import MergeItem, MergeResults
     from backfill.core.embeds import ChannelMessage
+    from backfill.core.errors import UpstreamNotReady
     from backfill.core.ledger import Alive, FailedDelivery
     from backfill.core.matching import DateHint
     from backfill.core.model import DeliveryRecord, JellyfinItem, Row
@@ -50,7 +51,50 @@ class EventPublisher(Protocol):
     """Agent Zero (`backfill.adapters.agent_zero.AgentZeroClient`)."""
 
     async def publish(self, payload: dict[str, Any], correlation_id: str, source: str = "backfill") -> str:
-        """Publish one `content.published.v1` event; the envelope id Agent Zero assigned."""
+        """Ask Agent Zero to publish one `content.published.v1` event; the envelope id it answered (its
+        envelope may still never reach NATS). `UpstreamNotReady`: nothing was published;
+        `OutcomeUnknown`: it may have been; `UpstreamRejected`: it refuses this event."""
+
+    async def nats_ready(self) -> bool | None:
+        """Whether Agent Zero can publish now (its health): True, False, or None when it does not say."""
+
+
+class PublishGate(Protocol):
+    """The circuit in front of Agent Zero (`backfill.adapters.agent_zero_circuit.AgentZeroCircuit`)."""
+
+    async def admit(self) -> float:
+        """Wait until a publish may go out; the seconds waited (never counted as retrying)."""
+
+    async def not_ready(self, error: UpstreamNotReady) -> bool:
+        """A publish found Agent Zero not ready. True: wait at `admit` and try again; False: retry."""
+
+    def answered(self) -> None:
+        """Agent Zero answered a publish with anything but "not ready"."""
+
+    def abandoned(self) -> None:
+        """An admitted publish ended without an answer either way."""
+
+
+class Expectation(Protocol):
+    """One delivery's wait for the envelope of its correlation id to reach NATS (a context manager:
+    leaving it stops the wait)."""
+
+    def arrived(self) -> str | None:
+        """The id of the envelope seen so far, if any."""
+
+    async def wait(self, within: float) -> str | None:
+        """The envelope's id once it has been seen (and recorded), or None after `within` seconds."""
+
+    def __enter__(self) -> Expectation: ...
+
+    def __exit__(self, *_exc: object) -> None: ...
+
+
+class EnvelopeWatch(Protocol):
+    """What reaches `content.published.v1` (`backfill.adapters.jetstream.envelopes.EnvelopeWatch`)."""
+
+    def expect(self, correlation_id: str) -> Expectation:
+        """Start waiting for this correlation id's envelope: one that arrives from now on is caught."""
 
 
 class VideoSearch(Protocol):
@@ -120,8 +164,11 @@ class DeliveryLedger(Protocol):
     async def settled(self, stream: str, seq: int) -> None: ...
     async def note_alive(self, stream: str, seq: int, alive: Alive) -> None: ...
     async def alive(self, stream: str, seq: int) -> Alive | None: ...
-    async def event_for(self, row_id: int, version: str) -> str | None: ...
-    async def record_event(self, row_id: int, version: str, event_id: str) -> None: ...
+
+    # Envelopes seen on NATS, by correlation id (first wins), and ids answered but never seen.
+    async def envelope_seen(self, correlation_id: str) -> str | None: ...
+    async def record_envelope(self, correlation_id: str, envelope_id: str) -> None: ...
+    async def note_unconfirmed(self, correlation_id: str, envelope_id: str) -> int: ...
 
 
 class RunTable(Protocol):

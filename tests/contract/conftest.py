@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from backfill.adapters.pgcatalog import PostgresCatalog
+from backfill.adapters.pgerrors import RETRY_ATTEMPTS
 from backfill.adapters.postgrest import PostgrestCatalog
 from backfill.adapters.transport import READ_ATTEMPTS, HttpClient, Observer, make_client, no_observer
 from backfill.core.ports import Catalog
@@ -56,7 +57,11 @@ class Backend(Protocol):
         """A catalog adapter on this backend, closed when the test ends."""
 
     async def interrupted(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run `call` while the backend fails it transiently (503 / connection terminated mid-query)."""
+        """Run `call` while the backend fails every one of its tries transiently (503 / connection
+        terminated mid-query)."""
+
+    async def interrupted_once(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` while the backend fails only its first try transiently."""
 
     async def unreachable(self) -> Catalog:
         """A catalog adapter pointed at a port where nothing listens (may raise while connecting)."""
@@ -82,8 +87,14 @@ class PostgrestBackend:
         return PostgrestCatalog(self.http, self.url, KEY, table=table, page_size=page_size, observe=observe)
 
     async def interrupted(self, call: Callable[[], Awaitable[T]]) -> T:
-        """503 to every try of the call (a read is tried READ_ATTEMPTS times), nothing after it."""
-        self.double.fail_next = READ_ATTEMPTS
+        """503 PGRST002 to every try of the call (reads and merges are tried READ_ATTEMPTS times)."""
+        return await self._failing(READ_ATTEMPTS, call)
+
+    async def interrupted_once(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await self._failing(1, call)
+
+    async def _failing(self, tries: int, call: Callable[[], Awaitable[T]]) -> T:
+        self.double.fail_next = tries
         try:
             return await call()
         finally:
@@ -108,7 +119,7 @@ class PostgresBackend:
         self.dsn = dsn
         self.pooler_dsn = pooler_dsn
         self.name = "postgres" if pooler_dsn is None else "pgbouncer"
-        self.tries_per_read = 1
+        self.tries_per_read = RETRY_ATTEMPTS
         self._opened: list[Catalog] = []
 
     async def insert(self, rows: list[dict[str, Any]]) -> list[int]:
@@ -128,19 +139,28 @@ class PostgresBackend:
         return catalog
 
     async def interrupted(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Hold an exclusive lock so `call` blocks in the server, then terminate its backend."""
+        """Hold an exclusive lock so each try of `call` blocks in the server, then terminate its backend,
+        every try (the adapter tries RETRY_ATTEMPTS times)."""
+        return await self._terminating(self.tries_per_read, call)
+
+    async def interrupted_once(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await self._terminating(1, call)
+
+    async def _terminating(self, tries: int, call: Callable[[], Awaitable[T]]) -> T:
         admin = await asyncpg.connect(self.dsn)
         try:
             async with admin.transaction():
                 await admin.execute("lock table public.studio_board in access exclusive mode")
                 task = asyncio.ensure_future(call())
                 try:
-                    pid = await _lock_waiter(admin)
-                    await admin.fetchval("select pg_terminate_backend($1)", pid)
+                    for _ in range(tries):
+                        pid = await _lock_waiter(admin, task)
+                        await admin.fetchval("select pg_terminate_backend($1)", pid)
+                        await _gone(admin, pid)
                 except BaseException:
                     task.cancel()
                     raise
-            return await task  # the lock is released: a call that survived would complete here
+            return await task  # the lock is released: a try that survived completes here
         finally:
             await admin.close()
 
@@ -174,10 +194,11 @@ drop function if exists public.backfill_test_reject();
 """
 
 
-async def _lock_waiter(admin: asyncpg.Connection, timeout: float = 10.0) -> int:
-    """The pid of the one backend waiting on a lock, polled until it shows up."""
+async def _lock_waiter(admin: asyncpg.Connection, task: asyncio.Future[Any], timeout: float = 10.0) -> int:
+    """The pid of the one backend waiting on a lock, polled until it shows up (or `task` ends: raises)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not task.done():
+        await admin.execute("select pg_stat_clear_snapshot()")  # this transaction sees it anew
         pid = await admin.fetchval(
             "select pid from pg_stat_activity where wait_event_type = 'Lock' and backend_type = 'client backend'"
             " and pid <> pg_backend_pid()"
@@ -185,7 +206,21 @@ async def _lock_waiter(admin: asyncpg.Connection, timeout: float = 10.0) -> int:
         if pid is not None:
             return int(pid)
         await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # its error, or: it finished without waiting on the lock
     raise TimeoutError("no backend started waiting on the table lock")
+
+
+async def _gone(admin: asyncpg.Connection, pid: int, timeout: float = 10.0) -> None:
+    """Until backend `pid` has left pg_stat_activity (the next try must not be mistaken for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await admin.execute("select pg_stat_clear_snapshot()")
+        if not await admin.fetchval("select 1 from pg_stat_activity where pid = $1", pid):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"backend {pid} still there")
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

@@ -347,6 +347,23 @@ async def test_a_transient_failure_is_retryable_writes_nothing_and_the_next_call
     assert row.meta == {"a": 1}
 
 
+async def test_a_fault_that_passes_costs_a_merge_nothing(backend: Backend) -> None:
+    """503 PGRST002 (the call was not run) / a connection killed mid-merge, once: the merge, which
+    gives the same row however often it runs, is made again within the call; merged once."""
+    await backend.insert([{"status": "published", "meta": {"a": 1}} for _ in range(3)])
+    catalog = await backend.catalog()
+    merged = await backend.interrupted_once(
+        lambda: catalog.merge_meta(1, MetaPatch(patch={"b": 2}, defaults={"c": 3}))
+    )
+    assert merged is not None and merged.meta == {"a": 1, "b": 2, "c": 3}
+    items = [(i, MetaPatch(patch={"b": 2}, defaults={})) for i in (2, 3)]
+    results = await backend.interrupted_once(lambda: catalog.merge_many(items))
+    assert {row_id: getattr(row, "meta", row) for row_id, row in results.items()} == {
+        2: {"a": 1, "b": 2},
+        3: {"a": 1, "b": 2},
+    }
+
+
 async def test_an_unreachable_backend_is_retryable(backend: Backend) -> None:
     """Nothing listening on the port: UpstreamUnavailable, whether at connect or at the first query."""
     with pytest.raises(UpstreamUnavailable):

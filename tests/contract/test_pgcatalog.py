@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from backfill.adapters.pgcatalog import PostgresCatalog, behind_transaction_pooler, catalog_error
+from backfill.adapters.pgcatalog import PostgresCatalog, behind_transaction_pooler
+from backfill.adapters.pgerrors import catalog_error, worth_another_try
 from backfill.adapters.transport import make_client
 from backfill.core.errors import ConfigError, UpstreamRejected, UpstreamUnavailable
 from backfill.core.payload import MetaPatch
@@ -84,16 +85,45 @@ async def test_a_query_slower_than_command_timeout_is_retryable_and_observed_wit
 
 
 async def test_the_pool_reconnects_after_the_server_terminated_every_connection(dsn: str) -> None:
-    """After an administrator kills our connections, the failed call is retryable and later calls work."""
+    """An administrator kills our connection mid-query: the query is tried again on a fresh connection
+    within the call; killed on every try, the call fails retryable; later calls work."""
     await insert_rows(dsn, [{"status": "published"}])
     backend = PostgresBackend(dsn)
     catalog = await backend.catalog()
     try:
+        assert await backend.interrupted_once(catalog.count_candidates) == 1
         with pytest.raises(UpstreamUnavailable, match=r"08|57P01"):
             await backend.interrupted(catalog.count_candidates)
         assert [await catalog.count_candidates() for _ in range(3)] == [1, 1, 1]
     finally:
         await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "again"),
+    [
+        (asyncpg.exceptions.SerializationError("could not serialize access"), True),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock detected"), True),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), True),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), True),
+        (asyncpg.exceptions.TooManyConnectionsError("too many clients"), True),
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"), False),
+        (TimeoutError(), False),
+        (
+            asyncpg.exceptions.InterfaceError("cannot perform operation: another operation is in progress"),
+            False,
+        ),
+        (asyncpg.exceptions.UndefinedTableError('relation "x" does not exist'), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_only_errors_a_moment_can_outlive_are_tried_again_within_the_call(
+    error: BaseException, again: bool
+) -> None:
+    """Lost connections, serialization failures, deadlocks, too many clients, a server shutting down:
+    tried again at once (every statement is safe to repeat). A timeout already took its time."""
+    assert worth_another_try(error) is again
 
 
 async def test_aclose_releases_every_pooled_connection(dsn: str) -> None:

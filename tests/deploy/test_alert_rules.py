@@ -33,6 +33,7 @@ ALERTS = {
     "BackfillUpstreamErrorRatioHigh",
     "BackfillNoWorkerUp",
     "BackfillWatchStalled",
+    "BackfillAgentZeroUnavailable",
 }
 UP = 'up{job="backfill-worker", instance="10.0.0.5:9108"}'
 
@@ -223,6 +224,35 @@ SITUATIONS = [
         {"40m": [], "80m": [{"alertname": "BackfillBacklogNotShrinking", "severity": "warning"}]},
     ),
     Situation(
+        "Agent Zero unable to publish past its own reconnects: the runbook's restart",
+        [*HEALTHY[:3], series("backfill_agent_zero_unavailable", "1x20")],
+        {"2m": [], "5m": [{"alertname": "BackfillAgentZeroUnavailable", "severity": "critical"}]},
+    ),
+    Situation(
+        "an Agent Zero outage it recovers from alone (under 2 minutes): nothing fires",
+        [*HEALTHY[:3], series("backfill_agent_zero_unavailable", "0x5 1x2 0x20")],
+        {"5m": [], "8m": [], "20m": []},
+    ),
+    Situation(
+        "one replica of two holding Agent Zero unavailable is enough",
+        [
+            *HEALTHY[:3],
+            series("backfill_agent_zero_unavailable", "1x20"),
+            series("backfill_agent_zero_unavailable", "0x20", instance="10.0.0.6:9108"),
+        ],
+        {"10m": [{"alertname": "BackfillAgentZeroUnavailable", "severity": "critical"}]},
+    ),
+    Situation(
+        "backlog held still by an Agent Zero outage: only the Agent Zero alert",
+        [
+            {"series": UP, "values": "1x60"},
+            series("backfill_consumer_pending_messages", "500x60"),
+            series("backfill_consumer_ack_pending_messages", "16x60"),
+            series("backfill_agent_zero_unavailable", "1x60"),
+        ],
+        {"50m": [{"alertname": "BackfillAgentZeroUnavailable", "severity": "critical"}]},
+    ),
+    Situation(
         "dead letters keep arriving",
         [*HEALTHY[:3], series("backfill_dlq_messages", "0+3x60")],
         {"10m": [], "30m": [{"alertname": "BackfillDeadLettersGrowing", "severity": "warning"}]},
@@ -245,7 +275,7 @@ def test_promtool_accepts_the_rule_file() -> None:
 
 def test_rules_define_every_alert_each_with_for_severity_and_text() -> None:
     """Dead letters growing, backlog not shrinking, upstream error ratio, no worker up, the watcher
-    stalled; all fully described."""
+    stalled, Agent Zero unavailable; all fully described."""
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == ALERTS
     for rule in rules:

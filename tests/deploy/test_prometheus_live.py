@@ -67,6 +67,7 @@ ALERT_HOLDS = {
     "BackfillUpstreamErrorRatioHigh": False,
     "BackfillNoWorkerUp": False,
     "BackfillWatchStalled": False,  # the watcher passes every second
+    "BackfillAgentZeroUnavailable": False,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +17,10 @@ from jsonschema import Draft202012Validator
 from nats.aio.client import Client as NatsClient
 
 from backfill_doubles.agent_zero import AgentZeroDouble
+from backfill_doubles.linkcut import LinkCut
 from backfill_doubles.natsserver import NatsServerProcess, free_port
 from backfill_doubles.serve import BackgroundServer, serve
+from tests.support.agentzero import AgentZeroProcess
 
 TOPIC = "content.published.v1"
 PAYLOAD = {
@@ -114,15 +117,58 @@ async def test_without_contracts_the_payload_is_not_checked(nats_server: NatsSer
     assert response.status_code == 200
 
 
-async def test_token_is_required_when_configured(nats_server: NatsServerProcess, contracts_dir: Path) -> None:
-    """With a token configured, a publish without the right x-agent-token is 401."""
-    agent = AgentZeroDouble(nats_server.url, contracts_dir, token="s3cret")
-    async with serve(agent.app()) as url, httpx.AsyncClient(base_url=url) as client:
-        missing = await publish(client)
-        wrong = await publish(client, headers={"x-agent-token": "nope"})
-        right = await publish(client, headers={"x-agent-token": "s3cret"})
-    assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
-    assert missing.json() == {"detail": "unauthorized"}
+async def test_no_token_is_checked_whatever_the_header_says(http: httpx.AsyncClient) -> None:
+    """Agent Zero reads no token (PMOVES.AI 09f0ad73): with or without x-agent-token, published."""
+    missing = await publish(http)
+    wrong = await publish(http, headers={"x-agent-token": "nope"})
+    assert (missing.status_code, wrong.status_code) == (200, 200)
+
+
+async def test_the_connection_is_closed_after_a_500(agent: AgentZeroDouble, http: httpx.AsyncClient) -> None:
+    """As uvicorn does after an unhandled exception: the 500 arrives, then the server closes the
+    connection, with no `Connection: close` header to warn the client."""
+    response = await http.post("/events/publish", json={"topic": TOPIC, "payload": {"artifact_uri": "x"}})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "connection" not in response.headers
+    reader, writer = await asyncio.open_connection(*http.base_url.netloc.decode().split(":"))
+    body = json.dumps({"topic": TOPIC, "payload": {"artifact_uri": "x"}}).encode()
+    writer.write(
+        b"POST /events/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answer = await asyncio.wait_for(reader.read(), 5)  # read() returns only once the server closed
+    assert answer.startswith(b"HTTP/1.1 500") and answer.endswith(b"Internal Server Error")
+    writer.close()
+
+
+async def test_publish_then_drop_sends_the_envelope_and_no_answer(
+    agent: AgentZeroDouble, http: httpx.AsyncClient, listener: NatsClient
+) -> None:
+    """The crash after publishing: the envelope reaches NATS, the client's connection is lost."""
+    sub = await listener.subscribe(TOPIC)
+    await listener.flush()
+    agent.drop_after_publish = 1
+    with pytest.raises(httpx.TransportError):
+        await publish(http, correlation_id="row-1")
+    assert (await next_envelope(sub))["correlation_id"] == "row-1"
+    assert (await publish(http)).status_code == 200  # only the next one
+
+
+async def test_answer_then_lose_answers_200_and_never_publishes(
+    agent: AgentZeroDouble, http: httpx.AsyncClient, listener: NatsClient
+) -> None:
+    """The crash between the answer and the unflushed envelope: 200 with an id nobody ever sees."""
+    sub = await listener.subscribe(TOPIC)
+    await listener.flush()
+    agent.skip_publish_after_answer = 1
+    lost = await publish(http, correlation_id="lost")
+    sent = await publish(http, correlation_id="sent")
+    assert lost.status_code == sent.status_code == 200
+    envelope = await next_envelope(sub)
+    assert (envelope["correlation_id"], envelope["id"]) == ("sent", sent.json()["id"])
+    assert agent.answered == [lost.json()["id"], sent.json()["id"]]
 
 
 @pytest.mark.parametrize(
@@ -219,3 +265,69 @@ def test_runs_in_a_background_server_and_closes_nats_on_stop(
         assert server.call(lambda: agent.nats_connected) is True
     assert response.status_code == 200
     assert agent.nats_connected is False
+
+
+async def test_after_its_reconnect_budget_it_answers_503_for_good_until_restarted(
+    nats_server: NatsServerProcess, contracts_dir: Path
+) -> None:
+    """Its NATS link cut longer than its reconnects last: its client closes for good; the link back,
+    it still answers 503 and /healthz says disconnected, until the controller starts again."""
+    port = int(nats_server.url.rsplit(":", 1)[1])
+    async with LinkCut(port) as link:
+        agent = AgentZeroDouble(link.url, contracts_dir, reconnect_attempts=2, reconnect_wait=0.1)
+        async with serve(agent.app()) as url, httpx.AsyncClient(base_url=url) as client:
+            assert (await publish(client)).status_code == 200
+            await link.cut()
+            deadline = time.monotonic() + 10
+            while not agent.gave_up:
+                assert time.monotonic() < deadline, "it never gave up"
+                await asyncio.sleep(0.02)
+            await link.restore()
+            assert (await publish(client)).json() == {"detail": "NATS controller not ready"}
+            health = (await client.get("/healthz")).json()["nats"]
+            assert (health["connected"], health["controller_started"]) == (False, True)
+            await agent.close()  # the restart
+            await agent.start()
+            assert (await publish(client)).status_code == 200
+
+
+@pytest.mark.parametrize("moment", ["publish", "answer"])
+async def test_the_process_kills_itself_in_each_crash_window(
+    nats_server: NatsServerProcess, moment: str
+) -> None:
+    """Run as a process: on the chosen accepted publish it dies by SIGKILL right after publishing (the
+    envelope is out, no answer) or right after answering (the 200 is out, no envelope)."""
+    listener = await nats.connect(nats_server.url)
+    sub = await listener.subscribe(TOPIC)
+    await listener.flush()
+    agent = AgentZeroProcess(nats_server.url)
+    await agent.start(f"--die-after-{moment}", "2")
+    try:
+        async with httpx.AsyncClient(base_url=agent.url) as client:
+            first = await publish(client, correlation_id="first")
+            assert first.status_code == 200 and (await next_envelope(sub))["id"] == first.json()["id"]
+            if moment == "publish":
+                with pytest.raises(httpx.TransportError):
+                    await publish(client, correlation_id="second")
+                assert (await next_envelope(sub))["correlation_id"] == "second"
+            else:
+                assert (await publish(client, correlation_id="second")).status_code == 200
+                with pytest.raises(nats.errors.TimeoutError):
+                    await sub.next_msg(timeout=0.5)  # the envelope died with the process
+        assert await agent.exited() == -signal.SIGKILL
+    finally:
+        await agent.stop()
+        await listener.close()
+
+
+async def test_sigterm_does_not_stop_it(nats_server: NatsServerProcess) -> None:
+    """Its startup hook re-registers SIGTERM for its runtime: the service goes on answering."""
+    agent = AgentZeroProcess(nats_server.url)
+    await agent.start()
+    try:
+        agent.signal(signal.SIGTERM)
+        async with httpx.AsyncClient(base_url=agent.url) as client:
+            assert (await client.get("/healthz")).status_code == 200
+        assert agent.proc is not None and agent.proc.returncode is None
+    finally:
+        await agent.stop()

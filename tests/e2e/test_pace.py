@@ -24,10 +24,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[UpstreamsProcess]:
+def upstreams(nats_url: str) -> Iterator[UpstreamsProcess]:
     """Light PostgREST, Jellyfin and Agent Zero in their own process (the benchmark's): fast enough that
-    the pace, not the machine, limits three workers at 100/s, and timestamping each post on arrival."""
-    process = UpstreamsProcess(catalog_ms=2, jellyfin_ms=2, agent_ms=2).start()
+    the pace, not the machine, limits three workers at 100/s, and timestamping each post on arrival.
+    Its Agent Zero publishes the envelopes on the test's NATS, where the workers confirm them."""
+    process = UpstreamsProcess(catalog_ms=2, jellyfin_ms=2, agent_ms=2, nats_url=nats_url).start()
     yield process
     process.stop()
 

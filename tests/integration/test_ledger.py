@@ -1,5 +1,6 @@
 """The delivery ledger on a real JetStream key-value bucket: first failures shared by every replica,
-accepted events per row and version, unreadable entries repaired."""
+envelopes seen per correlation id (the first stays), ids answered but never seen, unreadable entries
+repaired."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from backfill.adapters.jetstream.ledger import Ledger
 from backfill.core.errors import BusError
-from backfill.core.ledger import Alive, FailedDelivery, Failing, LocalLedger, count_failure, version_token
+from backfill.core.ledger import Alive, FailedDelivery, Failing, LocalLedger, count_failure, key_token
 from tests.support.clock import Clock
 
 
@@ -48,17 +49,30 @@ async def test_the_first_failure_counts_for_every_replica_until_settled(nc: Nats
     )  # a settled message starts again (e.g. a replay)
 
 
-async def test_an_accepted_event_is_found_by_row_and_version_only(nc: NatsClient, bucket: str) -> None:
+async def test_the_first_envelope_seen_for_a_correlation_id_is_the_one_every_replica_finds(
+    nc: NatsClient, bucket: str
+) -> None:
+    """Every replica records what it sees; the first one recorded stays (a later duplicate, or the same
+    envelope recorded by a second replica, changes nothing)."""
     ledger, other = await replicas(nc, bucket, Clock())
-    assert await ledger.event_for(5, "2025-10-14") is None
-    await ledger.record_event(5, "2025-10-14", "evt-1")
-    assert await other.event_for(5, "2025-10-14") == "evt-1"
-    assert await other.event_for(5, "2026-01-01") is None
-    assert await other.event_for(6, "2025-10-14") is None
-    odd = "v2 (october) / ünïcode"
-    await ledger.record_event(5, odd, "evt-2")
-    assert await other.event_for(5, odd) == "evt-2"
-    assert version_token(odd) != version_token("v2 (october) / unicode")
+    assert await ledger.envelope_seen("cid-5") is None
+    await ledger.record_envelope("cid-5", "env-1")
+    await other.record_envelope("cid-5", "env-1")
+    await other.record_envelope("cid-5", "env-2")
+    assert await other.envelope_seen("cid-5") == "env-1"
+    assert await other.envelope_seen("cid-6") is None
+    odd = "not key-safe / ünïcode"
+    await ledger.record_envelope(odd, "env-3")
+    assert await other.envelope_seen(odd) == "env-3"
+    assert key_token(odd) != key_token("not key-safe / unicode")
+
+
+async def test_ids_answered_but_never_seen_are_kept_and_counted(nc: NatsClient, bucket: str) -> None:
+    ledger, other = await replicas(nc, bucket, Clock())
+    assert await ledger.note_unconfirmed("cid-1", "lost-1") == 1
+    assert await other.note_unconfirmed("cid-1", "lost-1") == 1  # the same id twice counts once
+    assert await other.note_unconfirmed("cid-1", "lost-2") == 2
+    assert await ledger.note_unconfirmed("cid-2", "lost-3") == 1
 
 
 async def test_an_unreadable_first_failure_is_replaced_not_fatal(nc: NatsClient, bucket: str) -> None:
@@ -76,7 +90,7 @@ async def test_a_write_to_a_lost_bucket_is_a_bus_error(nc: NatsClient, bucket: s
     ledger, _ = await replicas(nc, bucket, Clock())
     await nc.jetstream().delete_key_value(bucket)
     with pytest.raises(BusError, match="ledger"):
-        await ledger.record_event(1, "v", "e")
+        await ledger.record_envelope("cid", "e")
     await nc.jetstream().create_key_value(bucket=bucket)  # for the fixture's cleanup
 
 
@@ -88,8 +102,10 @@ async def test_the_local_ledger_keeps_the_same_rules() -> None:
     assert await ledger.retrying_for("BF", 1, failed(clock)) == 12.0
     await ledger.settled("BF", 1)
     assert await ledger.retrying_for("BF", 1, failed(clock)) == 0.0
-    await ledger.record_event(1, "v", "e")
-    assert await ledger.event_for(1, "v") == "e"
+    await ledger.record_envelope("cid", "e")
+    await ledger.record_envelope("cid", "later")
+    assert await ledger.envelope_seen("cid") == "e"
+    assert await ledger.note_unconfirmed("cid", "lost") == 1
 
 
 async def test_liveness_is_noted_read_back_and_forgotten_when_settled(nc: NatsClient, bucket: str) -> None:

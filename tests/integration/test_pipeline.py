@@ -34,11 +34,12 @@ async def handle(rig: Rig, row_id: int, mode: Mode = Mode.REPUBLISH) -> object:
 
 
 async def test_happy_path_republishes_then_merges(rig: Rig) -> None:
-    """Done: one envelope accepted by Agent Zero (token sent), row carries its id."""
+    """Done: one envelope, seen on NATS and recorded in the ledger; the row carries its id."""
     row_id = add(rig)
     assert await handle(rig, row_id) == Ack("done", "republished", ("jellyfin_id",))
     (envelope,) = rig.agent.envelopes
     assert rig.db.rows[row_id]["meta"]["backfill_event_id"] == envelope["id"]
+    assert rig.ledger.envelopes == {envelope["correlation_id"]: envelope["id"]}
 
 
 async def test_jellyfin_500_is_retried_and_nothing_is_written(rig: Rig) -> None:
@@ -60,13 +61,26 @@ async def test_jellyfin_hang_times_out_into_a_retry(rig: Rig) -> None:
     assert isinstance(outcome, Retry)
 
 
-async def test_agent_zero_503_is_retried_and_the_row_is_not_marked(rig: Rig) -> None:
-    """NATS controller not ready: Retry, and the row is not marked as republished."""
+async def test_a_passing_agent_zero_503_costs_a_request_not_a_delivery(rig: Rig) -> None:
+    """One "NATS controller not ready" (checked before Agent Zero publishes anything) is asked again
+    within the delivery: done, one envelope."""
     row_id = add(rig)
     rig.agent.fail_next = 1
+    assert await handle(rig, row_id) == Ack("done", "republished", ("jellyfin_id",))
+    assert len(rig.agent.envelopes) == 1 and rig.agent.injected["fail"] == 1
+
+
+async def test_agent_zero_503_that_outlasts_the_request_is_retried_and_the_row_is_not_marked(
+    rig: Rig,
+) -> None:
+    """Not ready on every try while its health says NATS is connected (a passing fault, not an outage):
+    Retry, the circuit stays closed, and the row is not marked as republished."""
+    row_id = add(rig)
+    rig.agent.fail_next = READ_ATTEMPTS
     outcome = await handle(rig, row_id)
     assert isinstance(outcome, Retry)
-    assert "agent_zero" in outcome.error
+    assert "agent_zero" in outcome.error and "not ready" in outcome.error
+    assert not rig.circuit.open
     assert "jellyfin_public_url" not in rig.db.rows[row_id]["meta"]
 
 
@@ -197,7 +211,7 @@ async def test_a_retry_says_how_long_it_waited_for_the_pace(rig: Rig) -> None:
     pace = SlowPace()
     rig.processor._pace = pace
     row_id = add(rig)
-    rig.agent.fail_next = 1
+    rig.agent.fail_next = READ_ATTEMPTS
     handling = asyncio.ensure_future(handle(rig, row_id))
     await asyncio.wait_for(pace.asked.wait(), 10)  # the republish is waiting for its token
     pace.granted.set()

@@ -134,3 +134,70 @@ async def test_no_answer_at_all_is_tried_again_then_raised(client: HttpClient) -
 
     with pytest.raises(UpstreamUnavailable, match="GET /Items failed"):
         await Upstream(client, "jellyfin").read("GET", f"http://127.0.0.1:{free_port()}/Items")
+
+
+async def test_a_connection_closed_after_a_5xx_is_never_reused(client: HttpClient) -> None:
+    """uvicorn answers an unhandled exception with a 500 and then closes the keep-alive connection,
+    without a `Connection: close` header (Agent Zero does so for every 500). aiohttp pools the
+    connection before the close arrives; reused, the next POST would fail unsent. It is not reused."""
+
+    async def crash_then_close(request: web.Request) -> web.StreamResponse:
+        if request.path == "/crash":
+            response = web.Response(status=500, text="Internal Server Error")
+            await response.prepare(request)
+            await response.write_eof()
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", crash_then_close)
+    async with serve(app) as url:
+        up = Upstream(client, "agent_zero")
+        assert (await up.request("POST", f"{url}/ok", json={})).status_code == 200
+        assert (await up.request("POST", f"{url}/crash", json={})).status_code == 500
+        statuses = [(await up.request("POST", f"{url}/ok", json={})).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+
+
+async def test_an_idempotent_write_is_tried_again_on_a_gateway_or_not_ready_answer(
+    client: HttpClient,
+) -> None:
+    """A merge (same row however often it runs): 503 (PGRST002), 502 and 504 say it did not run; it is
+    sent again within one request timeout. A 500 or a 4xx is returned as it came."""
+    flaky = Script(503, 504)
+    async with serve(flaky.app()) as url:
+        response = await Upstream(client, "catalog").write("POST", f"{url}/rpc/merge", json={})
+    assert response.status_code == 200 and len(flaky.seen) == 3  # READ_ATTEMPTS: the third one passed
+    gateway = Script(502)
+    async with serve(gateway.app()) as url:
+        response = await Upstream(client, "catalog").write("POST", f"{url}/rpc/merge", json={})
+    assert response.status_code == 200 and len(gateway.seen) == 2
+    for final in (500, 409):
+        once = Script(final)
+        async with serve(once.app()) as url:
+            response = await Upstream(client, "catalog").write("POST", f"{url}/rpc/merge", json={})
+        assert response.status_code == final and len(once.seen) == 1
+
+
+async def test_a_refused_connection_is_not_ready_and_a_lost_answer_is_unknown(client: HttpClient) -> None:
+    """Nothing reached the upstream (refused): `UpstreamNotReady`, safe to repeat. The connection lost
+    after the request went out: `OutcomeUnknown`, the request may have been acted on."""
+    from backfill.core.errors import OutcomeUnknown, UpstreamNotReady
+    from backfill_doubles.natsserver import free_port
+
+    with pytest.raises(UpstreamNotReady):
+        await Upstream(client, "agent_zero").request("POST", f"http://127.0.0.1:{free_port()}/x", json={})
+
+    async def vanish(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/x", vanish)
+    async with serve(app) as url:
+        with pytest.raises(OutcomeUnknown):
+            await Upstream(client, "agent_zero").request("POST", f"{url}/x", json={})

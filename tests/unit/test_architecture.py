@@ -189,8 +189,9 @@ def test_core_is_pure() -> None:
     assert not violations, report(violations)
 
 
-def test_enrich_and_pipeline_see_only_the_ports() -> None:
-    violations = check_imports(sources("backfill/enrich.py", "backfill/pipeline.py"), ["backfill.adapters"])
+def test_enrich_pipeline_and_republish_see_only_the_ports() -> None:
+    paths = sources("backfill/enrich.py", "backfill/pipeline.py", "backfill/republish.py")
+    violations = check_imports(paths, ["backfill.adapters"])
     assert not violations, report(violations)
 
 

@@ -7,10 +7,12 @@
   fails (its redelivery is due after the delay) and when a slow delivery reports progress, with the
   delivery count. The sweeper uses it to tell a message JetStream will still deliver from one it has
   given up on.
-- **Which event Agent Zero accepted for a row and backfill version** (`event.<row_id>.<version>`),
-  written as soon as the publish returns and before the row is merged: a redelivery after a failed
-  merge finds it and merges with that event id instead of publishing a second Discord-bound event.
-  The window left is a crash between Agent Zero's answer and this write (one key-value put).
+- **Which envelope reached NATS for a row and backfill version** (`envelope.<correlation id>`): every
+  worker watches `content.published.v1` and records the first envelope of each backfill correlation id
+  it sees (`backfill.adapters.jetstream.envelopes`), whichever replica published it: a redelivery that
+  finds one merges it instead of publishing again, even when the replica that published is dead.
+- **Which ids Agent Zero answered without their envelope ever being seen** (`unconfirmed.<correlation
+  id>`): kept for the record (and to stop republishing a row whose envelopes never show up).
 
 The bucket's entries expire (`max_age`) a day after the retry budget, so nothing needs cleaning up by
 hand. Every failure of the bucket is a `BusError`; callers decide what it costs them.
@@ -30,7 +32,7 @@ from nats.js.kv import KeyValue
 
 from backfill.adapters.jetstream.bus import key_value_bucket
 from backfill.core.errors import BusError
-from backfill.core.ledger import Alive, FailedDelivery, Failing, count_failure, version_token
+from backfill.core.ledger import Alive, FailedDelivery, Failing, count_failure, key_token
 
 log = logging.getLogger(__name__)
 KEEP_AFTER_BUDGET = 24 * 3600.0
@@ -40,6 +42,7 @@ _failing_encoder = msgspec.json.Encoder()
 _failing_decoder = msgspec.json.Decoder(Failing)
 _alive_encoder = msgspec.json.Encoder()
 _alive_decoder = msgspec.json.Decoder(Alive)
+_ids_decoder = msgspec.json.Decoder(list[str])
 
 
 class Ledger:
@@ -54,7 +57,7 @@ class Ledger:
         """Open (or create) the bucket, replicated like the work stream: a ledger on one node of a
         cluster would stop every republish when that node is lost."""
         ttl = budget_seconds + KEEP_AFTER_BUDGET
-        description = "backfill: first failure per message, accepted event per row and version"
+        description = "backfill: first failure per message, envelope seen per row and version"
         kv = await key_value_bucket(js, bucket, "ledger", description, replicas=replicas, ttl=ttl)
         return cls(kv)
 
@@ -98,12 +101,34 @@ class Ledger:
         except msgspec.DecodeError:
             return None  # unreadable: judged as if nothing had been noted
 
-    async def event_for(self, row_id: int, version: str) -> str | None:
-        """The envelope id Agent Zero accepted for this row and version, if one was recorded."""
-        value = await self._get(f"event.{row_id}.{version_token(version)}")
-        if not value:
-            return None
-        return value.decode(errors="replace")
+    async def envelope_seen(self, correlation_id: str) -> str | None:
+        """The id of the first envelope seen on NATS with this correlation id, if any was recorded."""
+        value = await self._get(f"envelope.{key_token(correlation_id)}")
+        return value.decode(errors="replace") if value else None
+
+    async def record_envelope(self, correlation_id: str, envelope_id: str) -> None:
+        """Record an envelope seen on NATS; the first one recorded for a correlation id stays (every
+        replica records what it sees: the others find it there)."""
+        try:  # only if the key has no value yet: one round trip (`create` makes two when it has one)
+            await self._kv.update(f"envelope.{key_token(correlation_id)}", envelope_id.encode(), last=0)
+        except (KeyWrongLastSequenceError, BadRequestError):
+            return  # another replica (or an earlier envelope) was first
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"ledger: cannot record envelope {envelope_id}: {exc}") from exc
+
+    async def note_unconfirmed(self, correlation_id: str, envelope_id: str) -> int:
+        """Keep an id Agent Zero answered whose envelope was never seen; how many such ids the
+        correlation id has now. Only the delivery that holds the row writes here."""
+        key = f"unconfirmed.{key_token(correlation_id)}"
+        value = await self._get(key)
+        try:
+            answered = _ids_decoder.decode(value) if value else []
+        except msgspec.DecodeError:
+            answered = []
+        if envelope_id not in answered:
+            answered.append(envelope_id)
+        await self._put(key, msgspec.json.encode(answered))
+        return len(answered)
 
     async def _get(self, key: str) -> bytes | None:
         try:
@@ -113,9 +138,6 @@ class Ledger:
         except (NatsError, TimeoutError) as exc:
             raise BusError(f"ledger: cannot read {key}: {exc}") from exc
         return entry.value or b""
-
-    async def record_event(self, row_id: int, version: str, event_id: str) -> None:
-        await self._put(f"event.{row_id}.{version_token(version)}", event_id.encode())
 
     async def _put(self, key: str, value: bytes) -> None:
         try:
