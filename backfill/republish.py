@@ -28,9 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backfill.core.errors import OutcomeUnknown, UpstreamNotReady, UpstreamRejected, UpstreamUnavailable
+from backfill.core.errors import (
+    BusError,
+    OutcomeUnknown,
+    UpstreamNotReady,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from backfill.core.pace import Turn
-from backfill.core.ports import DeliveryLedger, EnvelopeWatch, EventPublisher, Expectation, Pace, PublishGate
+from backfill.core.ports import DeliveryLedger, EnvelopeWatch, EventPublisher, Pace, PublishGate
 
 log = logging.getLogger(__name__)
 SERVICE = "agent_zero"
@@ -87,7 +93,11 @@ class Republisher:
                 if (early := expected.arrived()) is not None:  # an earlier publish's, late
                     return await expected.wait(self._rules.envelope_wait) or early
                 answered = await self._post(payload, correlation_id, held, post)
-                seen = await self._confirm(expected, correlation_id)
+                seen = await expected.wait(self._rules.envelope_wait)
+                if seen is None and answered is not None and expected.blind():
+                    return await self._trust_answer(correlation_id, answered)
+                if seen is None:  # another replica may have seen what this one missed
+                    seen = await self._ledger.envelope_seen(correlation_id)
                 if seen is not None:
                     if answered not in (None, seen):
                         log.info(
@@ -138,10 +148,19 @@ class Republisher:
         self._gate.answered()
         return event_id
 
-    async def _confirm(self, expected: Expectation, correlation_id: str) -> str | None:
-        """The envelope's id once seen here, or recorded by another replica; None when neither."""
-        seen = await expected.wait(self._rules.envelope_wait)
-        return seen if seen is not None else await self._ledger.envelope_seen(correlation_id)
+    async def _trust_answer(self, correlation_id: str, answered: str) -> str:
+        """This worker's connection to NATS dropped while it waited: not seeing the envelope proves
+        nothing, and publishing again would send a second one whenever the first went out (a node of the
+        cluster lost, say). Agent Zero's answer is the row's event, recorded for the other replicas."""
+        log.warning(
+            "connection to NATS dropped while waiting for the envelope; taking Agent Zero's answer",
+            extra={"answered": answered, "correlation": correlation_id},
+        )
+        try:
+            await self._ledger.record_envelope(correlation_id, answered)
+        except BusError as exc:  # the merge records it in the row all the same
+            log.warning("answered id not recorded", extra={"answered": answered, "error": str(exc)})
+        return answered
 
     async def _not_seen(self, correlation_id: str, answered: str | None) -> None:
         """Nothing reached NATS for this publish: keep the answered id, and dead-letter a row whose

@@ -82,6 +82,10 @@ class Expectation(Protocol):
     def arrived(self) -> str | None:
         """The id of the envelope seen so far, if any."""
 
+    def blind(self) -> bool:
+        """Whether this process's watch could have missed the envelope: its connection to NATS was down
+        at some point of the wait."""
+
     async def wait(self, within: float) -> str | None:
         """The envelope's id once it has been seen (and recorded), or None after `within` seconds."""
 

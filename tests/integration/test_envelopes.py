@@ -87,3 +87,39 @@ async def test_every_replica_records_what_any_publishes_the_first_envelope_stayi
     finally:
         for replica in replicas:
             await replica.stop()  # a second stop is harmless
+
+
+async def test_an_expectation_is_blind_once_its_connection_dropped_while_it_waited() -> None:
+    """A server restarted under the watch: an expectation open across it could have missed its envelope
+    (blind), one begun after the reconnect could not, and one begun while the connection was down is."""
+    import nats
+
+    from backfill_doubles.natsserver import NatsServerProcess
+
+    server = NatsServerProcess(jetstream=False)
+    server.start()
+    nc = await nats.connect(server.url, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+    watching = EnvelopeWatch(LocalLedger())
+    await watching.start(nc)
+    try:
+        with watching.expect("across") as across:
+            assert not across.blind()
+            server.stop()
+            await wait_until(lambda: not nc.is_connected)
+            with watching.expect("while-down") as while_down:
+                server.start()
+                await wait_until(lambda: nc.is_connected)
+                assert across.blind() and while_down.blind()
+        with watching.expect("after") as after:
+            assert not after.blind()
+    finally:
+        await watching.stop()
+        await nc.close()
+        server.close()
+
+
+async def wait_until(condition: Any, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        await asyncio.sleep(0.02)

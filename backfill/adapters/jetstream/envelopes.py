@@ -12,6 +12,8 @@ and, for every envelope whose `source` is `backfill` and that carries a correlat
 What this cannot see is an envelope published while this worker's own connection is down (between the
 server losing it and the resubscription after the reconnect); another replica connected at that moment
 records it, and the waiting delivery reads the ledger before it publishes again (docs/upstreams.md §1).
+An expectation knows when it was blind like that (`blind`): its connection dropped, or was down, while
+it waited, so not seeing its envelope proves nothing.
 """
 
 from __future__ import annotations
@@ -48,11 +50,17 @@ class Expectation:
     def __init__(self, watch: EnvelopeWatch, correlation_id: str) -> None:
         self._watch = watch
         self.correlation_id = correlation_id
+        self._link = watch.link()  # the connection it watches through, as it was when the wait began
         self._seen: str | None = None  # the id of the envelope that arrived
         self._recorded: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # once recorded
 
     def arrived(self) -> str | None:
         return self._seen
+
+    def blind(self) -> bool:
+        """Whether the watch could have missed the envelope: the connection was down when the wait began,
+        is down now, or dropped (and came back) meanwhile."""
+        return self._link is None or self._watch.link() != self._link
 
     async def wait(self, within: float) -> str | None:
         """The envelope's id once it has been seen and recorded (or its recording failed), or None
@@ -92,11 +100,20 @@ class EnvelopeWatch:
         self._waiting: dict[str, list[Expectation]] = {}
         self._recording: set[asyncio.Task[None]] = set()
         self._subscriptions: Subscriptions | None = None
+        self._nc: NatsClient | None = None
         self.seen = 0  # backfill envelopes seen since start
 
     async def start(self, nc: NatsClient) -> None:
         """Subscribe; returns once the server has the subscription (what is published later is seen)."""
         self._subscriptions = await subscribe(nc, [self._subject], self._on_message)
+        self._nc = nc
+
+    def link(self) -> int | None:
+        """Which unbroken stretch of the connection the watch is in (its reconnect count), None while it
+        is down: two readings that differ mean the subscription was away in between."""
+        if self._nc is None or not self._nc.is_connected:
+            return None
+        return int(self._nc.stats["reconnects"])
 
     async def stop(self) -> None:
         """Unsubscribe; what is being recorded gets its write finished."""
