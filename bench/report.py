@@ -1,4 +1,6 @@
-"""`python -m bench.report [results.json]`: the README's performance table, from a benchmark run.
+"""`python -m bench.report [results.json]`: the performance table, from a benchmark run.
+
+It goes in docs/performance.md, between the `<!-- bench-table -->` markers.
 
 Every figure comes from the one JSON file (one run), so the ratios compare things measured side by
 side; the targets are issue 7's.

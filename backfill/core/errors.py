@@ -94,7 +94,7 @@ class BusError(BackfillError):
 
 
 class Exit(IntEnum):
-    """Exit codes of both programs (README, "Exit codes")."""
+    """Exit codes of both programs (docs/configuration.md, "Exit codes and conventions")."""
 
     OK = 0
     FAILED = 1  # the command ran, and something in it failed (or, for `layout`, differs)

@@ -1,4 +1,4 @@
-"""The installed CLIs behave like the tools operators know (README, "Exit codes and conventions").
+"""The installed CLIs behave like the tools operators know (docs/configuration.md, "Exit codes ...").
 
 `--version`; `--help` with examples for every command and help for every option; one JSON document
 on stdout per `--json` command; errors on stderr with the documented exit code; Ctrl-C and SIGTERM
