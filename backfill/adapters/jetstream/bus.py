@@ -29,6 +29,7 @@ from backfill.core.errors import BusError
 log = logging.getLogger(__name__)
 PER_SUBJECT_LIMIT = 10077  # "maximum messages per subject exceeded": the row already has a pending message
 API_TIMEOUT = 10.0
+PING_INTERVAL = 20  # seconds between the client's pings to the server
 FIRST_CONNECT = 2.0  # seconds a program waits for its first connection to NATS, unless it says otherwise
 DELETE_FAILED = 10057  # "no message found" / "stream store EOF": the sequence is not (any longer) there
 
@@ -83,6 +84,10 @@ async def connect(
         name=name,
         max_reconnect_attempts=-1 if reconnect_forever else 10,
         reconnect_time_wait=1,
+        # a silent dead connection noticed in about a minute (nats-py's default: about four), so that a
+        # worker's envelope watch is blind for as short a time as it can be (docs/delivery.md)
+        ping_interval=PING_INTERVAL,
+        max_outstanding_pings=3,
         connect_timeout=max(1, min(5, round(first_connect))),
         error_cb=on_error,
         disconnected_cb=on_disconnect,
