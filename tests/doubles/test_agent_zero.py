@@ -58,7 +58,7 @@ async def publish(
 
 
 async def next_envelope(sub: Any) -> dict[str, Any]:
-    message = await sub.next_msg(timeout=2)
+    message = await sub.next_msg(timeout=10)  # a deadline, not a wait: it returns once the envelope is in
     envelope: dict[str, Any] = json.loads(message.data)
     return envelope
 
