@@ -54,7 +54,15 @@ async def test_agent_zero_killed_after_publishing_and_after_answering_leaves_eve
     """Six SIGKILLs of Agent Zero, each at one of its two crash windows: after publishing (envelope
     out, no answer: a retry would publish twice) and after answering (200 out, envelope lost: the row
     would be done without its embed). Two replicas; no row lost, none doubled, none dead-lettered."""
-    env = stack.env(**layout_env, **TIMINGS, AGENT_ZERO_BASE_URL=agent_zero.url)
+    # Paced (10 a second, one at a time) so that each start of Agent Zero meets its third publish while
+    # most rows still wait: unpaced, a fast run could finish every row before the sixth kill comes.
+    env = stack.env(
+        **layout_env,
+        **TIMINGS,
+        AGENT_ZERO_BASE_URL=agent_zero.url,
+        BACKFILL_PACE_PER_MINUTE="600",
+        BACKFILL_PACE_BURST="1",
+    )
     rows = resolvable(stack)[:40]
     await enqueue(stack, env, "--ids", ",".join(map(str, rows)))
     workers = [await WorkerProcess(env, "--exit-when-idle", "4").start() for _ in range(2)]
