@@ -31,6 +31,8 @@ IDENTITY = (
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(config.rootpath)
     for item in items:
+        if not Path(item.path).is_relative_to(root):
+            continue  # a test run from elsewhere (a probe suite with its own rootdir)
         where = Path(item.path).relative_to(root).as_posix()
         if any(where.startswith(path) if path.endswith("/") else where == path for path in IDENTITY):
             item.add_marker(pytest.mark.identity)
